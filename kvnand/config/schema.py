@@ -1,0 +1,287 @@
+"""Pydantic schemas of every configurable part and of a system composition.
+
+Quantities are written with units in YAML ("4 us", "4 KiB", "3 pJ/bit") and stored as SI floats (bytes,
+seconds, J, J/bit, W, Hz, B/s, m^2). Bare numbers only where the field name carries the unit (`*_count`,
+`planes`, ...). Every model forbids unknown keys. `source` fields hold where a number comes from.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from kvnand.config import units
+
+
+def _q(dimension: str):
+    def check(v):
+        try:
+            return units.parse(v, dimension)
+        except units.UnitParseError as exc:
+            raise ValueError(str(exc)) from None
+
+    return BeforeValidator(check)
+
+
+Time = Annotated[float, _q("time"), Field(gt=0)]
+TimeOrZero = Annotated[float, _q("time"), Field(ge=0)]
+Bytes = Annotated[float, _q("bytes"), Field(gt=0)]
+BytesOrZero = Annotated[float, _q("bytes"), Field(ge=0)]
+Bandwidth = Annotated[float, _q("bandwidth"), Field(gt=0)]
+Energy = Annotated[float, _q("energy"), Field(ge=0)]
+EnergyPerBit = Annotated[float, _q("energy_per_bit"), Field(ge=0)]
+Frequency = Annotated[float, _q("frequency"), Field(gt=0)]
+Power = Annotated[float, _q("power"), Field(ge=0)]
+Area = Annotated[float, _q("area"), Field(ge=0)]
+OpsRate = Annotated[float, _q("ops_rate"), Field(gt=0)]
+Price = Annotated[float, _q("money_per_byte"), Field(ge=0)]
+PosInt = Annotated[int, Field(gt=0)]
+
+
+class Part(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    source: str | None = None
+    note: str | None = None
+
+
+class CellMode(Part):
+    mode: Literal["SLC", "MLC", "TLC", "QLC"]
+    tR: Time
+    tPROG: Time
+    tBERS: Time
+    pe_cycles: PosInt
+    read_disturb_limit: PosInt
+    # RBER(pe, reads, retention_s) = rber0 + a_pe*(pe/pe_cycles)^b_pe + a_rd*(reads/limit) + a_ret*(t/1 year)
+    rber_fresh: Annotated[float, Field(ge=0, lt=1)] = 1e-9
+    rber_pe_coeff: Annotated[float, Field(ge=0)] = 1e-4
+    rber_pe_exponent: Annotated[float, Field(gt=0)] = 2.0
+    rber_read_coeff: Annotated[float, Field(ge=0)] = 1e-4
+    rber_retention_coeff_per_year: Annotated[float, Field(ge=0)] = 1e-5
+
+
+class Geometry(Part):
+    planes: PosInt
+    blocks_per_plane: PosInt
+    pages_per_block: PosInt
+    page_size: Bytes
+    spare_size: BytesOrZero = 0.0
+    capacity: Bytes | None = None  # optional cross-check against the product above
+    partial_programs_per_page: PosInt = 4  # NOP: how many partial programs one page accepts
+
+    @model_validator(mode="after")
+    def _capacity_consistent(self):
+        if self.capacity is not None:
+            computed = self.page_size * self.pages_per_block * self.blocks_per_plane * self.planes
+            if abs(computed - self.capacity) > 0.002 * self.capacity:
+                raise ValueError(
+                    f"geometry inconsistent: page_size x pages_per_block x blocks_per_plane x planes = "
+                    f"{computed:.6g} B but capacity = {self.capacity:.6g} B")
+        return self
+
+    @property
+    def die_bytes(self) -> float:
+        return self.page_size * self.pages_per_block * self.blocks_per_plane * self.planes
+
+
+class FlashEnergy(Part):
+    read_per_bit: EnergyPerBit
+    program_per_bit: EnergyPerBit
+    erase_per_block: Energy = 0.0
+    register_per_bit: EnergyPerBit = 0.0  # data -> cache register move
+
+
+class DieIO(Part):
+    rate: Bandwidth
+    energy_per_bit: EnergyPerBit
+
+
+class FlashDie(Part):
+    """A 3D NAND array die: cell mode, geometry, timing, energy and its external I/O."""
+
+    name: str
+    cell: CellMode
+    geometry: Geometry
+    energy: FlashEnergy
+    io: DieIO
+    t_register: TimeOrZero = 0.0        # data register -> cache register copy of one page
+    cache_register: bool = True         # two-stage register pipeline (sense next page while draining)
+    multi_plane: bool = True            # all planes sense concurrently
+    usd_per_byte: Price = 0.0
+    static_power: Power = 0.0
+
+
+class Ecc(Part):
+    codeword_data: Bytes
+    codeword_parity: Bytes
+    t: PosInt                           # correctable bits per codeword
+    location: Literal["on_die", "controller", "none"]
+    decode_rate: Bandwidth              # per decoder (per plane on die) of codeword bits
+    encode_rate: Bandwidth
+    decode_energy_per_bit: EnergyPerBit = 0.0
+    encode_energy_per_bit: EnergyPerBit = 0.0
+    decoder_power: Power = 0.0
+    encoder_power: Power = 0.0
+    decoder_area: Area = 0.0
+    encoder_area: Area = 0.0
+    retry_time: TimeOrZero = 0.0        # one read retry (re-sense with shifted reference) costs ~tR
+
+
+class IfcLogic(Part):
+    """Compute logic on the hybrid-bonded CMOS die: per-plane PEs, per-plane KV buffer, per-die global buffer."""
+
+    fmacs_per_plane: PosInt
+    clock: Frequency
+    pe_precision: Literal["bf16", "int8", "fp32"] = "bf16"
+    kv_buffer: BytesOrZero = 0.0
+    global_buffer: BytesOrZero = 0.0
+    plane_power: Power = 0.0
+    plane_area: Area = 0.0
+    global_buffer_power: Power = 0.0
+    global_buffer_area: Area = 0.0
+    mac_energy: Energy = 0.0            # per MAC
+    sram_energy_per_bit: EnergyPerBit = 0.0
+    psum_bytes: Bytes = 2.0             # width of one partial sum sent off-die
+    die_area: Area = 0.0                # array die footprint, for the logic area overhead check
+    cores_per_die: int = 0              # >0: shared cores (Cambricon-LLM) instead of per-plane PEs
+    core_macs_per_cycle: int = 0
+
+
+class Channel(Part):
+    rate: Bandwidth
+    energy_per_bit: EnergyPerBit
+    command_overhead: TimeOrZero = 0.0  # command/address cycles per flash command
+
+
+class FlashArray(Part):
+    """A set of identical dies on shared channels."""
+
+    die: FlashDie
+    logic: IfcLogic | None = None
+    ecc: Ecc
+    channels: PosInt
+    dies_per_channel: PosInt
+    channel: Channel
+
+    @property
+    def dies(self) -> int:
+        return self.channels * self.dies_per_channel
+
+
+class Npu(Part):
+    name: str
+    peak_ops: dict[str, OpsRate]        # by precision: {"bf16": "32 TOPS", "int8": ...}; ops = 2 x MACs
+    special_rate: OpsRate               # elements/s of softmax/norm/RoPE/activation
+    sram: BytesOrZero = 0.0
+    power: Power                        # average active power
+    static_power: Power = 0.0
+    sram_energy_per_bit: EnergyPerBit = 0.0
+    energy_per_op: Energy = 0.0         # dynamic energy per op, used when not folded into `power`
+
+
+class Dram(Part):
+    name: str
+    channels: PosInt
+    rate_per_channel: Bandwidth
+    energy_per_bit: EnergyPerBit
+    capacity_per_channel: Bytes
+    static_power: Power = 0.0
+    usd_per_byte: Price = 0.0
+
+
+class Link(Part):
+    name: str
+    rate: Bandwidth
+    energy_per_bit: EnergyPerBit
+    latency: TimeOrZero = 0.0
+
+
+class SocBuffer(Part):
+    size: Bytes
+    power: Power = 0.0
+    energy_per_bit: EnergyPerBit = 0.0
+
+
+class CsdEngine(Part):
+    """The attention engine inside a computational storage drive."""
+
+    macs_per_s: OpsRate
+    power: Power = 0.0
+    dram: BytesOrZero = 0.0
+
+
+class KvPlacement(Part):
+    store: Literal["colocated", "flash_group", "dram", "nand", "csd"]
+    mapping: Literal["page", "naive"] = "page"
+    g2_dies: int = 0                    # flash_group: dies (of flash.array) holding the KV cache
+    buffer: SocBuffer | None = None     # SoC KV staging buffer (KVNAND-D)
+    block_randomization: bool = True
+
+
+class Placement(Part):
+    weights: Literal["flash_pe", "flash_split", "host"]  # flash_split: READ_COMPUTE + READ_SLICE (Cambricon)
+    attention: Literal["flash_pe", "npu", "csd"]
+    prefill: Literal["npu", "host"] = "npu"
+
+
+class Schedule(Part):
+    hg_pipeline: bool = False           # overlap QKV of head-group i+1 with attention of head-group i
+    head_parallel: bool = True          # all heads of a stage run at once on their planes
+
+
+class System(Part):
+    """A composition of parts; `kvnand report` evaluates one of these per point."""
+
+    schema_version: Literal[1]
+    name: str
+    description: str = ""
+    flash: FlashArray
+    nand: FlashArray | None = None      # plain NAND dies holding KV (Base-2) or the CSD's flash
+    dram: Dram | None = None
+    host_dram: Dram | None = None       # weights' memory when weights live on a host accelerator
+    link: Link | None = None
+    csd: CsdEngine | None = None
+    npu: Npu
+    kv: KvPlacement
+    placement: Placement
+    schedule: Schedule = Schedule()
+    default_precision: Literal["bf16", "w8a8", "w4a16"] = "bf16"
+    soc_static_power: Power = 0.0
+
+    @model_validator(mode="after")
+    def _references_resolve(self):
+        needs = {"dram": self.dram, "nand": self.nand, "csd": self.csd}
+        if self.kv.store in needs and needs[self.kv.store] is None:
+            raise ValueError(f"kv.store is '{self.kv.store}' but no '{self.kv.store}' part is configured")
+        if self.kv.store == "csd" and self.link is None:
+            raise ValueError("kv.store 'csd' needs a 'link' (host interface) part")
+        if self.placement.weights == "host" and self.host_dram is None:
+            raise ValueError("placement.weights 'host' needs a 'host_dram' part")
+        if self.placement.weights in ("flash_pe", "flash_split") and self.flash.logic is None:
+            raise ValueError(f"placement.weights '{self.placement.weights}' needs flash.logic (in-flash compute)")
+        if self.placement.attention == "flash_pe" and self.kv.store not in ("colocated", "flash_group"):
+            raise ValueError("placement.attention 'flash_pe' needs kv.store 'colocated' or 'flash_group'")
+        if self.kv.store == "flash_group":
+            if not 0 < self.kv.g2_dies < self.flash.dies:
+                raise ValueError(
+                    f"kv.g2_dies must be between 1 and {self.flash.dies - 1} (flash has {self.flash.dies} dies)"
+                    f", got {self.kv.g2_dies}")
+        if self.flash.logic is not None and self.flash.logic.die_area > 0:
+            logic = self.flash.die.geometry.planes * self.flash.logic.plane_area + self.flash.logic.global_buffer_area
+            if logic <= 0:
+                raise ValueError("flash.logic areas must be set when die_area is")
+        return self
+
+
+class CalibrationConstant(Part):
+    value: float
+    unit: str
+    meaning: str
+    applies_to: list[str]               # system families
+    fitted_on: list[str] = []           # validation case ids, or [] for a value taken from a source
+
+
+class Calibration(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    schema_version: Literal[1]
+    constants: dict[str, CalibrationConstant]

@@ -1,0 +1,169 @@
+"""Event mode: the program unrolled into a task DAG and list-scheduled over exclusive system resources.
+
+Each task starts when its predecessors are done and every resource it holds is free (earliest-ready
+first, program order on ties), so concurrent parts contend for channels, the NPU, DRAM and flash
+groups. A task's duration comes from its pipeline: by the exact burst recurrence (default), or by
+stepping each item through the stages (`page_level=True`, for small configurations and tests).
+The timeline can be written as a Chrome trace (kvnand.report.trace).
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+from kvnand.sim.program import Loop, Par, Pipe, Pipeline, Seq, Task
+
+
+def step_items(pipe: Pipe, items: int) -> float:
+    """Greedy item-by-item pipeline: a stage starts when the item left the previous stage and every
+    internal resource it newly acquires was released by the previous item (registers block)."""
+    n = int(round(items))
+    if n <= 0:
+        return 0.0
+    k = len(pipe.times)
+    last_use = {}
+    for i, held in enumerate(pipe.holds):
+        for r in held:
+            last_use[r] = i
+    release: dict[str, float] = {}
+    end_prev_item = 0.0
+    for _ in range(n):
+        t = 0.0
+        new_release: dict[str, float] = {}
+        for i in range(k):
+            held = pipe.holds[i]
+            acquire = [r for r in held if i == 0 or r not in pipe.holds[i - 1]]
+            start = max([t] + [release.get(r, 0.0) for r in acquire])
+            t = start + pipe.times[i]
+            for r in held:
+                if last_use[r] == i:
+                    new_release[r] = t
+        release = new_release
+        end_prev_item = t
+    return end_prev_item
+
+
+@dataclass
+class Scheduled:
+    task: Task
+    start: float
+    end: float
+    pred: int | None            # index of the node that set this task's start (critical path)
+
+
+@dataclass
+class Timeline:
+    items: list[Scheduled] = field(default_factory=list)
+
+    @property
+    def makespan(self) -> float:
+        return max((s.end for s in self.items), default=0.0)
+
+    def critical_path(self) -> list[Scheduled]:
+        if not self.items:
+            return []
+        i = max(range(len(self.items)), key=lambda j: self.items[j].end)
+        path = []
+        while i is not None:
+            path.append(self.items[i])
+            i = self.items[i].pred
+        return path[::-1]
+
+
+class _Dag:
+    def __init__(self):
+        self.tasks: list[Task] = []
+        self.deps: list[list[int]] = []
+
+    def add(self, task: Task, deps: list[int]) -> int:
+        self.tasks.append(task)
+        self.deps.append(deps)
+        return len(self.tasks) - 1
+
+    def build(self, node, deps: list[int]) -> list[int]:
+        """Add `node` after `deps`; return the ids it ends with."""
+        if isinstance(node, Task):
+            return [self.add(node, deps)]
+        if isinstance(node, Seq):
+            for p in node.parts:
+                deps = self.build(p, deps)
+            return deps
+        if isinstance(node, Par):
+            out: list[int] = []
+            for p in node.parts:
+                out += self.build(p, deps)
+            return out
+        if isinstance(node, Loop):
+            for _ in range(node.n):
+                deps = self.build(node.body, deps)
+            return deps
+        if isinstance(node, Pipeline):
+            a_end, b_end = deps, deps
+            for _ in range(node.n):
+                a_end = self.build(node.a, a_end)
+                b_end = self.build(node.b, sorted(set(a_end + b_end)))
+            return b_end
+        raise TypeError(f"not a program node: {node!r}")
+
+
+def simulate(program, *, page_level: bool = False) -> Timeline:
+    dag = _Dag()
+    dag.build(program, [])
+    n = len(dag.tasks)
+    succ: list[list[int]] = [[] for _ in range(n)]
+    waiting = [len(d) for d in dag.deps]
+    for i, ds in enumerate(dag.deps):
+        for d in ds:
+            succ[d].append(i)
+    ready_at = [0.0] * n
+    ready_pred: list[int | None] = [None] * n
+    durations: dict[int, float] = {}
+    res_free: dict[str, tuple[float, int | None]] = {}
+    heap = [(0.0, i) for i in range(n) if waiting[i] == 0]
+    heapq.heapify(heap)
+    out: list[Scheduled | None] = [None] * n
+    while heap:
+        t_ready, i = heapq.heappop(heap)
+        task = dag.tasks[i]
+        start, pred = t_ready, ready_pred[i]
+        for r in task.resources:
+            free, holder = res_free.get(r, (0.0, None))
+            if free > start:
+                start, pred = free, holder
+        key = id(task)
+        if key not in durations:
+            durations[key] = (step_items(task.pipe, task.items) if page_level else task.duration)
+        end = start + durations[key]
+        for r in task.resources:
+            res_free[r] = (end, i)
+        out[i] = Scheduled(task, start, end, pred)
+        for s in succ[i]:
+            if end >= ready_at[s]:
+                ready_at[s], ready_pred[s] = end, i
+            waiting[s] -= 1
+            if waiting[s] == 0:
+                heapq.heappush(heap, (ready_at[s], s))
+    return Timeline([s for s in out if s is not None])
+
+
+def breakdown(tl: Timeline) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """Critical-path time by stage and by limiting resource (both add up to the makespan), busy by resource."""
+    stage: dict[str, float] = {}
+    bound: dict[str, float] = {}
+    t = 0.0
+    for s in tl.critical_path():
+        gap = s.start - t
+        if gap > 1e-15:
+            stage["idle"] = stage.get("idle", 0.0) + gap
+            bound["idle"] = bound.get("idle", 0.0) + gap
+        d = s.end - s.start
+        stage[s.task.stage] = stage.get(s.task.stage, 0.0) + d
+        b = f"{s.task.bound_by} ({','.join(s.task.resources)})"
+        bound[b] = bound.get(b, 0.0) + d
+        t = s.end
+    busy: dict[str, float] = {}
+    for s in tl.items:
+        for r in s.task.resources:
+            busy[r] = busy.get(r, 0.0) + (s.end - s.start)
+    return stage, bound, busy
