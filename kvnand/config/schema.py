@@ -176,7 +176,8 @@ class Npu(Part):
     power: Power                        # average active power
     static_power: Power = 0.0
     sram_energy_per_bit: EnergyPerBit = 0.0
-    energy_per_op: Energy = 0.0         # dynamic energy per op, used when not folded into `power`
+    energy_per_op: Energy = 0.0         # dynamic energy per op (2 per MAC)
+    energy_per_element: Energy = 0.0    # dynamic energy per special-function element
 
 
 class Dram(Part):
@@ -187,6 +188,7 @@ class Dram(Part):
     capacity_per_channel: Bytes
     static_power: Power = 0.0
     usd_per_byte: Price = 0.0
+    shares_flash_channels: bool = False  # Lincoln/Base-1: DRAM devices sit on the flash dies' LPDDR channels
 
 
 class Link(Part):
@@ -235,7 +237,7 @@ class System(Part):
     schema_version: Literal[1]
     name: str
     description: str = ""
-    flash: FlashArray
+    flash: FlashArray | None = None     # IFC dies holding weights (absent when weights live on a host)
     nand: FlashArray | None = None      # plain NAND dies holding KV (Base-2) or the CSD's flash
     dram: Dram | None = None
     host_dram: Dram | None = None       # weights' memory when weights live on a host accelerator
@@ -250,14 +252,17 @@ class System(Part):
 
     @model_validator(mode="after")
     def _references_resolve(self):
-        needs = {"dram": self.dram, "nand": self.nand, "csd": self.csd}
+        needs = {"dram": self.dram, "nand": self.nand, "csd": self.csd, "colocated": self.flash,
+                 "flash_group": self.flash}
         if self.kv.store in needs and needs[self.kv.store] is None:
             raise ValueError(f"kv.store is '{self.kv.store}' but no '{self.kv.store}' part is configured")
         if self.kv.store == "csd" and self.link is None:
             raise ValueError("kv.store 'csd' needs a 'link' (host interface) part")
         if self.placement.weights == "host" and self.host_dram is None:
             raise ValueError("placement.weights 'host' needs a 'host_dram' part")
-        if self.placement.weights in ("flash_pe", "flash_split") and self.flash.logic is None:
+        if self.kv.store == "csd" and self.nand is None:
+            raise ValueError("kv.store 'csd' needs a 'nand' part (the drive's flash)")
+        if self.placement.weights in ("flash_pe", "flash_split") and (self.flash is None or self.flash.logic is None):
             raise ValueError(f"placement.weights '{self.placement.weights}' needs flash.logic (in-flash compute)")
         if self.placement.attention == "flash_pe" and self.kv.store not in ("colocated", "flash_group"):
             raise ValueError("placement.attention 'flash_pe' needs kv.store 'colocated' or 'flash_group'")
@@ -266,7 +271,7 @@ class System(Part):
                 raise ValueError(
                     f"kv.g2_dies must be between 1 and {self.flash.dies - 1} (flash has {self.flash.dies} dies)"
                     f", got {self.kv.g2_dies}")
-        if self.flash.logic is not None and self.flash.logic.die_area > 0:
+        if self.flash is not None and self.flash.logic is not None and self.flash.logic.die_area > 0:
             logic = self.flash.die.geometry.planes * self.flash.logic.plane_area + self.flash.logic.global_buffer_area
             if logic <= 0:
                 raise ValueError("flash.logic areas must be set when die_area is")

@@ -59,7 +59,7 @@ class FlashGroup:
         if ecc.location != "on_die":
             return 0.0
         codewords = self.page_bytes / ecc.codeword_data
-        return codewords * (ecc.codeword_data + ecc.codeword_parity) * 8 / ecc.decode_rate
+        return codewords * (ecc.codeword_data + ecc.codeword_parity) / ecc.decode_rate  # rate in B/s
 
     def compute_pipe(self, macs_per_page: float) -> Pipe:
         """One page per item through sense -> copy -> ECC -> PE on one plane."""

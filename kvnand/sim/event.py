@@ -99,11 +99,10 @@ class _Dag:
                 deps = self.build(node.body, deps)
             return deps
         if isinstance(node, Pipeline):
-            a_end, b_end = deps, deps
+            ends: list[int] = []
             for _ in range(node.n):
-                a_end = self.build(node.a, a_end)
-                b_end = self.build(node.b, sorted(set(a_end + b_end)))
-            return b_end
+                ends += self.build(node.b, self.build(node.a, deps))
+            return ends
         raise TypeError(f"not a program node: {node!r}")
 
 
@@ -135,8 +134,9 @@ def simulate(program, *, page_level: bool = False) -> Timeline:
         if key not in durations:
             durations[key] = (step_items(task.pipe, task.items) if page_level else task.duration)
         end = start + durations[key]
-        for r in task.resources:
-            res_free[r] = (end, i)
+        for j, r in enumerate(task.resources):
+            # the first resource (the one sensing/issuing) is free once the burst's drain begins
+            res_free[r] = (end - task.tail if j == 0 else end, i)
         out[i] = Scheduled(task, start, end, pred)
         for s in succ[i]:
             if end >= ready_at[s]:
@@ -157,13 +157,13 @@ def breakdown(tl: Timeline) -> tuple[dict[str, float], dict[str, float], dict[st
         if gap > 1e-15:
             stage["idle"] = stage.get("idle", 0.0) + gap
             bound["idle"] = bound.get("idle", 0.0) + gap
-        d = s.end - s.start
+        d = s.end - max(t, s.start)  # a burst may start inside its predecessor's drain
         stage[s.task.stage] = stage.get(s.task.stage, 0.0) + d
         b = f"{s.task.bound_by} ({','.join(s.task.resources)})"
         bound[b] = bound.get(b, 0.0) + d
         t = s.end
     busy: dict[str, float] = {}
     for s in tl.items:
-        for r in s.task.resources:
-            busy[r] = busy.get(r, 0.0) + (s.end - s.start)
+        for j, r in enumerate(s.task.resources):
+            busy[r] = busy.get(r, 0.0) + (s.end - s.start - (s.task.tail if j == 0 else 0.0))
     return stage, bound, busy

@@ -62,6 +62,15 @@ class Task:
         return self.pipe.makespan(self.items)
 
     @property
+    def tail(self) -> float:
+        """Time after the first-stage resource finished its last item (the pipeline drain). A following
+        burst on the same resource may start that much before this one ends (its first item overlaps
+        our drain): back-to-back bursts cost  sum(stages) + (n1 + n2 - 1) x cycle, as one long burst."""
+        if self.items <= 0:
+            return 0.0
+        return self.duration - self.items * self.pipe.cycle()[0]
+
+    @property
     def bound_by(self) -> str:
         if self.limiter:
             return self.limiter
@@ -90,7 +99,8 @@ class Loop:
 
 @dataclass(frozen=True)
 class Pipeline:
-    """n iterations of A then B where A(i+1) may overlap B(i); A(i) follows A(i-1), B(i) follows A(i), B(i-1)."""
+    """n independent iterations of A then B (B(i) needs A(i)); iterations share only resources, so A(i+1)
+    overlaps B(i) and B(i) overlaps B(i+1) wherever they use different resources."""
 
     a: object
     b: object

@@ -1,0 +1,1 @@
+"""Energy: action counts (from the program) x per-action energies (from the part configs) + static power."""

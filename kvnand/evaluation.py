@@ -1,0 +1,147 @@
+"""evaluate(): one (system, model, context, precision) point -> the result record of `kvnand report`.
+
+Flow: config -> workload -> capacity check -> mapping + program (systems.builder) -> engine (fast or
+event) -> action counts -> energy. `kvnand-d:auto` evaluates every G1/G2 split and keeps the fastest.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from kvnand.config.loader import load_system
+from kvnand.errors import InputError
+from kvnand.mapping.capacity import check
+from kvnand.sim import fast
+from kvnand.sim.program import count_actions
+from kvnand.systems.builder import Builder
+from kvnand.workload.model import load_model
+from kvnand.workload.precision import get_precision
+
+MODES = ("fast", "event", "page")
+DEFAULT_PREFILL_TOKENS = None  # None: prefill of the whole context (time to first token for that prompt)
+
+
+@lru_cache(maxsize=256)
+def _model(name: str):
+    return load_model(name)
+
+
+def _run(program, mode: str):
+    if mode == "fast":
+        ev = fast.evaluate(program)
+        return ev.time, ev.stage, ev.bound, ev.busy, None
+    from kvnand.sim import event
+
+    tl = event.simulate(program, page_level=(mode == "page"))
+    stage, bound, busy = event.breakdown(tl)
+    return tl.makespan, stage, bound, busy, tl
+
+
+def _bottleneck(bound: dict[str, float]) -> str:
+    if not bound:
+        return ""
+    name, t = max(bound.items(), key=lambda kv: kv[1])
+    share = t / sum(bound.values())
+    return f"{name}: {share:.0%} of the step"
+
+
+def evaluate(system: str, model: str, context: int, *, precision: str | None = None, mode: str = "fast",
+             overrides: dict[str, Any] | None = None, with_timeline: bool = False,
+             prefill_tokens: int | None = DEFAULT_PREFILL_TOKENS) -> dict:
+    """Evaluate one point. Returns the record described in DESIGN.md (`kvnand.report/1` results)."""
+    if mode not in MODES:
+        raise InputError("unknown mode", key="mode", value=mode, allowed=", ".join(MODES))
+    if not isinstance(context, int) or context < 1:
+        raise InputError("context must be a positive number of tokens", key="context", value=context)
+    overrides = dict(overrides or {})
+    if system.endswith(":auto"):
+        return _auto_split(system.removesuffix(":auto"), model, context, precision, mode, overrides,
+                           with_timeline, prefill_tokens)
+    sys_cfg = load_system(system, overrides)
+    spec = _model(model)
+    prec = get_precision(precision or sys_cfg.default_precision)
+    fit = check(sys_cfg, spec, prec, context)
+    record: dict[str, Any] = {
+        "system": system, "model": spec.name, "context": context, "precision": prec.name,
+        "mode": mode, "oom": fit.oom, "oom_reason": fit.reason, "max_context": fit.max_context,
+        "tokens_per_s": None, "latency_s": None, "energy_j_per_token": None, "ttft_s": None,
+        "breakdown_s": {}, "breakdown_by_resource_s": {}, "busy_s": {}, "energy_breakdown_j": {},
+        "bottleneck": None, "capacity": fit.stores, "config": _config_summary(sys_cfg, overrides),
+    }
+    if fit.oom:
+        return record
+    b = Builder(sys_cfg, spec, prec, context)
+    program = b.decode_step()
+    latency, stage, bound, busy, tl = _run(program, mode)
+    counts = count_actions(program).actions
+    from kvnand.energy.tables import price
+
+    energy, ebreak = price(counts, sys_cfg, latency)
+    n_pre = prefill_tokens or context
+    pre = Builder(sys_cfg, spec, prec, n_pre).prefill(n_pre)
+    ttft = fast.evaluate(pre).time if mode == "fast" else _run(pre, mode)[0]
+    lay = b.layout
+    record.update({
+        "tokens_per_s": 1.0 / latency, "latency_s": latency, "energy_j_per_token": energy, "ttft_s": ttft,
+        "prefill_tokens": n_pre,
+        "breakdown_s": stage, "breakdown_by_resource_s": bound, "busy_s": busy,
+        "utilization": {r: t / latency for r, t in busy.items()},
+        "energy_breakdown_j": ebreak, "bottleneck": _bottleneck(bound), "actions": counts,
+    })
+    if lay is not None:
+        record["kv_mapping"] = {
+            "mapping": lay.mapping, "planes": lay.planes, "planes_per_stream": lay.planes_per_stream,
+            "tokens_per_page_fill": lay.tokens_per_page_fill, "program_chunk_bytes": lay.program_chunk(),
+            "programs_per_token": lay.programs_per_token()[1],
+            "partial_programs_per_page": lay.partial_programs_per_page(),
+        }
+    if b.info.split_alpha is not None:
+        record["config"]["read_compute_fraction"] = b.info.split_alpha
+    if with_timeline:
+        record["_timeline"] = tl
+        record["_program"] = program
+    return record
+
+
+def _config_summary(s, overrides) -> dict:
+    out: dict[str, Any] = {"overrides": {k: v for k, v in overrides.items()}}
+    if s.flash is not None:
+        out.update(dies=s.flash.dies, channels=s.flash.channels, planes_per_die=s.flash.die.geometry.planes,
+                   page_size=s.flash.die.geometry.page_size)
+        if s.flash.logic is not None:
+            out["fmacs_per_plane"] = s.flash.logic.fmacs_per_plane
+    if s.kv.store == "flash_group":
+        out["g1_dies"] = s.flash.dies - s.kv.g2_dies
+        out["g2_dies"] = s.kv.g2_dies
+    out["kv_store"] = s.kv.store
+    out["kv_mapping"] = s.kv.mapping
+    out["hg_pipeline"] = s.schedule.hg_pipeline
+    return out
+
+
+def _auto_split(system, model, context, precision, mode, overrides, with_timeline, prefill_tokens):
+    """KVNAND-D:auto: every G2 size from 1 to dies-1 (fast mode), the fastest that fits wins."""
+    base = load_system(system, overrides)
+    if base.kv.store != "flash_group":
+        raise InputError("':auto' picks a G1/G2 split and needs a system with kv.store 'flash_group'",
+                         key="system", value=f"{system}:auto", allowed="kvnand-d:auto")
+    best, first = None, None
+    for g2 in range(1, base.flash.dies):
+        ov = {**overrides, "g2_dies": g2}
+        r = evaluate(system, model, context, precision=precision, mode="fast", overrides=ov)
+        first = first or r
+        if not r["oom"] and (best is None or r["latency_s"] < best["latency_s"]):
+            best = r
+    if best is None:
+        first = dict(first)
+        first["system"] = f"{system}:auto"
+        first["oom_reason"] = f"no G1/G2 split fits: {first['oom_reason']}"
+        return first
+    g2 = best["config"]["g2_dies"]
+    final = evaluate(system, model, context, precision=precision, mode=mode,
+                     overrides={**overrides, "g2_dies": g2}, with_timeline=with_timeline,
+                     prefill_tokens=prefill_tokens)
+    final["system"] = f"{system}:auto"
+    final["config"]["split"] = f"{final['config']['g1_dies']}+{g2}"
+    return final

@@ -1,0 +1,371 @@
+"""Compose the program of one decode step (or one prefill) from a system's placement choices.
+
+One mechanism per concept: where weights live (flash PEs, READ_COMPUTE/READ_SLICE split, host
+DRAM), where KV lives (co-located, a G2 die group, DRAM, plain NAND, a CSD), whether head groups are
+pipelined (QKV of HG i+1 overlaps attention of HG i) and whether heads run in parallel. Every task
+names the physical resources it holds; the engines only schedule.
+
+System resources: "ifc" (the weight dies of a co-located design), "g1"/"g2" (KVNAND-D groups), "ch"
+(the flash channels), "npu", "dram", "nand" (plain NAND dies), "link" (PCIe), "csd" (the drive),
+"host" (host DRAM).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from kvnand.config.schema import System
+from kvnand.hw.flash import FlashGroup
+from kvnand.hw.units import dram_rate, link_time, npu_matmul_pipe, npu_peak, npu_special_pipe
+from kvnand.mapping.kv import KvLayout
+from kvnand.mapping.weights import tile_gemv
+from kvnand.sim.program import Loop, Pipe, Pipeline, Seq, Task, single_stage
+from kvnand.workload.model import ModelSpec
+from kvnand.workload.precision import Precision
+
+
+@dataclass
+class StepInfo:
+    """What the builder decided, for the result record."""
+
+    weight_group: str = ""
+    kv_group: str = ""
+    kv_layout: KvLayout | None = None
+    notes: list[str] = field(default_factory=list)
+    split_alpha: float | None = None
+
+
+class Builder:
+    def __init__(self, system: System, model: ModelSpec, precision: Precision, context: int):
+        self.s, self.m, self.p, self.L = system, model, precision, context
+        self.info = StepInfo()
+        s = system
+        self.wgroup = self.kvgroup = None
+        if s.flash is not None:
+            if s.kv.store == "flash_group":
+                self.wgroup = FlashGroup("g1", s.flash, s.flash.dies - s.kv.g2_dies)
+                self.kvgroup = FlashGroup("g2", s.flash, s.kv.g2_dies)
+            else:
+                self.wgroup = FlashGroup("ifc", s.flash, s.flash.dies)
+                if s.kv.store == "colocated":
+                    self.kvgroup = self.wgroup
+        if s.kv.store in ("nand", "csd"):
+            self.kvgroup = FlashGroup("nand" if s.kv.store == "nand" else "csd", s.nand, s.nand.dies)
+        self.info.weight_group = self.wgroup.name if self.wgroup else "host"
+        self.info.kv_group = self.kvgroup.name if self.kvgroup else s.kv.store
+        self.layout = self._kv_layout()
+        self.info.kv_layout = self.layout
+
+    # ------------------------------------------------------------------ helpers
+    def _kv_layout(self) -> KvLayout | None:
+        g = self.kvgroup
+        if g is None:
+            return None
+        colocated = self.s.kv.store == "colocated"
+        per_plane = self.s.flash.logic.kv_buffer if colocated and self.s.flash.logic else 0.0
+        soc = self.s.kv.buffer.size if self.s.kv.buffer else 0.0
+        return KvLayout(self.s.kv.mapping, g.planes, self.m.layers, self.m.kv_heads,
+                        self.m.head_dim * self.p.kv_bytes, g.page_bytes,
+                        split_kv_sets=colocated and self.s.schedule.head_parallel,
+                        buffer_per_plane=per_plane, soc_buffer=soc)
+
+    def _channel_rate(self) -> float:
+        return self.s.flash.channel.rate if self.s.flash else self.s.nand.channel.rate
+
+    def xfer(self, name: str, stage: str, bytes_per_channel: float, total_bytes: float,
+             commands: int = 1) -> Task:
+        """A transfer over the flash channels (all channels in parallel, busiest channel's bytes)."""
+        ch = self.s.flash.channel if self.s.flash else self.s.nand.channel
+        t = commands * ch.command_overhead + bytes_per_channel / ch.rate
+        return Task(name, stage, ("ch",), single_stage("channel bus", t), 1, (("ch.bits", total_bytes * 8),))
+
+    def npu_vec(self, name: str, stage: str, elements: float) -> Task:
+        return Task(name, stage, ("npu",), npu_special_pipe(self.s.npu, elements), 1,
+                    (("npu.special", elements),))
+
+    @staticmethod
+    def part(g: FlashGroup) -> str:
+        """Energy-table prefix of a die group: IFC dies price as 'flash', plain dies as 'nand' or 'csd'."""
+        return "flash" if g.name in ("ifc", "g1", "g2") else g.name
+
+    def _sense_counts(self, g: FlashGroup, pages: float, macs: float, prefix: str) -> tuple:
+        ecc_bits = pages * g.page_bytes * 8 * (1 + g.array.ecc.codeword_parity / g.array.ecc.codeword_data)
+        c = [(f"{prefix}.sense_bits", pages * g.page_bytes * 8), (f"{prefix}.macs", macs)]
+        c.append((f"{prefix}.ecc_decode_bits" if g.array.ecc.location == "on_die" else "ctrl.ecc_decode_bits",
+                  ecc_bits))
+        return tuple(c)
+
+    # ------------------------------------------------------------------ weights
+    def gemv(self, name: str, stage: str, in_dim: int, out_dim: int) -> Seq:
+        return Seq(self.gemv_parts(name, stage, in_dim, out_dim))
+
+    def gemv_parts(self, name: str, stage: str, in_dim: int, out_dim: int) -> tuple:
+        """y = x W on the weights' home (flash PEs, READ_COMPUTE/READ_SLICE split, or the host), as
+        (input broadcast, compute, output gather)."""
+        a, wb = self.p.act_bytes, self.p.weight_bytes
+        macs = in_dim * out_dim
+        where = self.s.placement.weights
+        if where == "host":
+            return Seq(()), self._host_gemv(name, stage, macs, macs * wb), Seq(())
+        g = self.wgroup
+        til = tile_gemv(g, in_dim, out_dim, wb)
+        psum = self.s.flash.logic.psum_bytes
+        in_bytes = in_dim * a
+        out_per_channel = til.cols_per_die * psum * g.dies_per_channel
+        parts = [self.xfer(f"{name}.in", stage, in_bytes, in_bytes * g.channels_used)]
+        if where == "flash_pe":
+            pages = til.pages_per_die * g.dies
+            parts.append(Task(name, stage, (g.name,), g.compute_pipe(til.weights_per_page), til.pages_per_plane,
+                              self._sense_counts(g, pages, macs, "flash")))
+        else:
+            parts.append(self._split_gemv(name, stage, g, til, macs))
+        parts.append(self.xfer(f"{name}.out", stage, out_per_channel, out_dim * psum))
+        return tuple(parts)
+
+    def _host_gemv(self, name, stage, macs, wbytes):
+        d = self.s.host_dram
+        pipe = npu_matmul_pipe(self.s.npu, macs, self.p.mac_kind, wbytes, dram_rate(d))
+        return Task(name, stage, ("npu", "host"), pipe, 1, (("npu.ops", 2 * macs), ("host.bits", wbytes * 8)))
+
+    def _split_gemv(self, name, stage, g: FlashGroup, til, macs) -> Task:
+        """Cambricon-LLM: a fraction alpha of the pages is computed by the die cores (READ_COMPUTE), the rest
+        is shipped raw to the NPU (READ_SLICE); alpha balances the two so both finish together, under the
+        array's own read rate."""
+        logic, die = self.s.flash.logic, g.die
+        pages = til.pages_per_plane * die.geometry.planes * g.dies_per_channel  # per channel, busiest
+        page = g.page_bytes
+        core_rate = logic.cores_per_die * logic.core_macs_per_cycle * logic.clock * g.dies_per_channel
+        rc_bytes_per_s = core_rate * self.p.weight_bytes  # weight bytes/s the channel's cores consume
+        ch_rate = self.s.flash.channel.rate
+        array_rate = g.dies_per_channel * die.geometry.planes * page / (die.cell.tR + die.t_register)
+        # channel bytes per READ_COMPUTE page: hardware-aware tile (h inputs broadcast to the channel's
+        # cores, w partial sums back), minimized at h = sqrt(cores * page): 2 * sqrt(page / cores)
+        cores = logic.cores_per_die * g.dies_per_channel
+        rc_ch_per_byte = 2 * math.sqrt(page / cores) / page
+        # time T: alpha*B/rc_rate = T and ((1-alpha)*B + alpha*B*rc_ch)/ch_rate = T  -> solve alpha
+        alpha = ch_rate / (ch_rate + rc_bytes_per_s * (1 - rc_ch_per_byte))
+        alpha = min(1.0, max(0.0, alpha))
+        total = pages * page
+        t_split = alpha * total / rc_bytes_per_s
+        t_array = total / array_rate
+        limiter = "READ_COMPUTE cores + READ_SLICE channel" if t_split >= t_array else "array sense"
+        t = max(t_split, t_array) + die.cell.tR
+        self.info.split_alpha = alpha
+        all_pages = til.pages_per_die * g.dies
+        shipped = (1 - alpha) * all_pages * page
+        counts = self._sense_counts(g, all_pages, macs * alpha, "flash") + (
+            ("ch.bits", 8 * (shipped + alpha * all_pages * page * rc_ch_per_byte)),
+            ("npu.ops", 2 * macs * (1 - alpha)))
+        return Task(name, stage, (g.name, "ch"), single_stage(limiter, t), 1, counts, limiter=limiter)
+
+    # ------------------------------------------------------------------ attention
+    def attention(self, kv_heads: int):
+        """Logit, softmax, attend for `kv_heads` KV heads (and their query heads) of one layer."""
+        m, a = self.m, self.p.act_bytes
+        q_heads = kv_heads * (m.heads // m.kv_heads)
+        L, d = self.L, m.head_dim
+        macs = q_heads * L * d
+        softmax = self.npu_vec("softmax", "softmax", q_heads * L)
+        where = self.s.placement.attention
+        if where == "flash_pe":
+            return self._flash_attention(kv_heads, q_heads, macs, softmax)
+        kv_bytes = kv_heads * L * d * self.p.kv_bytes
+        if where == "npu" and self.s.kv.store == "dram":
+            dram = self.s.dram
+            res = ("npu", "dram") + (("ch",) if dram.shares_flash_channels else ())
+            def phase(name):
+                pipe = npu_matmul_pipe(self.s.npu, macs, self.p.mac_kind, kv_bytes, dram_rate(dram),
+                                       label="NPU PE array")
+                return Task(name, "attention", res, pipe, 1, (("dram.bits", kv_bytes * 8), ("npu.ops", 2 * macs)))
+            return Seq((phase("logit"), softmax, phase("attend")))
+        if where == "npu":  # KV read out of plain NAND dies
+            return Seq((self._readout_phase("logit", kv_heads, macs), softmax,
+                        self._readout_phase("attend", kv_heads, macs)))
+        return self._csd_attention(kv_heads, q_heads, macs, kv_bytes)
+
+    def _flash_attention(self, kv_heads, q_heads, macs, softmax):
+        g, lay, a = self.kvgroup, self.layout, self.p.act_bytes
+        m, L = self.m, self.L
+        busiest, total = lay.phase_reads(L, kv_heads)
+        macs_per_page = (g.page_bytes / self.p.kv_bytes) * (m.heads // m.kv_heads)
+        psum = self.s.flash.logic.psum_bytes
+        ch = g.channels_used
+
+        def phase(name):
+            return Task(name, "attention", (g.name,), g.compute_pipe(macs_per_page), busiest,
+                        self._sense_counts(g, total, macs, "flash"))
+
+        q_bytes = q_heads * m.head_dim * a
+        logits = q_heads * L * a
+        # each plane of a stream returns (h/k) x d partial outputs, reduced per die in the global buffer
+        dies_per_stream = max(1, lay.planes_per_stream // g.die.geometry.planes)
+        out = kv_heads * dies_per_stream * (m.heads // m.kv_heads) * m.head_dim * psum
+        return Seq((self.xfer("q.bcast", "attention", q_bytes, q_bytes * ch), phase("logit"),
+                    self.xfer("logits.out", "attention", logits / ch, logits), softmax,
+                    self.xfer("probs.in", "attention", logits / ch, logits), phase("attend"),
+                    self.xfer("attn.out", "attention", out / ch, out)))
+
+    def _readout_phase(self, name, kv_heads, macs) -> Task:
+        g = self.kvgroup
+        busiest, total = self.layout.phase_reads(self.L, kv_heads)
+        pipe = g.readout_pipe()
+        items = busiest  # one page per plane per multi-plane batch
+        npu_t = 2 * macs / npu_peak(self.s.npu, self.p.mac_kind)
+        if npu_t > pipe.makespan(items):
+            pipe, items = single_stage("NPU PE array", npu_t), 1
+        counts = (("nand.sense_bits", total * g.page_bytes * 8), ("nand.io_bits", total * g.page_bytes * 8),
+                  ("ch.bits", total * g.page_bytes * 8), ("npu.ops", 2 * macs),
+                  ("ctrl.ecc_decode_bits", total * g.page_bytes * 8))
+        return Task(name, "attention", ("nand", "ch"), pipe, items, counts)
+
+    def _csd_attention(self, kv_heads, q_heads, macs, kv_bytes):
+        g, a, m = self.kvgroup, self.p.act_bytes, self.m
+        busiest, total = self.layout.phase_reads(self.L, kv_heads)
+        link = self.s.link
+        qv = q_heads * m.head_dim * a
+        pipe = g.readout_pipe()
+        engine_t = 2 * macs / self.s.csd.macs_per_s
+        t_read = 2 * pipe.makespan(busiest)  # K then V through the drive's channels
+        limiter = "CSD flash channels" if t_read >= 2 * engine_t else "CSD attention engine"
+        t = max(t_read, 2 * engine_t) + self.L * q_heads / self.s.csd.macs_per_s  # + softmax in the engine
+        counts = (("csd.sense_bits", 2 * total * g.page_bytes * 8), ("csd.io_bits", 2 * total * g.page_bytes * 8),
+                  ("csd.macs", 2 * macs), ("ctrl.ecc_decode_bits", 2 * total * g.page_bytes * 8))
+        return Seq((Task("q.link", "attention", ("link",), single_stage("PCIe link", link_time(link, 3 * qv)), 1,
+                         (("link.bits", 3 * qv * 8),)),
+                    Task("csd.attention", "attention", ("csd",), single_stage(limiter, t), 1, counts, limiter=limiter),
+                    Task("o.link", "attention", ("link",), single_stage("PCIe link", link_time(link, qv)), 1,
+                         (("link.bits", qv * 8),))))
+
+    # ------------------------------------------------------------------ KV writes
+    def kv_append(self, kv_heads: int):
+        """New K and V of `kv_heads` heads of one layer go to the KV home (programs amortized in kv_program)."""
+        b = 2 * kv_heads * self.m.head_dim * self.p.kv_bytes
+        store = self.s.kv.store
+        if store == "colocated":
+            return self.xfer("kv.to_planes", "kv_write", b / self.kvgroup.channels_used, b)
+        if store == "dram":
+            return Task("kv.dram", "kv_write", ("dram",) + (("ch",) if self.s.dram.shares_flash_channels else ()), single_stage("DRAM", b / dram_rate(self.s.dram)), 1,
+                        (("dram.bits", b * 8),))
+        if store == "csd":
+            return Task("kv.link", "kv_write", ("link",), single_stage("PCIe link", link_time(self.s.link, b)),
+                        1, (("link.bits", b * 8), ("csdbuf.bits", b * 8)))
+        return Task("kv.soc_buffer", "kv_write", ("npu",), single_stage("SoC SRAM", 0.0), 1,
+                    (("socbuf.bits", b * 8),))
+
+    def kv_program(self):
+        """Programs of one token's KV, amortized: staged bytes cross the channel when a chunk is full and
+        each program holds its plane for tPROG (the busiest plane's share per token)."""
+        g, lay = self.kvgroup, self.layout
+        if g is None:
+            return Seq(())
+        per_plane, total_ops = lay.programs_per_token()
+        bytes_tok = lay.streams * lay.unit
+        die = g.die
+        t = per_plane * die.cell.tPROG
+        on_die = self.s.kv.store == "colocated" and g.array.ecc.location == "on_die"
+        counts = [(f"{self.part(g)}.program_bits", bytes_tok * 8),
+                  ("flash.ecc_encode_bits" if on_die else "ctrl.ecc_encode_bits", bytes_tok * 8),
+                  (f"{self.part(g)}.program_ops", total_ops)]
+        parts = []
+        if self.s.kv.store in ("flash_group", "nand"):
+            parts.append(self.xfer("kv.flush", "kv_write", bytes_tok / g.channels_used, bytes_tok,
+                                   commands=math.ceil(total_ops / g.channels_used)))
+            counts.append(("socbuf.bits", bytes_tok * 8))
+        parts.append(Task("kv.program", "kv_write", (g.name,), single_stage("array program", t), 1, tuple(counts)))
+        return Seq(tuple(parts))
+
+    # ------------------------------------------------------------------ a layer, a step
+    def _qkv(self, kv_heads: int, with_input: bool = True):
+        """QKV GEMV of `kv_heads` head groups, split into (input broadcast, compute, rest)."""
+        m = self.m
+        q_heads = kv_heads * (m.heads // m.kv_heads)
+        bcast, compute, out = self.gemv_parts("qkv", "qkv", m.hidden, (q_heads + 2 * kv_heads) * m.head_dim)
+        tail = (out, self.npu_vec("rope", "npu_vector", (q_heads + kv_heads) * m.head_dim),
+                self.kv_append(kv_heads))
+        return bcast, compute, Seq(tail)
+
+    def _attention_block(self):
+        m, sch = self.m, self.s.schedule
+        if sch.hg_pipeline and self.s.kv.store != "colocated":
+            # KVNAND-D style: QKV of HG i+1 (weights' dies) overlaps attention of HG i (KV's home); the
+            # QKV input vector is the same for every head group, so it is broadcast once
+            bcast, compute, rest = self._qkv(1)
+            return [bcast, Pipeline(compute, Seq((rest, self.attention(1))), m.kv_heads, name="head groups")]
+        if sch.head_parallel:
+            bcast, compute, rest = self._qkv(m.kv_heads)
+            return [bcast, compute, rest, self.attention(m.kv_heads)]
+        bcast, compute, rest = self._qkv(1)
+        return [bcast, Loop(Seq((compute, rest, self.attention(1))), m.kv_heads, name="head groups (serial)")]
+
+    def layer(self):
+        m = self.m
+        parts = [self.npu_vec("attn_norm", "npu_vector", m.hidden), *self._attention_block(),
+                 self.gemv("o_proj", "o_proj", m.heads * m.head_dim, m.hidden),
+                 self.npu_vec("residual", "npu_vector", 2 * m.hidden)]
+        if m.is_moe:
+            parts.append(Task("router", "ffn", ("npu",),
+                              npu_matmul_pipe(self.s.npu, m.hidden * m.experts, self.p.mac_kind), 1,
+                              (("npu.ops", 2 * m.hidden * m.experts),)))
+        up_cols = (2 if m.mlp == "swiglu" else 1) * m.ffn * m.top_k
+        parts += [self.gemv("ffn_up", "ffn", m.hidden, up_cols),
+                  self.npu_vec("ffn_act", "npu_vector", up_cols),
+                  self.gemv("ffn_down", "ffn", m.ffn * m.top_k, m.hidden),
+                  self.npu_vec("residual", "npu_vector", m.hidden)]
+        return Seq(tuple(parts), name="layer")
+
+    def decode_step(self):
+        m = self.m
+        head = [self.npu_vec("final_norm", "npu_vector", m.hidden)]
+        for mat in m.outer_matrices():
+            if mat.name != "project_in":
+                head.append(self.gemv(mat.name, "lm_head", mat.in_dim, mat.out_dim))
+        if any(x.name == "project_in" for x in m.outer_matrices()):
+            mat = next(x for x in m.outer_matrices() if x.name == "project_in")
+            head.insert(0, self.gemv("project_in", "lm_head", mat.in_dim, mat.out_dim))
+        head.append(self.npu_vec("sample", "npu_vector", m.vocab))
+        return Seq((Loop(self.layer(), m.layers, name="layers"), *head, self.kv_program()), name="decode step")
+
+    # ------------------------------------------------------------------ prefill
+    def prefill(self, n: int):
+        """Prefill of n prompt tokens: GEMMs on the NPU (or host) with weights streamed once per layer,
+        causal attention on the NPU, the prompt's KV written to its home."""
+        m, p = self.m, self.p
+        per_layer_w = sum(x.in_dim * x.out_dim * x.active for x in m.matrices())
+        macs = per_layer_w * n
+        wbytes = per_layer_w * p.weight_bytes
+        if self.s.placement.weights == "host":
+            stream = self._host_gemv("layer.gemm", "prefill", macs, wbytes)
+        else:
+            g = self.wgroup
+            pages = math.ceil(wbytes / (g.page_bytes * g.planes))
+            read_t = g.readout_pipe().makespan(pages)
+            npu_t = 2 * macs / npu_peak(self.s.npu, p.mac_kind)
+            pipe = single_stage("flash readout", read_t) if read_t >= npu_t else single_stage("NPU PE array", npu_t)
+            stream = Task("layer.gemm", "prefill", (g.name, "ch", "npu"), pipe, 1,
+                          (("flash.sense_bits", wbytes * 8), ("ch.bits", wbytes * 8), ("npu.ops", 2 * macs)))
+        attn_macs = m.heads * m.head_dim * n * (n + 1) / 2 * 2
+        attn = Task("layer.attention", "prefill", ("npu",), npu_matmul_pipe(self.s.npu, attn_macs, p.mac_kind), 1,
+                    (("npu.ops", 2 * attn_macs),))
+        soft = self.npu_vec("layer.softmax", "prefill", m.heads * n * (n + 1) / 2)
+        layer = Seq((stream, attn, soft))
+        kv_bytes = m.kv_bytes_per_token(p) * n
+        write = self._prefill_kv_write(kv_bytes)
+        return Seq((Loop(layer, m.layers, name="layers"), write), name="prefill")
+
+    def _prefill_kv_write(self, kv_bytes):
+        store = self.s.kv.store
+        if store == "dram":
+            return Task("kv.dram", "prefill", ("dram",), single_stage("DRAM", kv_bytes / dram_rate(self.s.dram)), 1,
+                        (("dram.bits", kv_bytes * 8),))
+        g = self.kvgroup
+        pages_per_plane = math.ceil(kv_bytes / (g.page_bytes * g.planes))
+        t_prog = pages_per_plane * g.die.cell.tPROG
+        t_in = kv_bytes / (g.channels_used * g.array.channel.rate)
+        res = (g.name, "ch") if store != "csd" else ("csd", "link")
+        if store == "csd":
+            t_in = max(t_in, link_time(self.s.link, kv_bytes))
+        counts = ((f"{self.part(g)}.program_bits", kv_bytes * 8),
+                  ("ch.bits" if store != "csd" else "link.bits", kv_bytes * 8))
+        return Task("kv.program", "prefill", res, Pipe(("transfer in", "array program"), (t_in, t_prog),
+                                                        (("bus",), ("array",))), 1, counts)
