@@ -1,0 +1,129 @@
+"""The `kvnand` command. Each command group lives beside what it drives and registers here.
+
+Bad input anywhere (InputError) becomes one message on stderr and exit code 2, never a traceback.
+Heavy modules (numpy, pint, matplotlib, optuna) are imported inside the commands, so `--help` is quick.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from typing import Annotated
+
+import typer
+
+from kvnand.errors import InputError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Cycle-approximate model of in-flash computing (3D NAND + logic die) for LLM inference.")
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+
+
+def emit_json(obj) -> None:
+    typer.echo(json.dumps(obj, indent=2, default=float))
+
+
+@app.command()
+def models(
+    names: Annotated[list[str] | None, typer.Argument(help="Zoo names or paths to HF config.json (default: zoo)")] = None,
+    precision: Annotated[str, typer.Option(help="bf16, w8a8 or w4a16")] = "bf16",
+    format: Annotated[Format, typer.Option("--format")] = Format.table,
+):
+    """The model zoo (or the models named): parameters, active parameters, KV bytes per token."""
+    from kvnand.workload.model import load_model, models_record, zoo_names
+
+    records = [models_record(load_model(n), precision) for n in (names or zoo_names())]
+    if format == Format.json:
+        emit_json({"schema": "kvnand.models/1", "models": records})
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"models ({precision})")
+    for col in ("name", "family", "params (B)", "active (B)", "layers", "heads/kv", "head_dim",
+                "weights (GB)", "KV/token (KiB)"):
+        t.add_column(col, justify="right" if col not in ("name", "family") else "left")
+    for r in records:
+        t.add_row(r["name"], r["family"], f"{r['params'] / 1e9:.2f}", f"{r['active_params'] / 1e9:.2f}",
+                  str(r["layers"]), f"{r['heads']}/{r['kv_heads']}", str(r["head_dim"]),
+                  f"{r['weight_bytes'] / 1e9:.2f}", f"{r['kv_bytes_per_token'] / 1024:.0f}")
+    Console().print(t)
+
+
+@app.command("show-config")
+def show_config(
+    system: Annotated[str, typer.Argument(help="A system preset name or a path to a system YAML")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="key.path=value overrides")] = None,
+):
+    """The resolved (merged, overridden, validated) configuration of a system, as YAML in SI units."""
+    import yaml
+
+    from kvnand.config.loader import load_system
+
+    cfg = load_system(system, parse_sets(set_))
+    typer.echo(yaml.safe_dump(cfg.model_dump(exclude_none=True), sort_keys=False))
+
+
+@app.command()
+def schema():
+    """JSON Schema of a system file (for editors)."""
+    from kvnand.config.schema import System
+
+    emit_json(System.model_json_schema())
+
+
+def parse_sets(items: list[str] | None) -> dict:
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise InputError("--set takes key.path=value", key="--set", value=item)
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _register() -> None:
+    """Command groups owned by other modules (each a typer app whose commands merge into this one)."""
+    import importlib
+
+    for mod in ("kvnand.report.commands", "kvnand.validate", "kvnand.reliability.commands",
+                "kvnand.dse.commands", "kvnand.workload.commands"):
+        try:
+            m = importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if exc.name == mod:
+                continue  # not built yet
+            raise
+        app.add_typer(m.app)
+
+
+_register()
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except InputError as exc:
+        typer.echo(f"kvnand: error: {exc}", err=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("kvnand: interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(2)
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""`kvnand graph`: the operator graph of a model's decode step, as a summary table or GraphML."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+app = typer.Typer()
+
+
+@app.command()
+def graph(
+    model: Annotated[str, typer.Argument(help="Zoo name or path to a HF config.json")],
+    precision: Annotated[str, typer.Option(help="bf16, w8a8 or w4a16")] = "bf16",
+    context: Annotated[int, typer.Option(help="context length in tokens")] = 1000,
+    output: Annotated[str | None, typer.Option(help="write the layer DAG as GraphML to this file")] = None,
+):
+    """Per-layer summary of the decode-step operator graph (FLOPs, bytes, kind), or GraphML for other tools."""
+    from kvnand.workload.graph import head_operators, layer_dag, layer_operators, step_flops
+    from kvnand.workload.model import load_model
+
+    m = load_model(model)
+    if output:
+        import os
+        import tempfile
+
+        import networkx as nx
+
+        g = layer_dag(m, precision, context)
+        d = os.path.dirname(os.path.abspath(output))
+        fd, tmp = tempfile.mkstemp(dir=d, suffix=".graphml.tmp")
+        os.close(fd)
+        nx.write_graphml(g, tmp)
+        os.replace(tmp, output)  # nothing half-written is left behind
+        typer.echo(f"wrote {output}: {g.number_of_nodes()} operators, {g.number_of_edges()} edges (one layer)")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"{m.name}: one decoder layer of a decode step at {context} tokens ({precision}); "
+                    f"x{m.layers} layers")
+    for col in ("operator", "kind", "MFLOP", "weights (MB)", "KV (MB)", "act in (KB)", "act out (KB)", "after"):
+        t.add_column(col, justify="left" if col in ("operator", "kind", "after") else "right")
+    for o in layer_operators(m, precision, context) + head_operators(m, precision):
+        t.add_row(o.name, o.kind, f"{o.flops / 1e6:.2f}", f"{o.weight_bytes / 1e6:.2f}", f"{o.kv_bytes / 1e6:.2f}",
+                  f"{o.act_in_bytes / 1e3:.1f}", f"{o.act_out_bytes / 1e3:.1f}", ", ".join(o.deps))
+    Console().print(t)
+    typer.echo(f"decode step: {step_flops(m, precision, context) / 1e9:.2f} GFLOP (2 x MACs)")
