@@ -107,6 +107,8 @@ class _Dag:
 
 
 def simulate(program, *, page_level: bool = False) -> Timeline:
+    """List scheduling: whenever time advances, start every ready task whose resources are free, in
+    program order (earlier layers and head groups first); a task is ready when its predecessors ended."""
     dag = _Dag()
     dag.build(program, [])
     n = len(dag.tasks)
@@ -118,32 +120,56 @@ def simulate(program, *, page_level: bool = False) -> Timeline:
     ready_at = [0.0] * n
     ready_pred: list[int | None] = [None] * n
     durations: dict[int, float] = {}
-    res_free: dict[str, tuple[float, int | None]] = {}
-    heap = [(0.0, i) for i in range(n) if waiting[i] == 0]
-    heapq.heapify(heap)
+    res_free: dict[str, float] = {}
+    res_holder: dict[str, int] = {}
+    pending = [(0.0, i) for i in range(n) if waiting[i] == 0]   # (ready time, task) not yet released
+    heapq.heapify(pending)
+    ready: list[int] = []                                         # released, sorted by program order
+    wakeups: list[float] = []                                     # times a resource frees
     out: list[Scheduled | None] = [None] * n
-    while heap:
-        t_ready, i = heapq.heappop(heap)
-        task = dag.tasks[i]
-        start, pred = t_ready, ready_pred[i]
-        for r in task.resources:
-            free, holder = res_free.get(r, (0.0, None))
-            if free > start:
-                start, pred = free, holder
-        key = id(task)
-        if key not in durations:
-            durations[key] = (step_items(task.pipe, task.items) if page_level else task.duration)
-        end = start + durations[key]
-        for j, r in enumerate(task.resources):
-            # the first resource (the one sensing/issuing) is free once the burst's drain begins
-            res_free[r] = (end - task.tail if j == 0 else end, i)
-        out[i] = Scheduled(task, start, end, pred)
-        for s in succ[i]:
-            if end >= ready_at[s]:
-                ready_at[s], ready_pred[s] = end, i
-            waiting[s] -= 1
-            if waiting[s] == 0:
-                heapq.heappush(heap, (ready_at[s], s))
+    now = 0.0
+    done = 0
+    while done < n:
+        while pending and pending[0][0] <= now:
+            heapq.heappush(ready, heapq.heappop(pending)[1])
+        blocked = []
+        while ready:
+            i = heapq.heappop(ready)
+            task = dag.tasks[i]
+            if any(res_free.get(r, 0.0) > now for r in task.resources):
+                blocked.append(i)
+                continue
+            key = id(task)
+            if key not in durations:
+                durations[key] = step_items(task.pipe, task.items) if page_level else task.duration
+            end = now + durations[key]
+            pred, latest = ready_pred[i], ready_at[i]
+            for r in task.resources:
+                if r in res_holder and res_free[r] >= latest and res_free[r] > 0:
+                    pred, latest = res_holder[r], res_free[r]
+            for j, r in enumerate(task.resources):
+                # the first resource (the one sensing/issuing) is free once the burst's drain begins
+                res_free[r] = end - task.tail if j == 0 else end
+                res_holder[r] = i
+                heapq.heappush(wakeups, res_free[r])
+            out[i] = Scheduled(task, now, end, pred)
+            done += 1
+            for s_ in succ[i]:
+                if end >= ready_at[s_]:
+                    ready_at[s_], ready_pred[s_] = end, i
+                waiting[s_] -= 1
+                if waiting[s_] == 0:
+                    heapq.heappush(pending, (ready_at[s_], s_))
+        for i in blocked:
+            heapq.heappush(ready, i)
+        while wakeups and wakeups[0] <= now:
+            heapq.heappop(wakeups)
+        upcoming = ([pending[0][0]] if pending else []) + ([wakeups[0]] if wakeups else [])
+        if not upcoming:
+            if done < n:
+                raise RuntimeError("event engine stalled: a task waits for a resource nobody frees")
+            break
+        now = min(upcoming)
     return Timeline([s for s in out if s is not None])
 
 
