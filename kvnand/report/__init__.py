@@ -1,0 +1,34 @@
+"""`kvnand report`: sweep (system x model x context) points and present the results.
+
+sweep.py runs the grid (with the on-disk cache of cache.py), table.py prints it and its geomean
+speedups, figures.py draws the throughput/energy/breakdown figures, trace.py writes a Chrome trace of
+an event-mode run, commands.py is the typer command. `atomic_path` is the one way this package writes a
+file, so an output is either complete or absent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[str]:
+    """Yield a temporary path beside `path`; on success it replaces `path`, on failure it is removed."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")

@@ -1,0 +1,74 @@
+"""The on-disk cache of evaluated points: one JSON file per point under `.kvnand-cache/report/`.
+
+The key hashes everything a result depends on: the system name and its resolved tree (presets merged,
+`--set` overrides applied), the parsed model, context, precision, mode, the kvnand version and a hash of
+the package sources, so editing the code or a preset invalidates old entries. The tree is hashed before
+unit parsing and validation, so a fully cached rerun never starts pint or pydantic. Each entry is written
+atomically as soon as it is computed, so an interrupted sweep resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import kvnand
+from kvnand.config.loader import apply_overrides, resolve_system_tree
+from kvnand.paths import CONFIG_ROOT
+from kvnand.report import write_text
+from kvnand.workload.model import load_model
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("KVNAND_CACHE_DIR") or Path.cwd() / ".kvnand-cache")
+
+
+@lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    h = hashlib.sha256(kvnand.__version__.encode())
+    pkg = Path(kvnand.__file__).parent
+    extra = [CONFIG_ROOT / "calibration.yaml"]  # global constants live outside the system tree
+    for f in sorted(pkg.rglob("*.py")) + [p for p in extra if p.is_file()]:
+        h.update(str(f.relative_to(f.parents[1])).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _canonical(obj) -> str:
+    # sets (e.g. ModelSpec.bias_on) are sorted so the key does not depend on PYTHONHASHSEED
+    return json.dumps(obj, sort_keys=True, default=lambda o: sorted(o) if isinstance(o, (set, frozenset)) else str(o))
+
+
+class Cache:
+    """get/put of result records by point; `enabled=False` makes every lookup a miss and stores nothing."""
+
+    def __init__(self, root: Path | None = None, enabled: bool = True):
+        self.dir = (root or cache_root()) / "report"
+        self.enabled = enabled
+
+    def key(self, system: str, model: str, context: int, precision: str | None, mode: str,
+            overrides: dict) -> str:
+        tree, src = resolve_system_tree(system.removesuffix(":auto"))
+        tree = apply_overrides(tree, overrides, src.default_file)
+        spec = dataclasses.asdict(load_model(model))
+        return hashlib.sha256(_canonical({
+            "system": system, "tree": tree, "overrides": overrides, "model": spec, "context": context,
+            "precision": precision, "mode": mode, "code": code_fingerprint(),
+        }).encode()).hexdigest()
+
+    def get(self, key: str) -> dict | None:
+        if not self.enabled:
+            return None
+        try:
+            return json.loads((self.dir / f"{key}.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # absent, or damaged by something other than us: recompute
+            return None
+
+    def put(self, key: str, record: dict) -> None:
+        if self.enabled:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            write_text(self.dir / f"{key}.json", json.dumps(record))

@@ -1,0 +1,121 @@
+"""The grid of a report: parsing and checking its axes, and evaluating every point (cached, with progress).
+
+Points run model-major (model, then context, then system) so the table reads in groups. Each computed
+point is stored in the cache before the next starts, so an interrupted sweep resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+from kvnand.errors import InputError
+from kvnand.report.cache import Cache
+
+# The paper's comparison (KVNAND Sec. V, Fig. 12): what `kvnand report` runs with no arguments.
+PAPER_SYSTEMS = ("base1", "base2", "kvnand-c16", "kvnand-d:auto")
+PAPER_MODELS = ("opt-30b", "llama2-7b", "llama3.1-8b", "llama3.1-70b", "mixtral-8x7b")
+PAPER_CONTEXTS = (128, 1000, 10_000, 100_000)
+
+_SCALE = {"": 1, "k": 1000, "K": 1000, "M": 10**6, "Ki": 1024, "Mi": 1024**2}
+_CONTEXT = re.compile(r"(\d+(?:\.\d+)?)(" + "|".join(s for s in _SCALE if s) + r")?")
+CONTEXT_HELP = "positive token counts, optionally with k or K (x1000), M, Ki (x1024) or Mi: e.g. 128,1k,10k,100k,1Ki"
+
+
+@dataclass(frozen=True)
+class Point:
+    system: str
+    model: str
+    context: int
+
+
+def split_list(text: str, option: str) -> list[str]:
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    if not items:
+        raise InputError("needs at least one comma-separated value", key=option, value=text)
+    return list(dict.fromkeys(items))
+
+
+def parse_contexts(text: str, option: str = "--contexts") -> list[int]:
+    """`128,1k,10k,100k,1Ki` -> [128, 1000, 10000, 100000, 1024] (the paper's "1K" is 1000 tokens)."""
+    out = []
+    for item in split_list(text, option):
+        m = _CONTEXT.fullmatch(item)
+        n = float(m.group(1)) * _SCALE[m.group(2) or ""] if m else 0.0
+        if n < 1 or n != int(n):
+            raise InputError("not a context length", key=option, value=item, allowed=CONTEXT_HELP)
+        out.append(int(n))
+    return list(dict.fromkeys(out))
+
+
+def context_label(n: int) -> str:
+    if n >= 1000 and n % 1000 == 0:
+        return f"{n // 1000}k"
+    if n % 1024 == 0:
+        return f"{n // 1024}Ki"
+    return str(n)
+
+
+def check_inputs(systems: list[str], models: list[str], precision: str | None, overrides: dict) -> None:
+    """Fail on unknown names and --set paths before any point runs (values are validated by the first point)."""
+    from kvnand.config.loader import apply_overrides, resolve_system_tree
+    from kvnand.workload.model import load_model
+    from kvnand.workload.precision import get_precision
+
+    def as_option(exc: InputError, option: str, value: str) -> InputError:
+        # the loaders name their own key ("system", "model"); on the command line it is the option
+        if exc.key in ("system", "model", "precision"):
+            return InputError(exc.detail, key=option, value=value, allowed=exc.allowed)
+        return exc
+
+    for name in systems:
+        try:
+            tree, src = resolve_system_tree(name.removesuffix(":auto"))
+        except InputError as exc:
+            raise as_option(exc, "--systems", name) from None
+        apply_overrides(tree, overrides, src.default_file)
+    for name in models:
+        try:
+            load_model(name)
+        except InputError as exc:
+            raise as_option(exc, "--models", name) from None
+    if precision is not None:
+        try:
+            get_precision(precision)
+        except InputError as exc:
+            raise as_option(exc, "--precision", precision) from None
+
+
+def grid(systems: list[str], models: list[str], contexts: list[int]) -> list[Point]:
+    return [Point(s, m, c) for m in models for c in contexts for s in systems]
+
+
+def public(record: dict) -> dict:
+    """The record as JSON sees it: no `_` keys (timeline, program), tuples as lists, numpy scalars as floats."""
+    return json.loads(json.dumps({k: v for k, v in record.items() if not k.startswith("_")}, default=float))
+
+
+def run(points: list[Point], *, precision: str | None, mode: str, overrides: dict, cache: Cache) -> list[dict]:
+    """Evaluate every point (cache first); a rich progress bar on stderr when it is a terminal."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    columns = (TextColumn("{task.description:<36}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    out = []
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
+        task = bar.add_task("report", total=len(points))
+        for p in points:
+            bar.update(task, description=f"{p.model} {context_label(p.context)} {p.system}")
+            key = cache.key(p.system, p.model, p.context, precision, mode, overrides)
+            record = cache.get(key)
+            if record is None:
+                from kvnand.evaluation import evaluate
+
+                record = public(evaluate(p.system, p.model, p.context, precision=precision, mode=mode,
+                                         overrides=overrides))
+                cache.put(key, record)
+            out.append(record)
+            bar.advance(task)
+    return out
