@@ -190,14 +190,11 @@ def apply_overrides(tree: dict, overrides: dict[str, Any], file: str) -> dict:
                                  allowed="a dotted path shown by `kvnand show-config`, or one of "
                                  + ", ".join(sorted([*SHORT_KEYS, *DERIVED_KEYS])))
             node = node[part]
-        if not isinstance(node, dict) or parts[-1] not in node:
-            if isinstance(node, dict) and key in SHORT_KEYS:
-                node[parts[-1]] = value
-                continue
+        if not isinstance(node, dict):
             raise InputError("--set path does not exist in the resolved config", file=file, key=key,
                              allowed="a dotted path shown by `kvnand show-config`, or one of "
                              + ", ".join(sorted([*SHORT_KEYS, *DERIVED_KEYS])))
-        node[parts[-1]] = value
+        node[parts[-1]] = value  # a new leaf may set a defaulted field; the schema rejects unknown ones
     return tree
 
 
@@ -259,11 +256,21 @@ def resolve_system_tree(name_or_path: str) -> tuple[dict, Source]:
     return copy.deepcopy(tree), src
 
 
+def calibration_for(system_name: str) -> dict[str, float]:
+    """The calibration constants (arch_configs/calibration.yaml) that apply to a system: path -> value."""
+    return {c.path: f"{c.value} {c.unit}".strip() for c in load_calibration().constants.values()
+            if c.applies(system_name)}
+
+
 @lru_cache(maxsize=4096)
 def _load_system_cached(name_or_path: str, frozen_overrides: tuple):
     from kvnand.config.schema import System
 
     tree, src = resolve_system_tree(name_or_path)
+    # fitted constants first (the only place they enter), then the user's overrides
+    calibrated = calibration_for(str(tree.get("name", "")))
+    if calibrated:
+        tree = apply_overrides(tree, calibrated, str(CONFIG_ROOT / "calibration.yaml"))
     if frozen_overrides:
         tree = apply_overrides(tree, dict(frozen_overrides), src.default_file)
     return _validate(System, tree, src)

@@ -144,7 +144,14 @@ class IfcLogic(Part):
     psum_bytes: Bytes = 2.0             # width of one partial sum sent off-die
     die_area: Area = 0.0                # array die footprint, for the logic area overhead check
     cores_per_die: int = 0              # >0: shared cores (Cambricon-LLM) instead of per-plane PEs
-    core_macs_per_cycle: int = 0
+    core_rate: Annotated[float, _q("ops_rate"), Field(ge=0)] = 0.0  # MAC/s of one shared core
+
+    @model_validator(mode="after")
+    def _cores_have_a_rate(self):
+        if self.cores_per_die > 0 and self.core_rate <= 0:
+            raise ValueError("core_rate (MAC/s of a shared core) must be set when cores_per_die > 0 "
+                             "(for Cambricon-LLM it comes from arch_configs/calibration.yaml)")
+        return self
 
 
 class Channel(Part):
@@ -280,10 +287,15 @@ class System(Part):
 
 class CalibrationConstant(Part):
     value: float
-    unit: str
+    unit: str                           # unit of `value` as written into `path` (SI)
     meaning: str
-    applies_to: list[str]               # system families
+    path: str                           # dotted config path the constant sets
+    applies_to: list[str]               # system names (or name prefixes ending in '*') it applies to
     fitted_on: list[str] = []           # validation case ids, or [] for a value taken from a source
+    procedure: str = ""                 # how it was fitted
+
+    def applies(self, system: str) -> bool:
+        return any(system == a or (a.endswith("*") and system.startswith(a[:-1])) for a in self.applies_to)
 
 
 class Calibration(BaseModel):

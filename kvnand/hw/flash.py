@@ -73,7 +73,7 @@ class FlashGroup:
             pe_hold = (reg, "PE")
         if logic.cores_per_die > 0:
             # cores shared by the planes of a die: a plane sees its share of the core's MAC rate
-            rate = logic.cores_per_die * logic.core_macs_per_cycle * logic.clock / self.die.geometry.planes
+            rate = logic.cores_per_die * logic.core_rate / self.die.geometry.planes
         else:
             rate = logic.fmacs_per_plane * logic.clock
         stages.append(("PE (FMAC)", macs_per_page / rate, pe_hold))

@@ -49,6 +49,7 @@ class Cache:
     def __init__(self, root: Path | None = None, enabled: bool = True):
         self.dir = (root or cache_root()) / "report"
         self.enabled = enabled
+        self.hits = 0
 
     def key(self, system: str, model: str, context: int, precision: str | None, mode: str,
             overrides: dict) -> str:
@@ -64,9 +65,11 @@ class Cache:
         if not self.enabled:
             return None
         try:
-            return json.loads((self.dir / f"{key}.json").read_text(encoding="utf-8"))
+            record = json.loads((self.dir / f"{key}.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):  # absent, or damaged by something other than us: recompute
             return None
+        self.hits += 1
+        return record
 
     def put(self, key: str, record: dict) -> None:
         if self.enabled:

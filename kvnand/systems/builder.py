@@ -135,7 +135,7 @@ class Builder:
         logic, die = self.s.flash.logic, g.die
         pages = til.pages_per_plane * die.geometry.planes * g.dies_per_channel  # per channel, busiest
         page = g.page_bytes
-        core_rate = logic.cores_per_die * logic.core_macs_per_cycle * logic.clock * g.dies_per_channel
+        core_rate = logic.cores_per_die * logic.core_rate * g.dies_per_channel
         rc_bytes_per_s = core_rate * self.p.weight_bytes  # weight bytes/s the channel's cores consume
         ch_rate = self.s.flash.channel.rate
         array_rate = g.dies_per_channel * die.geometry.planes * page / (die.cell.tR + die.t_register)
@@ -143,8 +143,8 @@ class Builder:
         # cores, w partial sums back), minimized at h = sqrt(cores * page): 2 * sqrt(page / cores)
         cores = logic.cores_per_die * g.dies_per_channel
         rc_ch_per_byte = 2 * math.sqrt(page / cores) / page
-        # time T: alpha*B/rc_rate = T and ((1-alpha)*B + alpha*B*rc_ch)/ch_rate = T  -> solve alpha
-        alpha = ch_rate / (ch_rate + rc_bytes_per_s * (1 - rc_ch_per_byte))
+        # both paths finish together: alpha*B/rc_rate = ((1-alpha)*B + alpha*B*rc_ch)/ch_rate = T
+        alpha = rc_bytes_per_s / (ch_rate + rc_bytes_per_s * (1 - rc_ch_per_byte))
         alpha = min(1.0, max(0.0, alpha))
         total = pages * page
         t_split = alpha * total / rc_bytes_per_s

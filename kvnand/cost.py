@@ -1,0 +1,75 @@
+"""Memory cost: capacity x $/byte of every memory a system carries, and the same capacity priced as DRAM.
+
+Prices are inputs from the configs (`usd_per_byte` on flash die and DRAM presets, each with its source:
+IFC die $0.72/GB, plain SLC NAND $0.52/GB, TLC $0.11/GB, LPDDR5 $4.62/GB; KVNAND Sec. V-C). Capacity is
+what the configuration holds: dies x die geometry (pages x blocks x planes x page size) for flash,
+channels x capacity per channel for DRAM. Nothing here is fitted; the KVNAND cost claim and how our
+numbers relate to it are discussed in validation/NOTES.md.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from kvnand.errors import InputError
+
+
+def capacity_cost(capacity_bytes: float, usd_per_byte: float) -> float:
+    """Dollars of `capacity_bytes` at `usd_per_byte`."""
+    if capacity_bytes < 0 or usd_per_byte < 0:
+        raise InputError("capacity and price must not be negative", key="capacity/usd_per_byte",
+                         value=(capacity_bytes, usd_per_byte))
+    return capacity_bytes * usd_per_byte
+
+
+def _flash_item(name: str, array) -> dict:
+    cap = array.dies * array.die.geometry.die_bytes
+    price = array.die.usd_per_byte
+    return {"memory": name, "part": array.die.name, "units": array.dies, "capacity_bytes": cap,
+            "usd_per_byte": price, "cost_usd": capacity_cost(cap, price)}
+
+
+def _dram_item(name: str, dram) -> dict:
+    cap = dram.channels * dram.capacity_per_channel
+    return {"memory": name, "part": dram.name, "units": dram.channels, "capacity_bytes": cap,
+            "usd_per_byte": dram.usd_per_byte, "cost_usd": capacity_cost(cap, dram.usd_per_byte)}
+
+
+def memory_cost(system: str, overrides: dict[str, Any] | None = None) -> dict:
+    """{"system", "memories": [{memory, part, units, capacity_bytes, usd_per_byte, cost_usd}], "capacity_bytes",
+    "cost_usd"} of a system preset (with --set style overrides, e.g. {"dies": 64, "g2_dies": 32})."""
+    from kvnand.config.loader import load_system
+
+    s = load_system(system.removesuffix(":auto"), overrides or {})
+    items = []
+    if s.flash is not None:
+        items.append(_flash_item("IFC flash" if s.flash.logic is not None else "flash", s.flash))
+    if s.nand is not None:
+        items.append(_flash_item("plain NAND" if s.kv.store == "nand" else "CSD flash", s.nand))
+    if s.dram is not None:
+        items.append(_dram_item("DRAM", s.dram))
+    if s.host_dram is not None:
+        items.append(_dram_item("host DRAM", s.host_dram))
+    return {"system": s.name, "memories": items, "capacity_bytes": sum(i["capacity_bytes"] for i in items),
+            "cost_usd": sum(i["cost_usd"] for i in items)}
+
+
+@lru_cache(maxsize=16)
+def dram_price(device: str = "lpddr5x") -> float:
+    """usd_per_byte of a DRAM device preset (arch_configs/devices/<device>.yaml)."""
+    from kvnand.config.loader import Source, _find, _resolve_file, _validate
+    from kvnand.config.schema import Dram
+
+    path = _find("devices", device, None, "dram", "validation case")
+    src = Source(str(path))
+    tree = _resolve_file(path, "devices", src, "")
+    if tree.pop("kind", "dram") != "dram":
+        raise InputError("not a DRAM device preset", file=str(path), key="kind")
+    tree.pop("schema_version", None)
+    return _validate(Dram, tree, src).usd_per_byte
+
+
+def dram_equivalent_cost(capacity_bytes: float, device: str = "lpddr5x") -> float:
+    """The same capacity bought as `device` DRAM (KVNAND Sec. V-C compares against LPDDR5 at $4.62/GB)."""
+    return capacity_cost(capacity_bytes, dram_price(device))

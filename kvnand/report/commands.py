@@ -1,0 +1,150 @@
+"""`kvnand report`: the paper's comparison (or any grid) as a table, JSON or CSV, figures and a Chrome trace.
+
+Everything the user typed is checked before the first point runs, and every output is computed before
+the first file is written, so bad input leaves no file behind; each file is written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kvnand.errors import InputError
+from kvnand.report import sweep
+from kvnand.report.figures import SUFFIXES
+
+app = typer.Typer()
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+class Mode(str, Enum):
+    fast = "fast"
+    event = "event"
+
+
+def _as_json(results: list[dict]) -> str:
+    return json.dumps({"schema": "kvnand.report/1", "results": results}, indent=2)
+
+
+def _as_csv(results: list[dict]) -> str:
+    from kvnand.report.table import csv_rows
+
+    columns, rows = csv_rows(results)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, columns, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def _check_output(path: Path | None, option: str, suffixes: tuple[str, ...] = ()) -> None:
+    if path is None:
+        return
+    if suffixes and path.suffix.lower() not in suffixes:
+        raise InputError("unsupported file type", key=option, value=str(path), allowed=", ".join(suffixes))
+    if not path.parent.is_dir():
+        raise InputError("directory does not exist", key=option, value=str(path.parent))
+
+
+def _trace(points: list[sweep.Point], precision, overrides) -> dict:
+    """Event-mode timelines of every system at the first (model, context) of the grid."""
+    from kvnand.evaluation import evaluate
+    from kvnand.report.trace import chrome_trace
+
+    first = [p for p in points if (p.model, p.context) == (points[0].model, points[0].context)]
+    runs = []
+    for p in first:
+        r = evaluate(p.system, p.model, p.context, precision=precision, mode="event", overrides=overrides,
+                     with_timeline=True)
+        if not r["oom"]:
+            label = f"{p.system} | {r['model']} | {sweep.context_label(p.context)} tokens | {r['precision']}"
+            runs.append((label, r["_timeline"]))
+    if not runs:
+        raise InputError(f"nothing to trace: every system is out of memory for {first[0].model} at "
+                         f"{first[0].context} tokens (the grid's first point)", key="--trace")
+    return chrome_trace(runs)
+
+
+@app.command()
+def report(
+    systems: Annotated[str, typer.Option(help="comma-separated system presets (kvnand-d:auto picks the best "
+                                              "G1/G2 split)")] = ",".join(sweep.PAPER_SYSTEMS),
+    models: Annotated[str, typer.Option(help="comma-separated zoo names or paths to HF config.json")]
+    = ",".join(sweep.PAPER_MODELS),
+    contexts: Annotated[str, typer.Option(help=sweep.CONTEXT_HELP)] = "128,1k,10k,100k",
+    precision: Annotated[str | None, typer.Option(help="bf16, w8a8 or w4a16 (default: each system's)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="key.path=value override (repeatable)")] = None,
+    format: Annotated[Format, typer.Option("--format")] = Format.table,
+    plot: Annotated[Path | None, typer.Option(help="figure FILE.png|svg (+ FILE-energy, FILE-breakdown)")] = None,
+    trace: Annotated[Path | None, typer.Option(help="Chrome trace JSON of the first model and context, "
+                                                    "event mode, every system")] = None,
+    mode: Annotated[Mode, typer.Option(help="fast (analytic) or event (scheduled timeline)")] = Mode.fast,
+    out: Annotated[Path | None, typer.Option(help="also write report.json and report.csv into this directory")]
+    = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="recompute every point (and store nothing)")] = False,
+):
+    """Decode tokens/s, ms/token, J/token, speedups, TTFT and bottleneck over systems x models x contexts.
+
+    With no options: the KVNAND paper's comparison (Fig. 12), with geomean speedups per context.
+    """
+    from kvnand.cli import parse_sets
+    from kvnand.report.cache import Cache
+
+    system_list = sweep.split_list(systems, "--systems")
+    model_list = sweep.split_list(models, "--models")
+    context_list = sweep.parse_contexts(contexts)
+    overrides = parse_sets(set_)
+    sweep.check_inputs(system_list, model_list, precision, overrides)
+    _check_output(plot, "--plot", SUFFIXES)
+    _check_output(trace, "--trace")
+    if out is not None and out.exists() and not out.is_dir():
+        raise InputError("not a directory", key="--out", value=str(out))
+
+    points = sweep.grid(system_list, model_list, context_list)
+    cache = Cache(enabled=not no_cache)
+    results = sweep.run(points, precision=precision, mode=mode.value, overrides=overrides, cache=cache)
+    trace_doc = _trace(points, precision, overrides) if trace else None
+
+    if format == Format.json:
+        typer.echo(_as_json(results))
+    elif format == Format.csv:
+        typer.echo(_as_csv(results), nl=False)
+    else:
+        from rich.console import Console
+
+        from kvnand.report.table import render
+
+        console = Console()
+        if not console.is_terminal:
+            console.width = 200  # a redirected table should not wrap at 80 columns
+        console.print(*render(results))
+
+    from kvnand.report import write_text
+
+    written: list[Path] = []
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, text in (("report.json", _as_json(results)), ("report.csv", _as_csv(results))):
+            write_text(out / name, text)
+            written.append(out / name)
+    if plot is not None:
+        from kvnand.report.figures import write_figures
+
+        written += write_figures(results, plot)
+    if trace_doc is not None:
+        write_text(trace, json.dumps(trace_doc))
+        written.append(trace)
+    cached = f", {cache.hits} from cache" if cache.hits else ""
+    typer.echo(f"kvnand report: {len(results)} points{cached}"
+               + (f"; wrote {', '.join(map(str, written))}" if written else ""), err=True)
