@@ -214,8 +214,9 @@ class Builder:
         npu_t = 2 * macs / npu_peak(self.s.npu, self.p.mac_kind)
         if npu_t > pipe.makespan(items):
             pipe, items = single_stage("NPU PE array", npu_t), 1
+        # the bits cross the channel once: charged at the die's interface energy, not again as channel bits
         counts = (("nand.sense_bits", total * g.page_bytes * 8), ("nand.io_bits", total * g.page_bytes * 8),
-                  ("ch.bits", total * g.page_bytes * 8), ("npu.ops", 2 * macs),
+                  ("npu.ops", 2 * macs),
                   ("ctrl.ecc_decode_bits", total * g.page_bytes * 8))
         return Task(name, "attention", ("nand", "ch"), pipe, items, counts)
 
