@@ -50,9 +50,9 @@ class FlashGroup:
     def _sense_stages(self):
         die = self.die
         if die.cache_register:
-            return [("array sense", die.cell.tR, ("data register",)),
-                    ("register copy", die.t_register, ("data register", "cache register"))], "cache register"
-        return [("array sense", die.cell.tR, ("data register",))], "data register"
+            return [("array sense", die.cell.tR, ("array + data register",)),
+                    ("register copy", die.t_register, ("array + data register", "cache register"))], "cache register"
+        return [("array sense", die.cell.tR, ("array + data register",))], "array + data register"
 
     def ecc_decode_time(self) -> float:
         ecc = self.array.ecc
