@@ -106,23 +106,16 @@ _register()
 
 
 def main() -> None:
+    """Entry point: typer's standalone mode handles usage errors (exit 2) and typer.Exit codes; our own
+    bad-input errors get one line and exit 2."""
     try:
-        app(standalone_mode=False)
+        app()
     except InputError as exc:
         typer.echo(f"kvnand: error: {exc}", err=True)
         sys.exit(2)
-    except (typer.Abort, KeyboardInterrupt):
+    except KeyboardInterrupt:
         typer.echo("kvnand: interrupted", err=True)
         sys.exit(130)
-    except Exception as exc:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(2)
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
-        raise
 
 
 if __name__ == "__main__":

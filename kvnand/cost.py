@@ -1,10 +1,11 @@
 """Memory cost: capacity x $/byte of every memory a system carries, and the same capacity priced as DRAM.
 
 Prices are inputs from the configs (`usd_per_byte` on flash die and DRAM presets, each with its source:
-IFC die $0.72/GB, plain SLC NAND $0.52/GB, TLC $0.11/GB, LPDDR5 $4.62/GB; KVNAND Sec. V-C). Capacity is
-what the configuration holds: dies x die geometry (pages x blocks x planes x page size) for flash,
-channels x capacity per channel for DRAM. Nothing here is fitted; the KVNAND cost claim and how our
-numbers relate to it are discussed in validation/NOTES.md.
+IFC die $0.72/GB, plain SLC NAND $0.52/GB, TLC $0.11/GB, LPDDR5 $4.62/GB; KVNAND Sec. V-C, whose GB are
+binary like its other units). Capacity is what the configuration holds: dies x die geometry (pages x blocks
+x planes x page size) for flash, channels x capacity per channel for DRAM. The DRAM comparison prices the
+KV cache's capacity, what a DRAM-backed design must provision for the same KV. Nothing here is fitted;
+validation/NOTES.md discusses the paper's cost claim.
 """
 
 from __future__ import annotations
@@ -36,9 +37,21 @@ def _dram_item(name: str, dram) -> dict:
             "usd_per_byte": dram.usd_per_byte, "cost_usd": capacity_cost(cap, dram.usd_per_byte)}
 
 
+def kv_capacity(s) -> float:
+    """Bytes of the memory that holds the KV cache (G2 dies of KVNAND-D, all dies of KVNAND-C, DRAM, NAND)."""
+    store = s.kv.store
+    if store == "flash_group":
+        return s.kv.g2_dies * s.flash.die.geometry.die_bytes
+    if store == "colocated":
+        return s.flash.dies * s.flash.die.geometry.die_bytes
+    if store == "dram":
+        return s.dram.channels * s.dram.capacity_per_channel
+    return s.nand.dies * s.nand.die.geometry.die_bytes
+
+
 def memory_cost(system: str, overrides: dict[str, Any] | None = None) -> dict:
     """{"system", "memories": [{memory, part, units, capacity_bytes, usd_per_byte, cost_usd}], "capacity_bytes",
-    "cost_usd"} of a system preset (with --set style overrides, e.g. {"dies": 64, "g2_dies": 32})."""
+    "kv_capacity_bytes", "cost_usd"} of a system preset (with --set style overrides, e.g. {"dies": 8})."""
     from kvnand.config.loader import load_system
 
     s = load_system(system.removesuffix(":auto"), overrides or {})
@@ -52,7 +65,7 @@ def memory_cost(system: str, overrides: dict[str, Any] | None = None) -> dict:
     if s.host_dram is not None:
         items.append(_dram_item("host DRAM", s.host_dram))
     return {"system": s.name, "memories": items, "capacity_bytes": sum(i["capacity_bytes"] for i in items),
-            "cost_usd": sum(i["cost_usd"] for i in items)}
+            "kv_capacity_bytes": kv_capacity(s), "cost_usd": sum(i["cost_usd"] for i in items)}
 
 
 @lru_cache(maxsize=16)
@@ -71,5 +84,5 @@ def dram_price(device: str = "lpddr5x") -> float:
 
 
 def dram_equivalent_cost(capacity_bytes: float, device: str = "lpddr5x") -> float:
-    """The same capacity bought as `device` DRAM (KVNAND Sec. V-C compares against LPDDR5 at $4.62/GB)."""
+    """`capacity_bytes` bought as `device` DRAM (KVNAND Sec. V-C compares against LPDDR5 at $4.62/GB)."""
     return capacity_cost(capacity_bytes, dram_price(device))

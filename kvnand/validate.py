@@ -42,7 +42,7 @@ import math
 import re
 import sys
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -431,7 +431,8 @@ class Runner:
             from kvnand import cost
 
             rec = cost.memory_cost(system, overrides)
-            rec["dram_cost_usd"] = cost.dram_equivalent_cost(rec["capacity_bytes"], dram)
+            # a DRAM-backed design provisions DRAM for the same KV capacity (KVNAND Sec. V-C)
+            rec["dram_cost_usd"] = cost.dram_equivalent_cost(rec["kv_capacity_bytes"], dram)
             rec["cost_ratio"] = rec["cost_usd"] / rec["dram_cost_usd"] if rec["dram_cost_usd"] else None
             self._cost[key] = rec
         return self._cost[key]
@@ -442,7 +443,7 @@ class Runner:
         m = c.metric
         if m in COST_METRICS:
             rec = self.cost(c.systems[0], c.overrides, c.dram)
-            return rec[m], f"{rec['capacity_bytes'] / 1e9:.1f} GB"
+            return rec[m], f"{rec['capacity_bytes'] / 2**30:.1f} GiB, KV {rec['kv_capacity_bytes'] / 2**30:.1f} GiB"
         if m in MODEL_METRICS:
             return _model_metric(m, models[0], contexts[0], c.precision or "bf16"), ""
         if m in AGGREGATE_METRICS:
@@ -451,7 +452,7 @@ class Runner:
         if m in ("oom", "fits", "max_context"):
             r = self.point(c.systems[0], model, ctx, c.precision, c.overrides)
             split = r["config"].get("split")
-            detail = r["oom_reason"] or (f"split {split}" if split else "")
+            detail = _fullest_store(r) + (f"; split {split}" if split else "")
             if m == "max_context":
                 return r["max_context"], detail
             return (r["oom"] if m == "oom" else not r["oom"]), detail
@@ -495,6 +496,15 @@ class Runner:
             kept = [mm for mm in models if mm not in skipped]
             return xs[i], detail + f"; best: {kept[i]}"
         return geomean(xs), detail
+
+
+def _fullest_store(r: dict) -> str:
+    """The memory closest to (or over) its capacity: 'DRAM (KV) 13.1/17.2 GB'."""
+    stores = r.get("capacity") or {}
+    if not stores:
+        return r.get("oom_reason") or ""
+    name, st = max(stores.items(), key=lambda kv: kv[1]["used_bytes"] / kv[1]["capacity_bytes"])
+    return f"{name} {st['used_bytes'] / 1e9:.1f}/{st['capacity_bytes'] / 1e9:.1f} GB"
 
 
 def _describe(r: dict) -> str:
@@ -570,6 +580,28 @@ def calibration_constants() -> int:
     return len(load_calibration().constants)
 
 
+def fitted_cases() -> dict[str, list[str]]:
+    """case id -> names of the calibration constants fitted on it."""
+    from kvnand.config.loader import load_calibration
+
+    out: dict[str, list[str]] = {}
+    for name, const in load_calibration().constants.items():
+        for cid in const.fitted_on:
+            out.setdefault(cid, []).append(name)
+    return out
+
+
+def mark_fitted(rows: list[Row], cases: list[Case]) -> list[str]:
+    """Note on each row a constant was fitted on; return the fitted_on ids that name no case (stale)."""
+    fitted = fitted_cases()
+    ids = {c.id for c in cases} | {r.id for r in rows}
+    for r in rows:
+        names = fitted.get(r.id) or fitted.get(r.id.split("/")[0])
+        if names:
+            r.detail = f"FITTED ({', '.join(names)})" + (f"; {r.detail}" if r.detail else "")
+    return sorted(cid for cid in fitted if cid not in ids)
+
+
 def summary(rows: list[Row], n_cal: int) -> dict:
     enforced = [r for r in rows if r.status == "enforced"]
     tracked = [r for r in rows if r.status == "tracked"]
@@ -607,14 +639,14 @@ def print_table(rows: list[Row], summ: dict) -> None:
     t = Table(title="kvnand validate: published results vs the model")
     for col in ("case", "metric", "expected", "simulated", "rel. err", "band", "status", "result", "detail"):
         t.add_column(col, justify="right" if col in ("expected", "simulated", "rel. err", "band") else "left",
-                     overflow="fold")
+                     overflow="fold", min_width=38 if col == "case" else None)
     for r in rows:
         res = "[green]pass[/green]" if r.passed else ("[red]FAIL[/red]" if r.status == "enforced" else
                                                        "[yellow]miss[/yellow]")
         err = f"{r.rel_error:+.1%}" if r.rel_error is not None else "-"
         t.add_row(r.id, r.metric, _fmt(r.expected, r.metric), _fmt(r.simulated, r.metric), err, _band(r), r.status,
                   res, r.detail)
-    con = Console(width=max(160, Console().width))
+    con = Console(width=max(200, Console().width))
     con.print(t)
     m = summ["mape"]
     typer.echo(f"enforced: {summ['enforced_passed']}/{summ['enforced']} passed; tracked: {summ['tracked_passed']}/"
@@ -622,7 +654,7 @@ def print_table(rows: list[Row], summ: dict) -> None:
                f"calibration constants: {summ['calibration_constants']}")
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     table = "table"
     json = "json"
 
@@ -640,6 +672,10 @@ def validate(
     loaded = load_cases([Path(p) for p in cases] if cases else None)
     rows = run(loaded)
     n_cal = calibration_constants()
+    stale = mark_fitted(rows, loaded)
+    if stale and not cases:
+        typer.echo(f"kvnand: warning: arch_configs/calibration.yaml names fitted_on cases that do not exist: "
+                   f"{', '.join(stale)}", err=True)
     summ = summary(rows, n_cal)
     if format == Format.json:
         from kvnand.cli import emit_json

@@ -10,6 +10,11 @@ from __future__ import annotations
 import re
 from functools import cache, lru_cache
 
+# pint's own `bit` is dimensionless (`bit = []`), which would let "3 pJ" pass for "3 pJ/bit", "4" for a size and
+# "1 GHz" for a bandwidth. Information gets a dimension of its own here: every byte/bit spelling is rewritten to
+# these two units (names no other unit or prefix combination can produce).
+_BIT, _BYTE = "INFOBIT", "INFOBYTE"
+
 # "KB", "Gb", "KiB", "MBps"-free forms: B = byte, b/bit = bit, K (no i) = kilo. pint alone reads "KB" as kelvin-byte.
 _INFO = re.compile(r"(?<![A-Za-z])([kKMGTPE]?)(i?)(B|b|bits?|bytes?)(?![A-Za-z])")
 
@@ -21,23 +26,24 @@ def _normalize_info_units(s: str) -> str:
             prefix = "k"
         if prefix == "k" and binary:
             prefix = "K"
-        name = "byte" if unit.startswith("B") or unit.startswith("byte") else "bit"
+        name = _BYTE if unit.startswith("B") or unit.startswith("byte") else _BIT
         return f"{prefix}{binary}{name}"
 
     return _INFO.sub(fix, s)
 
+
 # dimension name -> (pint unit the SI float is expressed in, human description)
 DIMENSIONS: dict[str, tuple[str, str]] = {
     "time": ("second", "a time such as '4 us' or '75 us'"),
-    "bytes": ("byte", "a size such as '4 KiB', '16 KB' or '5 MB'"),
-    "bandwidth": ("byte / second", "a rate such as '4.8 GB/s' or '14.6 Gbit/s'"),
+    "bytes": (_BYTE, "a size such as '4 KiB', '16 KB' or '5 MB'"),
+    "bandwidth": (f"{_BYTE} / second", "a rate such as '4.8 GB/s' or '14.6 Gbit/s'"),
     "energy": ("joule", "an energy such as '98 nJ'"),
-    "energy_per_bit": ("joule / bit", "an energy per bit such as '3 pJ/bit'"),
+    "energy_per_bit": (f"joule / {_BIT}", "an energy per bit such as '3 pJ/bit'"),
     "frequency": ("hertz", "a frequency such as '400 MHz'"),
     "power": ("watt", "a power such as '4.6 W' or '6.98 mW'"),
     "area": ("meter ** 2", "an area such as '0.0737 mm^2'"),
     "ops_rate": ("1 / second", "an operation rate such as '32 TOPS' or '2e12 / s'"),
-    "money_per_byte": ("1 / byte", "a price per size such as '0.52 USD/GB'"),
+    "money_per_byte": ("1 / byte", "a price per size such as '0.52 USD/GB' or '$0.72/GB'"),
 }
 
 
@@ -46,7 +52,9 @@ def _registry():
     import pint
 
     ureg = pint.UnitRegistry(non_int_type=float)
-    # Information units: pint's byte/bit already exist; KiB etc. come from binary prefixes.
+    # Information has its own dimension (see _BIT); KiB etc. come from pint's binary prefixes.
+    ureg.define(f"{_BIT} = [information]")
+    ureg.define(f"{_BYTE} = 8 * {_BIT}")
     ureg.define("USD = [currency]")
     ureg.define("OPS = 1 / second")  # operations per second (TOPS = 1e12 OPS)
     ureg.define("FLOPS = 1 / second")
@@ -54,29 +62,93 @@ def _registry():
 
 
 class UnitParseError(ValueError):
-    pass
+    """A quantity that cannot be read; `problem` says what is wrong, `allowed` what would be accepted."""
+
+    def __init__(self, problem: str, allowed: str = ""):
+        self.problem, self.allowed = problem, allowed
+        super().__init__(f"{problem}; expected {allowed}" if allowed else problem)
+
+
+# The shape accepted before pint sees the text: a number, then a unit expression made of unit names, '*', '/',
+# parentheses and small integer exponents. This keeps pint's expression evaluator away from arbitrary
+# arithmetic ("9**9**9 s" would otherwise compute a gigantic integer) and rejects a unit without a number.
+_NUMBER = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_UNIT_TOKEN = re.compile(r"\s+|\*\*|[*/()]|[A-Za-z_$\u00b5\u03bc%][A-Za-z_0-9\u00b5\u03bc]*|[+-]?\d+|.")
+_NAME = re.compile(r"[A-Za-z_$\u00b5\u03bc%][A-Za-z_0-9\u00b5\u03bc]*")
+
+
+def _check_shape(s: str) -> str | None:
+    """None if `s` looks like 'NUMBER UNIT-EXPRESSION', else what is wrong."""
+    m = _NUMBER.match(s)
+    if not m:
+        return "it does not start with a number"
+    prev = "num"
+    for tok in _UNIT_TOKEN.findall(s[m.end():]):
+        if tok.isspace():
+            continue
+        if tok == "**":
+            if prev not in ("name", ")"):
+                return "'**' must follow a unit name"
+            prev = "pow"
+        elif tok.lstrip("+-").isdigit():
+            if prev != "pow" or len(tok.lstrip("+-")) > 2:
+                return "numbers may only appear first and as small exponents"
+            prev = "exp"
+        elif tok in "*/(" and len(tok) == 1:
+            if prev == "pow":
+                return "'**' needs an integer exponent"
+            prev = tok
+        elif tok == ")":
+            prev = ")"
+        elif _NAME.fullmatch(tok):
+            prev = "name"
+        else:
+            return f"unexpected character {tok!r}"
+    if prev in ("pow", "*", "/", "("):
+        return "the unit expression is incomplete"
+    return None
+
+
+def parse(text: str | int | float, dimension: str) -> float:
+    """Parse a quantity into the SI float of `dimension`; raise UnitParseError with what is allowed."""
+    if dimension not in DIMENSIONS:
+        raise KeyError(f"unknown dimension {dimension!r}; known: {', '.join(DIMENSIONS)}")
+    desc = DIMENSIONS[dimension][1]
+    if isinstance(text, bool):
+        raise UnitParseError(f"{text!r} is not a quantity", desc)
+    if isinstance(text, (int, float)):
+        raise UnitParseError("a bare number has no unit", desc)
+    if not isinstance(text, str):
+        kind = {dict: "a mapping", list: "a list"}.get(type(text), f"a {type(text).__name__}")
+        raise UnitParseError(f"{kind} is not a quantity", desc)
+    return _parse_str(text, dimension)
 
 
 @lru_cache(maxsize=4096)
-def parse(text: str | int | float, dimension: str) -> float:
-    """Parse a quantity into the SI float of `dimension`; raise UnitParseError with what is allowed."""
+def _parse_str(text: str, dimension: str) -> float:
     unit, desc = DIMENSIONS[dimension]
-    if isinstance(text, bool):
-        raise UnitParseError(f"expected {desc}")
-    if isinstance(text, (int, float)):
-        raise UnitParseError(f"a bare number has no unit; expected {desc}")
-    s = _normalize_info_units(str(text).strip().replace("^", "**"))
-    if dimension == "money_per_byte":
-        s = s.replace("$", "USD ")
+    s = text.strip().replace("^", "**")
+    if dimension == "money_per_byte" and s.startswith("$"):
+        m = _NUMBER.match(s[1:])
+        if m:  # "$0.72/GB" -> "0.72 USD /GB"
+            s = f"{m.group().strip()} USD {s[1 + m.end():]}"
+    s = _normalize_info_units(s)
+    problem = _check_shape(s)
+    if problem:
+        raise UnitParseError(f"cannot read '{text}' as a quantity: {problem}", desc)
     try:
         q = _registry().Quantity(s)
     except Exception as exc:  # pint raises many types for garbage
-        raise UnitParseError(f"cannot parse '{text}' as a quantity ({type(exc).__name__}); expected {desc}") from None
-    target = _registry().Unit(unit) if dimension != "money_per_byte" else _registry().Unit("USD / byte")
+        raise UnitParseError(f"cannot read '{text}' as a quantity ({type(exc).__name__})", desc) from None
+    if not hasattr(q, "to"):
+        raise UnitParseError(f"cannot read '{text}' as a quantity", desc)
+    if q.dimensionless:
+        raise UnitParseError(f"'{text}' has no unit", desc)
+    target = _registry().Unit(unit) if dimension != "money_per_byte" else _registry().Unit(f"USD / {_BYTE}")
     try:
         value = float(q.to(target).magnitude)
     except Exception:
-        raise UnitParseError(f"'{text}' has the wrong dimension; expected {desc}") from None
+        raise UnitParseError(f"'{text}' has the wrong dimension", desc) from None
     if value != value or value in (float("inf"), float("-inf")):
-        raise UnitParseError(f"'{text}' is not finite; expected {desc}")
+        raise UnitParseError(f"'{text}' is not finite", desc)
     return value

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,8 +19,8 @@ from pathlib import Path
 def atomic_path(path: str | Path) -> Iterator[str]:
     """Yield a temporary path beside `path`; on success it replaces `path`, on failure it is removed."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    # created by the writer (not mkstemp), so the file gets the usual umask permissions, not 0600
+    tmp = str(path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"))
     try:
         yield tmp
         os.replace(tmp, path)

@@ -33,8 +33,7 @@ def code_fingerprint() -> str:
     pkg = Path(kvnand.__file__).parent
     extra = [CONFIG_ROOT / "calibration.yaml"]  # global constants live outside the system tree
     for f in sorted(pkg.rglob("*.py")) + [p for p in extra if p.is_file()]:
-        h.update(str(f.relative_to(f.parents[1])).encode())
-        h.update(f.read_bytes())
+        h.update(f.name.encode() + f.read_bytes())
     return h.hexdigest()
 
 

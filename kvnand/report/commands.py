@@ -9,26 +9,27 @@ from __future__ import annotations
 import csv
 import io
 import json
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from kvnand.errors import InputError
-from kvnand.report import sweep
+from kvnand.report import sweep, write_text
+from kvnand.report.cache import Cache
 from kvnand.report.figures import SUFFIXES
 
 app = typer.Typer()
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     table = "table"
     json = "json"
     csv = "csv"
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     fast = "fast"
     event = "event"
 
@@ -57,23 +58,18 @@ def _check_output(path: Path | None, option: str, suffixes: tuple[str, ...] = ()
         raise InputError("directory does not exist", key=option, value=str(path.parent))
 
 
-def _trace(points: list[sweep.Point], precision, overrides) -> dict:
-    """Event-mode timelines of every system at the first (model, context) of the grid."""
+def _trace(points: list[sweep.Point], results: list[dict], precision, overrides) -> str:
+    """Chrome trace (JSON text) of the first point that fits, re-run in event mode with its timeline."""
     from kvnand.evaluation import evaluate
     from kvnand.report.trace import chrome_trace
 
-    first = [p for p in points if (p.model, p.context) == (points[0].model, points[0].context)]
-    runs = []
-    for p in first:
-        r = evaluate(p.system, p.model, p.context, precision=precision, mode="event", overrides=overrides,
-                     with_timeline=True)
-        if not r["oom"]:
-            label = f"{p.system} | {r['model']} | {sweep.context_label(p.context)} tokens | {r['precision']}"
-            runs.append((label, r["_timeline"]))
-    if not runs:
-        raise InputError(f"nothing to trace: every system is out of memory for {first[0].model} at "
-                         f"{first[0].context} tokens (the grid's first point)", key="--trace")
-    return chrome_trace(runs)
+    p = next((p for p, r in zip(points, results, strict=True) if not r["oom"]), None)
+    if p is None:
+        raise InputError("nothing to trace: every point is out of memory", key="--trace")
+    r = evaluate(p.system, p.model, p.context, precision=precision, mode="event", overrides=overrides,
+                 with_timeline=True)
+    label = f"{r['system']} | {r['model']} | {sweep.context_label(r['context'])} tokens | {r['precision']}"
+    return json.dumps(chrome_trace([(label, r["_timeline"])]), separators=(",", ":"))
 
 
 @app.command()
@@ -87,8 +83,8 @@ def report(
     set_: Annotated[list[str] | None, typer.Option("--set", help="key.path=value override (repeatable)")] = None,
     format: Annotated[Format, typer.Option("--format")] = Format.table,
     plot: Annotated[Path | None, typer.Option(help="figure FILE.png|svg (+ FILE-energy, FILE-breakdown)")] = None,
-    trace: Annotated[Path | None, typer.Option(help="Chrome trace JSON of the first model and context, "
-                                                    "event mode, every system")] = None,
+    trace: Annotated[Path | None, typer.Option(help="Chrome trace JSON (Perfetto) of the first point that fits, "
+                                                    "in event mode")] = None,
     mode: Annotated[Mode, typer.Option(help="fast (analytic) or event (scheduled timeline)")] = Mode.fast,
     out: Annotated[Path | None, typer.Option(help="also write report.json and report.csv into this directory")]
     = None,
@@ -99,7 +95,6 @@ def report(
     With no options: the KVNAND paper's comparison (Fig. 12), with geomean speedups per context.
     """
     from kvnand.cli import parse_sets
-    from kvnand.report.cache import Cache
 
     system_list = sweep.split_list(systems, "--systems")
     model_list = sweep.split_list(models, "--models")
@@ -114,7 +109,7 @@ def report(
     points = sweep.grid(system_list, model_list, context_list)
     cache = Cache(enabled=not no_cache)
     results = sweep.run(points, precision=precision, mode=mode.value, overrides=overrides, cache=cache)
-    trace_doc = _trace(points, precision, overrides) if trace else None
+    trace_json = _trace(points, results, precision, overrides) if trace else None
 
     if format == Format.json:
         typer.echo(_as_json(results))
@@ -130,8 +125,6 @@ def report(
             console.width = 200  # a redirected table should not wrap at 80 columns
         console.print(*render(results))
 
-    from kvnand.report import write_text
-
     written: list[Path] = []
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -142,9 +135,9 @@ def report(
         from kvnand.report.figures import write_figures
 
         written += write_figures(results, plot)
-    if trace_doc is not None:
-        write_text(trace, json.dumps(trace_doc))
+    if trace_json is not None:
+        write_text(trace, trace_json)
         written.append(trace)
     cached = f", {cache.hits} from cache" if cache.hits else ""
-    typer.echo(f"kvnand report: {len(results)} points{cached}"
+    typer.echo(f"kvnand report: {len(results)} point{'s' * (len(results) != 1)}{cached}"
                + (f"; wrote {', '.join(map(str, written))}" if written else ""), err=True)

@@ -25,25 +25,36 @@ def figure_paths(path: str | Path) -> list[Path]:
 def write_figures(results: list[dict], path: str | Path) -> list[Path]:
     """Draw the three figures beside `path` (each written atomically); returns the files written."""
     main, energy, breakdown = figure_paths(path)
-    _grouped(results, "tokens_per_s", "decode throughput (tokens/s)", main)
-    _grouped(results, "energy_j_per_token", "energy per token (J/token)", energy)
-    _breakdown(results, breakdown)
+    how = ", ".join(_ordered(results, "precision") + [f"{m} mode" for m in _ordered(results, "mode")])
+    _grouped(results, "tokens_per_s", f"decode throughput ({how})", "decode throughput (tokens/s)", main)
+    _grouped(results, "energy_j_per_token", f"decode energy per token ({how})", "energy per token (J/token)", energy)
+    _breakdown(results, f"decode latency breakdown by stage ({how})", breakdown)
     return [main, energy, breakdown]
+
+
+PANEL_COLUMNS = 3
+LEGEND_PER_PANEL = 3  # legend entries that fit across one panel's width
 
 
 def _axes(n: int, title: str):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    ncols = min(n, 3)
+    ncols = min(n, PANEL_COLUMNS)
     nrows = math.ceil(n / ncols)
-    fig = Figure(figsize=(5.0 * ncols, 3.6 * nrows + 0.9), layout="constrained")
+    fig = Figure(figsize=(max(5.0 * ncols, 7.5), 3.6 * nrows + 0.9), layout="constrained")  # room for the title
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax in axes[n:]:
         ax.set_visible(False)
     fig.suptitle(title, fontsize=13)
     return fig, axes[:n]
+
+
+def _legend(fig, ax, n_panels: int) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    ncols = max(1, min(len(labels), LEGEND_PER_PANEL * min(n_panels, PANEL_COLUMNS)))
+    fig.legend(handles, labels, loc="outside lower center", ncols=ncols, frameon=False, fontsize=11)
 
 
 def _save(fig, path: Path) -> None:
@@ -55,20 +66,20 @@ def _mark_oom(ax, xs: list[float], width: float, colors: list) -> None:
     top = ax.get_ylim()[1]
     for x, color in zip(xs, colors, strict=True):
         ax.bar(x, OOM_STUB * top, width, facecolor="none", edgecolor=color, hatch="///", linewidth=0.8)
-        ax.text(x, 1.3 * OOM_STUB * top, "OOM", rotation=90, ha="center", va="bottom", fontsize=7,
-                color="dimgray")
+        ax.text(x, 1.3 * OOM_STUB * top, "OOM", rotation=90, ha="center", va="bottom", fontsize=8,
+                color="black")
 
 
 def _ordered(results: list[dict], key: str) -> list:
     return list(dict.fromkeys(r[key] for r in results))
 
 
-def _grouped(results: list[dict], metric: str, ylabel: str, path: Path) -> None:
+def _grouped(results: list[dict], metric: str, title: str, ylabel: str, path: Path) -> None:
     """One panel per model; groups of bars by context, one bar per system."""
     models, contexts, systems = (_ordered(results, k) for k in ("model", "context", "system"))
     colors = {s: f"C{i % 10}" for i, s in enumerate(systems)}
     index = {(r["model"], r["context"], r["system"]): r for r in results}
-    fig, axes = _axes(len(models), ylabel.split(" (")[0] + f" ({results[0]['precision']})")
+    fig, axes = _axes(len(models), title)
     width = 0.8 / len(systems)
     for ax, model in zip(axes, models, strict=True):
         oom_x, oom_c = [], []
@@ -94,17 +105,16 @@ def _grouped(results: list[dict], metric: str, ylabel: str, path: Path) -> None:
         ax.set_ylabel(ylabel)
         ax.grid(axis="y", alpha=0.3)
         ax.set_axisbelow(True)
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside upper center", ncols=len(systems),
-               frameon=False)
+    _legend(fig, axes[0], len(models))
     _save(fig, path)
 
 
-def _breakdown(results: list[dict], path: Path) -> None:
+def _breakdown(results: list[dict], title: str, path: Path) -> None:
     """Per model, at the largest context where the most systems fit: ms per token by stage, stacked."""
     models, systems = _ordered(results, "model"), _ordered(results, "system")
     stages = list(dict.fromkeys(k for r in results for k in r["breakdown_s"]))
     colors = {st: f"C{i % 10}" for i, st in enumerate(stages)}
-    fig, axes = _axes(len(models), "decode latency breakdown by stage")
+    fig, axes = _axes(len(models), title)
     for ax, model in zip(axes, models, strict=True):
         rows = [r for r in results if r["model"] == model]
         ctx = max((r["context"] for r in rows), key=lambda c: (sum(not r["oom"] for r in rows if r["context"] == c), c))
@@ -123,6 +133,5 @@ def _breakdown(results: list[dict], path: Path) -> None:
         ax.set_ylabel("latency per token (ms)")
         ax.grid(axis="y", alpha=0.3)
         ax.set_axisbelow(True)
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside upper center", ncols=min(len(stages), 9),
-               frameon=False)
+    _legend(fig, axes[0], len(models))
     _save(fig, path)

@@ -77,8 +77,9 @@ def render(results: list[dict]):
     """The point table and the geomean table, as rich renderables."""
     from rich.table import Table
 
-    title = f"decode, {results[0]['precision']}, {results[0]['mode']} mode" if results else "no points"
-    t = Table(title=f"kvnand report ({title})", show_lines=False)
+    precisions = ", ".join(dict.fromkeys(r["precision"] for r in results))
+    modes = ", ".join(dict.fromkeys(r["mode"] for r in results))
+    t = Table(title=f"kvnand report (decode, {precisions}, {modes} mode)")
     for col in ("model", "context", "system", "tokens/s", "ms/token", "J/token", "speedup", "TTFT (s)",
                 "split", "bottleneck / OOM reason"):
         t.add_column(col, justify="left" if col in ("model", "system", "split", "bottleneck / OOM reason")

@@ -1,0 +1,123 @@
+"""`kvnand dse run|pareto|grid`: the design-space exploration commands (see kvnand/dse/__init__.py)."""
+
+from __future__ import annotations
+
+import math
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer()
+dse = typer.Typer(no_args_is_help=True, help="Design-space exploration: constrained multi-objective search "
+                  "(optuna) or an exhaustive grid over a YAML search space; Pareto front vs published designs.")
+app.add_typer(dse, name="dse")
+
+SpaceArg = Annotated[Path, typer.Argument(help="Search space YAML (e.g. dse/kvnand-8die-70b.yaml)")]
+
+
+class PFormat(str, Enum):
+    csv = "csv"
+    json = "json"
+
+
+def _out(out: Path | None, space) -> Path:
+    return out if out is not None else Path("out") / "dse" / space.name
+
+
+@dse.command("run")
+def run(
+    space_file: SpaceArg,
+    trials: Annotated[int | None, typer.Option(help="Global trial budget of the study (default: the space's)")] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes on this machine")] = 1,
+    storage: Annotated[str | None, typer.Option(help="Study storage URL, e.g. postgresql://user@host/db "
+                                                "(default: sqlite file in --out)")] = None,
+    study: Annotated[str | None, typer.Option(help="Study name (default: the space's name)")] = None,
+    seed: Annotated[int | None, typer.Option(help="Sampler seed (worker i uses seed + i)")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder (default: out/dse/<space name>)")] = None,
+):
+    """Search the space with optuna (resumable; several workers or machines may share one study)."""
+    from kvnand.dse.space import load_space
+    from kvnand.dse.study import run as run_study
+
+    space = load_space(space_file)
+    summary = run_study(space, _out(out, space), trials=trials, workers=workers, storage=storage,
+                        study_name=study, seed=seed, log=typer.echo)
+    _print_summary(summary)
+    rate = summary["trials_per_s"]
+    typer.echo(f"{summary['trials_this_run']} trials this run in {summary['elapsed_s']:.1f} s"
+               + (f" ({rate:.1f} trials/s with {summary['workers']} worker(s))" if rate else ""))
+    typer.echo(f"open the study: {summary['dashboard']}")
+    if summary["trials"] and summary["failed"] == summary["trials"]:
+        raise typer.Exit(1)
+
+
+@dse.command("grid")
+def grid(
+    space_file: SpaceArg,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: out/dse/<space name>-grid)")] = None,
+    workers: Annotated[int, typer.Option(help="Evaluation processes")] = 1,
+):
+    """Evaluate every design of a small discrete space; same outputs as `run` plus the Fig. 15 heatmap."""
+    from kvnand.dse.grid import run_grid
+    from kvnand.dse.space import load_space
+
+    space = load_space(space_file)
+    summary = run_grid(space, out if out is not None else Path("out") / "dse" / f"{space.name}-grid", workers,
+                       log=typer.echo)
+    _print_summary(summary)
+    typer.echo(f"{summary['designs']} designs in {summary['elapsed_s']:.1f} s ({summary['designs_per_s']:.1f}/s)")
+
+
+@dse.command("pareto")
+def pareto(
+    storage: Annotated[str, typer.Option(help="Study storage URL (sqlite:///PATH.db, postgresql://...)")],
+    study: Annotated[str, typer.Option(help="Study name")],
+    format: Annotated[PFormat, typer.Option("--format")] = PFormat.csv,
+):
+    """The feasible Pareto front of a stored study (and how the published designs compare)."""
+    from kvnand.cli import emit_json
+    from kvnand.dse import export
+    from kvnand.dse.study import load_existing, objective_directions
+
+    st = load_existing(storage, study)
+    objectives, dirs = objective_directions(st)
+    rows = export.rows_from_study(st)
+    front = export.pareto(rows, dirs)
+    if format == PFormat.csv:
+        typer.echo(export.rows_csv(front, objectives), nl=False)
+        return
+    emit_json({"schema": "kvnand.dse.pareto/1", "study": study, "objectives": objectives, "directions": dirs,
+               "trials": len(rows), "pareto": [{"number": r.number, "label": r.label,
+                                                "values": dict(zip(objectives, r.values, strict=True)),
+                                                "metrics": r.metrics, "params": r.params} for r in front],
+               "known_designs": export.compare_known(rows, front, objectives, dirs)})
+
+
+def _fmt(v) -> str:
+    return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.4g}"
+
+
+def _print_summary(s: dict) -> None:
+    objs = s["objectives"]
+    typer.echo(f"{s['trials']} designs: {s['feasible']} feasible, {s['infeasible']} infeasible, {s['failed']} failed")
+    typer.echo(f"Pareto front ({len(s['pareto'])} designs; {', '.join(f'{o} ({d[:3]})' for o, d in zip(objs, s['directions'], strict=True))}):")
+    for p in s["pareto"]:
+        name = f"#{p['number']}" + (f" {p['label']}" if p["label"] else "")
+        vals = "  ".join(f"{o}={_fmt(p['values'][o])}" for o in objs)
+        params = ", ".join(f"{k}={v}" for k, v in p["params"].items())
+        typer.echo(f"  {name}: {vals}  [{params}]")
+    if s["known_designs"]:
+        typer.echo("published designs:")
+    for k in s["known_designs"]:
+        if k["status"] == "dominated":
+            by = f"#{k['dominated_by']}" + (f" {k['dominated_by_label']}" if k["dominated_by_label"] else "")
+            change = ", ".join(f"{o} {(-g if d == 'minimize' else g):+.1%}"
+                               for (o, g), d in zip(k["gain"].items(), s["directions"], strict=True))
+            typer.echo(f"  {k['label']} (#{k['number']}): dominated by {by} ({change})")
+        elif k["status"] in ("infeasible", "failed"):
+            typer.echo(f"  {k['label']} (#{k['number']}): {k['status']}: {'; '.join(k['violated'])}")
+        else:
+            typer.echo(f"  {k['label']} (#{k['number']}): on the Pareto front")
+    typer.echo("files: " + ", ".join(str(Path(s["out"]) / f) for f in s["files"]))

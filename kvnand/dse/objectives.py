@@ -1,0 +1,254 @@
+"""Metrics of a design over its workload: what a study minimizes/maximizes and what constraints bound.
+
+A design is evaluated at every workload point (model x context, fast mode). Per-point metrics are
+aggregated with the workload weights: latency and energy per token as weighted means, power and
+capacity use as the worst point, lifetime and read-disturb margin as the worst point. `metric@ctx`
+(e.g. `latency_s@100k`) restricts a metric to the points at one context. Memory cost and the logic
+area share are properties of the hardware alone.
+
+Capacity is always a constraint (an out-of-memory point has no speed). A design that is not a valid
+configuration (e.g. G2 >= dies) is recorded as infeasible with constraint `config`, not dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from kvnand.errors import InputError
+
+MINIMIZE, MAXIMIZE = "minimize", "maximize"
+
+
+@dataclass(frozen=True)
+class Metric:
+    direction: str
+    per_point: bool              # aggregated over workload points (else a property of the hardware)
+    aggregate: str               # "mean" (workload-weighted), "max" or "min" over points
+    meaning: str
+    needs_reliability: bool = False
+
+
+METRICS: dict[str, Metric] = {
+    "latency_s": Metric(MINIMIZE, True, "mean", "decode latency per token, workload-weighted mean"),
+    "energy_j_per_token": Metric(MINIMIZE, True, "mean", "decode energy per token, workload-weighted mean"),
+    "power_w": Metric(MINIMIZE, True, "max", "average decode power (energy/token x tokens/s), worst point"),
+    "capacity_use": Metric(MINIMIZE, True, "max", "used / capacity of the fullest memory, worst point"),
+    "lifetime_years": Metric(MAXIMIZE, True, "min", "flash lifetime under the usage profile, worst point", True),
+    "read_disturb_margin": Metric(MAXIMIZE, True, "min", "read-disturb limit / max reads per block, worst point",
+                                  True),
+    "cost_usd": Metric(MINIMIZE, False, "", "memory cost: capacity x $/byte of every memory (kvnand.cost)"),
+    "logic_area_fraction": Metric(MINIMIZE, False, "", "IFC logic area (planes x plane_area + global buffer) "
+                                  "/ array die area"),
+}
+
+
+def split_key(key: str) -> tuple[str, str | None]:
+    base, _, ctx = key.partition("@")
+    return base, (ctx or None)
+
+
+def metric(key: str) -> Metric:
+    return METRICS[split_key(key)[0]]
+
+
+def check_metric_key(key: str, space, error: Callable[..., InputError]) -> None:
+    """Raise error(msg, ...) unless `key` is a known metric, optionally @ one of the workload's contexts."""
+    from kvnand.report.sweep import parse_contexts
+
+    base, ctx = split_key(key)
+    if base not in METRICS:
+        raise error("unknown metric", value=key, allowed=", ".join(METRICS) + " (per-point ones also as NAME@CONTEXT)")
+    m = METRICS[base]
+    if ctx is not None:
+        if not m.per_point:
+            raise error(f"'{base}' does not depend on the context", value=key)
+        try:
+            (n,) = parse_contexts(ctx, key)
+        except (InputError, ValueError):
+            raise error("not a context length after '@'", value=key) from None
+        if n not in space.contexts:
+            raise error("context not in the workload", value=key, allowed=", ".join(map(str, space.contexts)))
+    if m.needs_reliability and reliability_fn() is None:
+        raise error(f"'{base}' needs kvnand.reliability, which this build does not have", value=key)
+
+
+def reliability_fn():
+    """kvnand.reliability.reliability, or None while that module is not built."""
+    try:
+        from kvnand.reliability import reliability
+    except ImportError:
+        return None
+    return reliability
+
+
+# ---------------------------------------------------------------------- evaluation (cached per process)
+@lru_cache(maxsize=8192)
+def _point(system: str, model: str, context: int, precision: str | None, overrides: tuple) -> dict:
+    import kvnand
+
+    return kvnand.evaluate(system, model, context, precision=precision, overrides=dict(overrides))
+
+
+@lru_cache(maxsize=8192)
+def _reliability(system: str, model: str, context: int, precision: str | None, overrides: tuple,
+                 profile: str) -> dict:
+    return reliability_fn()(system, model, context, precision=precision, profile=profile,
+                            overrides=dict(overrides))
+
+
+@lru_cache(maxsize=1024)
+def _hardware(system: str, overrides: tuple) -> dict:
+    from kvnand.config.loader import load_system
+    from kvnand.cost import memory_cost
+
+    s = load_system(system, dict(overrides))
+    area = None
+    lg = s.flash.logic if s.flash is not None else None
+    if lg is not None and lg.die_area > 0:
+        area = (s.flash.die.geometry.planes * lg.plane_area + lg.global_buffer_area) / lg.die_area
+    return {"cost_usd": memory_cost(system, dict(overrides))["cost_usd"], "logic_area_fraction": area}
+
+
+@dataclass
+class Evaluation:
+    """One design's result: objective values (inf = undefined, worst), constraint violations (<= 0 is
+    feasible, normalized by the bound), the violated constraints in words, and the full report."""
+
+    values: list[float]
+    constraints: dict[str, float]
+    violated: list[str]
+    metrics: dict[str, float | None]
+    report: dict
+
+    @property
+    def feasible(self) -> bool:
+        return all(v <= 0 for v in self.constraints.values())
+
+
+def constraint_names(space) -> list[str]:
+    return ["config", "capacity", *space.spec.constraints]
+
+
+def evaluate_design(space, params: dict[str, Any]) -> Evaluation:
+    d = space.design(params)
+    keys = list(dict.fromkeys([*space.spec.objectives, *space.spec.constraints]))
+    try:
+        points = [_point_report(space, d, p, keys) for p in space.points]
+        hw = _hardware(d.system, d.overrides)
+    except InputError as exc:  # an impossible combination, e.g. G2 >= dies
+        cons = dict.fromkeys(constraint_names(space), 0.0)
+        cons["config"] = 1.0
+        return Evaluation([_worst(k) for k in space.spec.objectives], cons, [f"config: {exc}"],
+                          {}, _jsonable({"design": d.as_dict(), "params": params, "error": str(exc)}))
+    metrics: dict[str, float | None] = dict(hw)
+    for key in keys + [m for m in ("latency_s", "energy_j_per_token", "capacity_use") if m not in keys]:
+        base, ctx = split_key(key)
+        if METRICS[base].per_point:
+            metrics[key] = _aggregate(space, key, points)
+    cons, violated = {"config": 0.0}, []
+    cons["capacity"] = metrics["capacity_use"] - 1.0
+    oom = [p for p in points if p["oom"]]
+    if oom:
+        first = oom[0]
+        violated.append(f"capacity: {len(oom)} of {len(points)} workload points out of memory, e.g. "
+                        f"{first['model']} @{first['context']}: {first['oom_reason']}")
+    for key, bound in space.spec.constraints.items():
+        v = metrics.get(key)
+        limit = bound.max if bound.max is not None else bound.min
+        if v is None:  # undefined because every point is out of memory (already a violation)
+            cons[key] = 0.0
+            continue
+        excess = (v - limit) if bound.max is not None else (limit - v)
+        cons[key] = excess / (abs(limit) or 1.0)
+        if excess > 0:
+            violated.append(f"{key}: {v:.4g} {'>' if bound.max is not None else '<'} {limit:g} "
+                            f"({'max' if bound.max is not None else 'min'})")
+    values = [_worst(k) if metrics.get(k) is None else float(metrics[k]) for k in space.spec.objectives]
+    report = {"design": d.as_dict(), "params": params, "metrics": metrics, "constraints": cons,
+              "violated": violated, "points": points}
+    return Evaluation(values, cons, violated, metrics, _jsonable(report))
+
+
+def _point_report(space, d, p, keys: list[str]) -> dict:
+    rec = dict(_point(d.system, p.model, p.context, d.precision, d.overrides))
+    rec["weight"] = p.weight
+    rec["capacity_use"] = max(s["used_bytes"] / s["capacity_bytes"] for s in rec["capacity"].values())
+    rec["power_w"] = None if rec["oom"] else rec["energy_j_per_token"] / rec["latency_s"]
+    if not rec["oom"] and any(metric(k).needs_reliability for k in keys):
+        r = _reliability(d.system, p.model, p.context, d.precision, d.overrides, space.spec.workload.profile)
+        rec["reliability"] = r
+        rec["lifetime_years"] = r.get("lifetime_years")
+        reads, limit = r.get("max_reads_per_block"), r.get("read_disturb_limit")
+        rec["read_disturb_margin"] = (limit / reads if reads else math.inf) if limit else None
+    return rec
+
+
+def _aggregate(space, key: str, points: list[dict]) -> float | None:
+    from kvnand.report.sweep import parse_contexts
+
+    base, ctx = split_key(key)
+    if ctx is not None:
+        (n,) = parse_contexts(ctx, key)
+        points = [p for p in points if p["context"] == n]
+    vals = [(p[base], p["weight"]) for p in points if p.get(base) is not None]
+    if not vals:
+        return None
+    how = METRICS[base].aggregate
+    if how == "mean":
+        return sum(v * w for v, w in vals) / sum(w for _, w in vals)
+    return max(v for v, _ in vals) if how == "max" else min(v for v, _ in vals)
+
+
+def _worst(key: str) -> float:
+    return math.inf if metric(key).direction == MINIMIZE else -math.inf
+
+
+def _jsonable(obj: Any) -> Any:
+    """A JSON round trip: what optuna stores as a user attribute must serialize (inf/nan become null)."""
+    def clean(x):
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {str(k): clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        return x
+
+    return json.loads(json.dumps(clean(obj), default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+# ---------------------------------------------------------------------- Pareto dominance
+def to_loss(values: list[float], directions: list[str]) -> list[float]:
+    return [v if d == MINIMIZE else -v for v, d in zip(values, directions, strict=True)]
+
+
+def dominates(a: list[float], b: list[float], directions: list[str]) -> bool:
+    la, lb = to_loss(a, directions), to_loss(b, directions)
+    return all(x <= y for x, y in zip(la, lb, strict=True)) and any(x < y for x, y in zip(la, lb, strict=True))
+
+
+def non_dominated(values: list[list[float]], directions: list[str]) -> list[bool]:
+    """Mask of the points no other point dominates (O(n^2) numpy; studies have thousands of trials)."""
+    import numpy as np
+
+    if not values:
+        return []
+    loss = np.array([to_loss(v, directions) for v in values], dtype=float)
+    le = (loss[:, None, :] <= loss[None, :, :]).all(axis=2)
+    lt = (loss[:, None, :] < loss[None, :, :]).any(axis=2)
+    dominated = (le & lt).any(axis=0)
+    return [not x for x in dominated]
+
+
+def improvement(better: list[float], worse: list[float], directions: list[str]) -> list[float]:
+    """Relative gain of `better` over `worse` per objective (0.2 = 20 % lower latency or higher lifetime)."""
+    out = []
+    for b, w, d in zip(better, worse, directions, strict=True):
+        gain = (w - b) if d == MINIMIZE else (b - w)
+        out.append(gain / abs(w) if w not in (0, math.inf, -math.inf) else 0.0)
+    return out

@@ -1,0 +1,464 @@
+"""Search spaces: the YAML schema of a design-space study, its loader, and designs built from parameters.
+
+A space names a base system, the parameters that vary (categorical, int or float ranges, optionally log
+scaled, with a unit, or a categorical whose labels map to bundles of `--set` overrides, e.g. a cell
+mode), the workload (models and contexts with weights, the usage profile for reliability), the
+objectives and constraints, the published designs to compare against, and study settings. Every
+parameter turns into `kvnand.evaluate` arguments: `system`, `precision` or an override key.
+
+    parameters:
+      dies: 8                                              # fixed
+      variant: {choices: {C: {system: kvnand-c16}, D: {system: kvnand-d}}, default: D}
+      g2_dies: {int: [1, 7], when: {variant: D}, default: 4}
+      clock: {float: [200, 800], unit: MHz, set: flash.logic.clock, default: 400}
+
+Errors name the space file, the key path (and line) and what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from kvnand.errors import InputError
+
+Scalar = str | int | float | bool
+_Int, _Float = int, float  # Param has fields named `int` and `float` (the YAML keys); annotations use these
+SPECIAL_TARGETS = ("system", "precision")  # parameter targets that are evaluate() arguments, not overrides
+MAX_GRID_DESIGNS = 100_000
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Param(_Strict):
+    """One searched parameter: exactly one of `choices`, `int`, `float`."""
+
+    set: str | None = None                              # override key; default: the parameter's name
+    choices: list[Scalar] | dict[str, dict[str, Scalar]] | None = None
+    int: tuple[_Int, _Int] | None = None
+    float: tuple[_Float, _Float] | None = None
+    step: Annotated[_Float, Field(gt=0)] | None = None
+    log: bool = False
+    unit: str | None = None                             # appended to int/float values ("400 MHz")
+    default: Scalar | None = None                       # the paper's value (used by known designs)
+    when: dict[str, Scalar | list[Scalar]] = {}         # active only if earlier parameters match
+    source: str | None = None
+    note: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        kinds = [k for k, v in (("choices", self.choices), ("int", self.int), ("float", self.float))
+                 if v is not None]
+        if len(kinds) != 1:
+            raise ValueError(f"give exactly one of choices, int, float (got {', '.join(kinds) or 'none'})")
+        if self.choices is not None:
+            if not self.choices:
+                raise ValueError("choices must not be empty")
+            if self.step is not None or self.log or self.unit:
+                raise ValueError("step, log and unit apply to int/float ranges, not to choices")
+        else:
+            low, high = self.int or self.float
+            if low > high:
+                raise ValueError(f"range [{low}, {high}] is empty")
+            if self.log and (self.step is not None or low <= 0):
+                raise ValueError("a log range needs low > 0 and no step")
+            if self.int is not None and self.step is not None and self.step != int(self.step):
+                raise ValueError("an int range takes an integer step")
+        return self
+
+    @property
+    def labels(self) -> list[Scalar] | None:
+        """The categorical values (bundle labels for a mapping), None for a range."""
+        if self.choices is None:
+            return None
+        return list(self.choices) if isinstance(self.choices, dict) else list(self.choices)
+
+    def contains(self, value: Any) -> bool:
+        if self.choices is not None:
+            return value in self.labels
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        low, high = self.int or self.float
+        if self.int is not None and value != int(value):
+            return False
+        return low <= value <= high
+
+    def grid_values(self) -> list[Scalar]:
+        """Every value of a discrete domain (float ranges need a step)."""
+        if self.choices is not None:
+            return self.labels
+        low, high = self.int or self.float
+        if self.int is not None:
+            return list(range(low, high + 1, int(self.step or 1)))
+        if self.step is None:
+            raise ValueError("a float range needs a step to be enumerated")
+        n = int(math.floor((high - low) / self.step + 1e-9))
+        return [round(low + i * self.step, 12) for i in range(n + 1)]
+
+    def assignments(self, name: str, value: Scalar) -> dict[str, Any]:
+        """The evaluate() arguments / overrides this parameter sets for `value`."""
+        if isinstance(self.choices, dict):
+            return dict(self.choices[value])
+        if self.unit:
+            value = f"{value:g} {self.unit}"
+        return {self.set or name: value}
+
+
+class Workload(_Strict):
+    models: dict[str, Annotated[float, Field(gt=0)]] | list[str]
+    contexts: dict[str | int, Annotated[float, Field(gt=0)]] | list[str | int]
+    profile: str = "continuous"                         # usage profile of the reliability model
+
+
+class Bound(_Strict):
+    max: float | None = None
+    min: float | None = None
+
+    @model_validator(mode="after")
+    def _one(self):
+        if (self.max is None) == (self.min is None):
+            raise ValueError("give exactly one of max, min")
+        return self
+
+
+class KnownDesign(_Strict):
+    label: str                                          # format string over the parameter values
+    params: dict[str, Scalar | list[Scalar]] = {}       # lists expand to every combination
+    source: str | None = None
+
+
+class StudySettings(_Strict):
+    sampler: Literal["tpe", "nsga2", "random"] = "tpe"
+    trials: Annotated[int, Field(gt=0)] = 100
+    seed: int = 0
+    heartbeat_s: Annotated[int, Field(gt=0)] = 10       # a worker silent for 2x this is presumed dead
+
+
+class SpaceFile(_Strict):
+    schema_version: Literal[1]
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]+$")]
+    description: str = ""
+    source: str | None = None
+    system: str
+    workload: Workload
+    parameters: dict[str, Any] = {}                    # name -> Param mapping or a fixed scalar
+    objectives: Annotated[list[str], Field(min_length=1)]
+    constraints: dict[str, Bound] = {}
+    known_designs: list[KnownDesign] = []
+    study: StudySettings = StudySettings()
+
+
+@dataclass(frozen=True)
+class Design:
+    """What one evaluate() call per workload point needs: system, precision and overrides (sorted)."""
+
+    system: str
+    precision: str | None
+    overrides: tuple[tuple[str, Any], ...]
+
+    def as_dict(self) -> dict:
+        return {"system": self.system, "precision": self.precision, "overrides": dict(self.overrides)}
+
+
+@dataclass(frozen=True)
+class Point:
+    model: str
+    context: int
+    weight: float                                       # normalized: the weights of a workload sum to 1
+
+
+class Space:
+    """A loaded, checked search space."""
+
+    def __init__(self, spec: SpaceFile, file: str, raw: dict):
+        self.spec, self.file, self.raw = spec, file, raw
+        self.fixed = {k: v for k, v in spec.parameters.items() if not isinstance(v, Param)}
+        self.varying: dict[str, Param] = {k: v for k, v in spec.parameters.items() if isinstance(v, Param)}
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @cached_property
+    def digest(self) -> str:
+        """Identity of the space's content: a study refuses to resume under a different space."""
+        return hashlib.sha256(json.dumps(self.raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    @cached_property
+    def points(self) -> list[Point]:
+        from kvnand.report.sweep import parse_contexts
+
+        w = self.spec.workload
+        models = w.models if isinstance(w.models, dict) else dict.fromkeys(w.models, 1.0)
+        contexts = w.contexts if isinstance(w.contexts, dict) else dict.fromkeys(w.contexts, 1.0)
+        parsed = {}
+        for key, weight in contexts.items():
+            try:
+                (n,) = parse_contexts(str(key), "workload.contexts")
+            except (InputError, ValueError):
+                raise InputError("not a context length", file=self.file, key=f"workload.contexts.{key}",
+                                 allowed="token counts such as 128, 1k, 10k, 100k, 1Ki") from None
+            parsed[n] = weight
+        total = sum(models.values()) * sum(parsed.values())
+        return [Point(m, c, mw * cw / total) for m, mw in models.items() for c, cw in sorted(parsed.items())]
+
+    @property
+    def contexts(self) -> list[int]:
+        return sorted({p.context for p in self.points})
+
+    # ------------------------------------------------------------------ parameters -> designs
+    def active(self, name: str, params: dict[str, Any]) -> bool:
+        for other, want in self.varying[name].when.items():
+            wanted = want if isinstance(want, list) else [want]
+            if params.get(other, self.fixed.get(other)) not in wanted:
+                return False
+        return True
+
+    def suggest(self, trial) -> dict[str, Any]:
+        """Ask an optuna trial for every active parameter, in declaration order."""
+        params: dict[str, Any] = {}
+        for name, p in self.varying.items():
+            if not self.active(name, params):
+                continue
+            if p.choices is not None:
+                params[name] = trial.suggest_categorical(name, p.labels)
+            elif p.int is not None:
+                params[name] = trial.suggest_int(name, *p.int, step=int(p.step or 1), log=p.log)
+            else:
+                params[name] = trial.suggest_float(name, *p.float, step=p.step, log=p.log)
+        return params
+
+    def design(self, params: dict[str, Any]) -> Design:
+        args: dict[str, Any] = {"system": self.spec.system, "precision": None}
+        overrides: dict[str, Any] = {}
+        for name, value in self.spec.parameters.items():
+            if isinstance(value, Param):
+                if name not in params:
+                    continue
+                sets = value.assignments(name, params[name])
+            else:
+                sets = {name: value}
+            for key, v in sets.items():
+                (args if key in SPECIAL_TARGETS else overrides)[key] = v
+        return Design(args["system"], args["precision"], tuple(sorted(overrides.items(), key=lambda kv: kv[0])))
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every combination of the active parameters' values (conditional parameters only where active)."""
+        combos: list[dict[str, Any]] = [{}]
+        for name, p in self.varying.items():
+            try:
+                values = p.grid_values()
+            except ValueError as exc:
+                raise InputError(f"grid mode: {exc}", file=self.file, key=f"parameters.{name}") from None
+            nxt = []
+            for c in combos:
+                nxt.extend({**c, name: v} for v in values) if self.active(name, c) else nxt.append(c)
+            combos = nxt
+            if len(combos) > MAX_GRID_DESIGNS:
+                raise InputError(f"grid mode: more than {MAX_GRID_DESIGNS} designs; use `kvnand dse run`",
+                                 file=self.file, key="parameters")
+        return combos
+
+    def known_designs(self) -> list[tuple[str, dict[str, Any]]]:
+        """(label, full parameter dict) of every published design, lists expanded, defaults filled in."""
+        out = []
+        for i, kd in enumerate(self.spec.known_designs):
+            lists = {k: (v if isinstance(v, list) else [v]) for k, v in kd.params.items()}
+            for combo in itertools.product(*lists.values()):
+                given = dict(zip(lists, combo, strict=True))
+                params: dict[str, Any] = {}
+                for name, p in self.varying.items():
+                    if not self.active(name, params):
+                        continue
+                    if name in given:
+                        params[name] = given[name]
+                    elif p.default is not None:
+                        params[name] = p.default
+                    else:
+                        raise InputError(f"known design does not set '{name}' and the parameter has no default",
+                                         file=self.file, key=f"known_designs[{i}].params")
+                out.append((self._label(kd.label, params, i), params))
+        return out
+
+    def _label(self, template: str, params: dict, i: int) -> str:
+        values = {**self.fixed, **params}
+        if isinstance(values.get("dies"), int) and isinstance(values.get("g2_dies"), int):
+            values["g1_dies"] = values["dies"] - values["g2_dies"]
+        values = {k: (v.upper() if k == "precision" and isinstance(v, str) else v) for k, v in values.items()}
+        try:
+            return template.format_map(values)
+        except (KeyError, ValueError, IndexError) as exc:
+            raise InputError(f"label template cannot be filled: {exc}", file=self.file,
+                             key=f"known_designs[{i}].label", value=template,
+                             allowed="{name} of a parameter, or {g1_dies}") from None
+
+
+# ---------------------------------------------------------------------- loading
+def load_space(path: str | Path) -> Space:
+    """Read, validate and check a space file; every problem is one InputError naming file and key."""
+    from kvnand.config.loader import Source, _read, _validate
+
+    path = Path(path)
+    if not path.is_file():
+        from kvnand.paths import DSE_ROOT
+
+        shipped = DSE_ROOT / f"{path}.yaml"
+        if path.suffix == "" and shipped.is_file():
+            path = shipped
+        else:
+            avail = ", ".join(sorted(p.name for p in DSE_ROOT.glob("*.yaml")))
+            raise InputError("space file not found", file=str(path), allowed=f"a YAML file, e.g. dse/{{{avail}}}")
+    data, lines = _read(path)
+    if not isinstance(data, dict):
+        raise InputError("expected a mapping at the top level", file=str(path))
+    src = Source(str(path))
+    src.add("", str(path), lines)
+    spec = _validate(SpaceFile, data, src)
+    params = {name: _param(name, v, path, src) for name, v in spec.parameters.items()}
+    space = Space(spec.model_copy(update={"parameters": params}), str(path), data)
+    _check(space, src)
+    return space
+
+
+def _param(name: str, value: Any, path: Path, src) -> Param | Scalar:
+    from pydantic import ValidationError
+
+    key = f"parameters.{name}"
+    if not isinstance(value, dict):
+        if isinstance(value, (str, int, float, bool)):
+            return value
+        file, line = src.where(key)
+        raise InputError("a parameter is a fixed value or a mapping", file=file, key=key, line=line,
+                         allowed="a scalar, or {choices: ...}, {int: [low, high]}, {float: [low, high]}")
+    try:
+        return Param.model_validate(value)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join([key, *(str(x) for x in err["loc"])])
+        file, line = src.where(key)
+        unknown = err["type"] == "extra_forbidden"
+        raise InputError("unknown key" if unknown else err["msg"].removeprefix("Value error, "), file=file, key=key,
+                         line=line, allowed=", ".join(Param.model_fields) if unknown else None) from None
+
+
+def _err(space: Space, src, key: str, msg: str, **kw) -> InputError:
+    file, line = src.where(key)
+    return InputError(msg, file=file, key=key, line=line, **kw)
+
+
+def _check(space: Space, src) -> None:
+    """Cross-field checks the schema cannot express."""
+    from kvnand.dse.objectives import check_metric_key
+
+    spec = space.spec
+    names = list(spec.parameters)
+    for name, p in space.varying.items():
+        for other, want in p.when.items():
+            if other not in names[: names.index(name)]:
+                raise _err(space, src, f"parameters.{name}.when.{other}", "'when' must name an earlier parameter",
+                           allowed=", ".join(names[: names.index(name)]) or "(none before this one)")
+            domain = space.varying.get(other)
+            for v in want if isinstance(want, list) else [want]:
+                if domain is not None and not domain.contains(v):
+                    raise _err(space, src, f"parameters.{name}.when.{other}", "value outside that parameter's domain",
+                               value=v, allowed=str(domain.labels or domain.int or domain.float))
+        if p.default is not None and not p.contains(p.default):
+            raise _err(space, src, f"parameters.{name}.default", "default outside the parameter's domain",
+                       value=p.default)
+        if isinstance(p.choices, dict) and p.set:
+            raise _err(space, src, f"parameters.{name}.set", "a bundle (choices mapping) names its own keys; drop 'set'")
+    for i, obj in enumerate(spec.objectives):
+        check_metric_key(obj, space, lambda msg, i=i, **kw: _err(space, src, f"objectives[{i}]", msg, **kw))
+    if len(set(spec.objectives)) != len(spec.objectives):
+        raise _err(space, src, "objectives", "objectives repeat")
+    for key in spec.constraints:
+        check_metric_key(key, space, lambda msg, key=key, **kw: _err(space, src, f"constraints.{key}", msg, **kw))
+    _check_workload(space, src)
+    for i, kd in enumerate(spec.known_designs):
+        for k, v in kd.params.items():
+            if k not in space.varying:
+                raise _err(space, src, f"known_designs[{i}].params.{k}", "not a varying parameter",
+                           allowed=", ".join(space.varying) or "(no varying parameters)")
+            for x in v if isinstance(v, list) else [v]:
+                if not space.varying[k].contains(x):
+                    raise _err(space, src, f"known_designs[{i}].params.{k}", "value outside the parameter's domain",
+                               value=x)
+    _check_targets(space, src)
+
+
+def _check_workload(space: Space, src) -> None:
+    from kvnand.workload.model import load_model
+
+    w = space.spec.workload
+    for m in w.models:
+        try:
+            load_model(m)
+        except InputError as exc:
+            raise _err(space, src, f"workload.models.{m}", exc.detail, allowed=exc.allowed) from None
+    space.points  # noqa: B018 -- parses the contexts now, so a bad one fails at load
+
+
+def _check_targets(space: Space, src) -> None:
+    """Override keys must exist in the systems they apply to, and every published design must be a valid
+    configuration (this catches unit typos: each parameter's value appears in the known designs)."""
+    from kvnand.config.loader import DERIVED_KEYS, SHORT_KEYS, load_system, resolve_system_tree
+
+    systems = {space.spec.system}
+    for p in space.varying.values():
+        if isinstance(p.choices, dict):
+            systems |= {b["system"] for b in p.choices.values() if "system" in b}
+    trees = {}
+    for s in sorted(systems):
+        try:
+            trees[s] = resolve_system_tree(s)[0]
+        except InputError as exc:
+            raise _err(space, src, "system", exc.detail, value=s, allowed=exc.allowed) from None
+
+    def exists(key: str) -> bool:
+        if key in SHORT_KEYS or key in DERIVED_KEYS or key in SPECIAL_TARGETS:
+            return True
+        return any(_has_path(t, key) for t in trees.values())
+
+    for name, p in space.spec.parameters.items():
+        keys = [(f"parameters.{name}", name)] if not isinstance(p, Param) else (
+            [(f"parameters.{name}.choices.{lab}.{k}", k) for lab, b in p.choices.items() for k in b]
+            if isinstance(p.choices, dict) else [(f"parameters.{name}", p.set or name)])
+        for where, key in keys:
+            if not exists(key):
+                raise _err(space, src, where, f"'{key}' is not a path in the resolved config of "
+                           f"{' or '.join(sorted(systems))}",
+                           allowed="a dotted path shown by `kvnand show-config`, or one of "
+                           + ", ".join(sorted([*SHORT_KEYS, *DERIVED_KEYS, *SPECIAL_TARGETS])))
+    designs = space.known_designs() or [("default design", {n: p.default if p.default is not None else
+                                                             (p.labels or p.int or p.float)[0]
+                                                             for n, p in space.varying.items()})]
+    for label, params in designs:
+        d = space.design(params)
+        try:
+            load_system(d.system, dict(d.overrides))
+            if d.precision is not None:
+                from kvnand.workload.precision import get_precision
+
+                get_precision(d.precision)
+        except InputError as exc:
+            raise InputError(f"design '{label}' is not a valid configuration: {exc}", file=space.file,
+                             key="known_designs" if space.spec.known_designs else "parameters") from None
+
+
+def _has_path(tree: dict, dotted: str) -> bool:
+    node: Any = tree
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True

@@ -1,0 +1,307 @@
+"""The optuna study: storage, sampler, workers, the global trial budget, published designs, crash recovery.
+
+Storage is optuna's RDB storage: by default an SQLite file in the run folder (no server; `--workers N`
+processes on one machine share it), or any SQLAlchemy URL such as `postgresql://...`, which lets workers
+on many machines share one study. Every `kvnand dse run` against the same storage and study name joins
+the same study; the first one creates it, stores the space in the study's user attributes, and enqueues
+the published designs so they are the first trials.
+
+Budget: `--trials N` is the study's total, shared by all workers. A trial is "taken" once it runs,
+whatever its end (complete, failed, crashed); after asking for a trial a worker counts the taken trials
+numbered up to its own, and if that exceeds N (another worker took the last slot at the same moment) it
+closes its trial unevaluated as PRUNED with user attribute `surplus` and stops. So exactly N trials are
+taken, however many workers race.
+
+Crashes: workers send heartbeats; a trial whose worker fell silent for 2 x `heartbeat_s` is marked FAIL
+by any live worker, or by a later run (`kvnand dse run` waits for running trials to finish or go stale
+before it exports). A failed trial counts against the budget and is never re-evaluated silently.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from kvnand.dse.objectives import MAXIMIZE, MINIMIZE, constraint_names, evaluate_design, metric
+from kvnand.dse.space import Space, load_space
+from kvnand.errors import InputError
+
+META_KEY = "kvnand"           # study user attribute holding the space and its digest
+PROGRESS_EVERY_S = 5.0
+
+
+# ---------------------------------------------------------------------- storage and study
+def default_storage(out: Path) -> str:
+    return f"sqlite:///{(Path(out) / 'study.db').resolve()}"
+
+
+def public_url(url: str) -> str:
+    """The storage URL with any password hidden (for printing)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not parseable: it is reported as a bad --storage elsewhere
+        return url
+
+
+def open_storage(url: str, heartbeat_s: int | None = None):
+    """optuna RDB storage with heartbeats (stale trials are failed after 2 x heartbeat_s)."""
+    import optuna
+
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite:///"):
+        kwargs["engine_kwargs"] = {"creator": functools.partial(_sqlite_connect, url.removeprefix("sqlite:///"))}
+    if heartbeat_s:
+        kwargs.update(heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # heartbeat options are "experimental" in optuna
+            return optuna.storages.RDBStorage(url, **kwargs)
+    except Exception as exc:  # sqlalchemy raises many types: bad URL, no driver, server unreachable
+        raise InputError(f"cannot open the study storage: {type(exc).__name__}: {str(exc).splitlines()[0]}",
+                         key="--storage", value=public_url(url),
+                         allowed="sqlite:///PATH.db or postgresql://USER@HOST:PORT/DB") from None
+
+
+def _sqlite_connect(path: str):
+    """An SQLite connection for a study file shared by processes on one machine: write-ahead log with
+    synchronous=NORMAL (commits survive a killed process, no fsync per commit; only power loss may drop the
+    last trials), and a long lock wait instead of SQLite's 5 s default."""
+    import sqlite3
+
+    conn = sqlite3.connect(path, timeout=300, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+def make_sampler(space: Space, seed: int):
+    import optuna
+
+    kind = space.spec.study.sampler
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # multivariate/group TPE is "experimental"
+        if kind == "nsga2":
+            return optuna.samplers.NSGAIISampler(seed=seed)
+        if kind == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        # group=True: conditional parameters (e.g. G2 only for KVNAND-D) are modelled jointly
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
+                                          n_startup_trials=max(10, len(space.known_designs())))
+
+
+def directions(space: Space) -> list[str]:
+    return [metric(k).direction for k in space.spec.objectives]
+
+
+def open_study(space: Space, storage, name: str, seed: int):
+    """Create the study (storing the space, enqueueing the published designs) or join an existing one."""
+    import optuna
+
+    sampler = make_sampler(space, seed)
+    try:
+        study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
+                                    directions=directions(space))
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+        _check_same_space(study, space, name)
+        return study
+    study.set_metric_names(list(space.spec.objectives))
+    study.set_user_attr(META_KEY, {"space": space.raw, "space_file": space.file, "digest": space.digest,
+                                   "objectives": list(space.spec.objectives),
+                                   "constraints": constraint_names(space)})
+    for label, params in space.known_designs():
+        study.enqueue_trial(params, user_attrs={"known_design": label}, skip_if_exists=True)
+    return study
+
+
+def _check_same_space(study, space: Space, name: str, wait_s: float = 30.0) -> None:
+    deadline = time.monotonic() + wait_s
+    while (meta := study.user_attrs.get(META_KEY)) is None:
+        if time.monotonic() > deadline:  # the creator stores it right after creating the study
+            raise InputError("the study exists but was not created by `kvnand dse run`", key="--study", value=name)
+        time.sleep(0.2)
+    if meta["digest"] != space.digest:
+        raise InputError(f"study '{name}' was created from a different space ({meta['space_file']}); "
+                         "use the same space file or another --study name", key="--study", value=name)
+
+
+def taken(trial) -> bool:
+    from optuna.trial import TrialState
+
+    return trial.state != TrialState.WAITING and not trial.user_attrs.get("surplus")
+
+
+def n_taken(study) -> int:
+    return sum(taken(t) for t in study.get_trials(deepcopy=False))
+
+
+# ---------------------------------------------------------------------- a worker
+class Objective:
+    """optuna objective of one worker: budget ticket (stops the worker at the budget), evaluation, user
+    attributes, constraints."""
+
+    def __init__(self, space: Space, study, budget: int, progress: bool):
+        self.space, self.study, self.budget, self.progress = space, study, budget, progress
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.last_print = time.monotonic()
+
+    def __call__(self, trial):
+        import optuna
+
+        trial.set_user_attr("worker", self.worker)
+        ahead = sum(taken(t) for t in self.study.get_trials(deepcopy=False) if t.number <= trial.number)
+        if ahead >= self.budget:  # this is the last trial of the budget, or one too many
+            self.study.stop()
+            if ahead > self.budget:
+                trial.set_user_attr("surplus", True)
+                raise optuna.TrialPruned("the global trial budget was reached by other workers")
+        if self.progress and time.monotonic() - self.last_print > PROGRESS_EVERY_S:
+            self.last_print = time.monotonic()
+            print(f"  {ahead}/{self.budget} trials", file=sys.stderr, flush=True)
+        try:
+            ev = evaluate_design(self.space, self.space.suggest(trial))
+        except Exception as exc:  # recorded on the trial (FAIL), the worker goes on
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:2000])
+            raise
+        trial.set_user_attr("violated", ev.violated)
+        trial.set_user_attr("report", ev.report)
+        for key, v in ev.constraints.items():
+            trial.set_constraint(key, v)
+        return ev.values
+
+
+def work(space_file: str, url: str, name: str, budget: int, seed: int, progress: bool = False) -> None:
+    """One worker: run trials of the study until the global budget is taken."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = load_space(space_file)
+    storage = open_storage(url, space.spec.study.heartbeat_s)
+    study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(space, seed))
+    if n_taken(study) >= budget:
+        return
+    obj = Objective(space, study, budget, progress)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # optuna's experimental-feature warnings (heartbeat)
+        study.optimize(obj, catch=(Exception,))
+
+
+def settle(study, heartbeat_s: int) -> list:
+    """Wait until no trial is RUNNING: live workers finish theirs, dead workers' trials go stale and are
+    failed. Returns the trials still running at the deadline (none unless a worker hangs)."""
+    from optuna.storages import fail_stale_trials
+    from optuna.trial import TrialState
+
+    deadline = time.monotonic() + 3 * heartbeat_s + 30
+    while True:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fail_stale_trials(study)
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if not running or time.monotonic() > deadline:
+            return running
+        time.sleep(min(1.0, heartbeat_s / 2))
+
+
+# ---------------------------------------------------------------------- a run
+def run(space: Space, out: Path, *, trials: int | None = None, workers: int = 1, storage: str | None = None,
+        study_name: str | None = None, seed: int | None = None, log=print) -> dict:
+    """`kvnand dse run`: join or create the study, run `workers` processes to the budget, export."""
+    import multiprocessing
+
+    import optuna
+
+    from kvnand.dse import export
+
+    if workers < 1:
+        raise InputError("needs at least one worker", key="--workers", value=workers)
+    budget = trials if trials is not None else space.spec.study.trials
+    if budget < 1:
+        raise InputError("needs at least one trial", key="--trials", value=budget)
+    seed = space.spec.study.seed if seed is None else seed
+    name = study_name or space.name
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    url = storage or default_storage(out)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    hb = space.spec.study.heartbeat_s
+    study = open_study(space, open_storage(url, hb), name, seed)
+    n_known = len(space.known_designs())
+    if budget < n_known:
+        log(f"note: --trials {budget} is less than the {n_known} published designs; only the first run")
+    log(f"study '{name}' in {public_url(url)}: budget {budget} trials, {workers} worker(s)")
+    done_before, t0 = _finished(study), time.monotonic()
+    exit_codes: list[int] = []
+    if workers == 1:
+        work(space.file, url, name, budget, seed, progress=True)
+    else:
+        ctx = multiprocessing.get_context("spawn")  # no forked SQLAlchemy connections
+        procs = [ctx.Process(target=work, args=(space.file, url, name, budget, seed + i), daemon=False)
+                 for i in range(workers)]
+        for p in procs:
+            p.start()
+        _wait(procs, study, budget, log)
+        exit_codes = [p.exitcode for p in procs]
+    still_running = settle(study, hb)
+    elapsed = time.monotonic() - t0
+    new = _finished(study) - done_before
+    rows = export.rows_from_study(study)
+    summary = export.write_outputs(out, rows, list(space.spec.objectives), directions(space))
+    summary.update({
+        "study": name, "storage": public_url(url), "budget": budget, "workers": workers,
+        "trials_taken": n_taken(study), "trials_this_run": new, "elapsed_s": elapsed,
+        "trials_per_s": new / elapsed if elapsed > 0 else None,
+        "worker_exit_codes": exit_codes, "still_running": [t.number for t in still_running],
+        "dashboard": f"optuna-dashboard {public_url(url)}",
+    })
+    export.write_json(out / "summary.json", summary)
+    return summary
+
+
+def _finished(study) -> int:
+    from optuna.trial import TrialState
+
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)))
+
+
+def _wait(procs, study, budget: int, log) -> None:
+    last = time.monotonic()
+    while any(p.is_alive() for p in procs):
+        for p in procs:
+            p.join(timeout=0.5)
+        if time.monotonic() - last > PROGRESS_EVERY_S:
+            last = time.monotonic()
+            log(f"  {n_taken(study)}/{budget} trials")
+    for i, p in enumerate(procs):
+        if p.exitcode:
+            log(f"warning: worker {i} (pid {p.pid}) exited with code {p.exitcode}; its running trial is failed "
+                "once its heartbeat goes stale")
+
+
+def load_existing(url: str, name: str):
+    """An existing study (for `kvnand dse pareto`), with a clear error naming the studies there are."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(url)
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    if name not in names:
+        raise InputError("no such study in the storage", key="--study", value=name,
+                         allowed=", ".join(names) or "(the storage has no studies)")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def objective_directions(study) -> tuple[list[str], list[str]]:
+    """Objective names and directions of a study created by `kvnand dse run`."""
+    meta = study.user_attrs.get(META_KEY) or {}
+    names = meta.get("objectives") or study.metric_names or [f"objective_{i}" for i in range(len(study.directions))]
+    dirs = [MAXIMIZE if d.name == "MAXIMIZE" else MINIMIZE for d in study.directions]
+    return list(names), dirs

@@ -1,0 +1,111 @@
+"""Flash reliability under a usage profile: read disturb, refresh, P/E wear, bit errors and lifetime.
+
+profile.py describes how the device is used (sessions, decode rate, hours/day, years). disturb.py counts
+page reads per block for every die group. refresh.py decides when blocks are rewritten and what that
+costs per token. endurance.py turns writes and refreshes into P/E per year and a lifetime. ecc.py turns
+wear into RBER, UBER and read retries. `reliability()` (one `kvnand.reliability/1` result) and
+`refresh_overhead()` (refresh cost per token, for evaluate()) are the entry points. Heavy modules load
+on first call, so importing this package (the CLI does) stays cheap.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+def reliability(system: str, model: str, context: int, *, precision: str | None = None, mapping: str | None = None,
+                profile="continuous", overrides: dict | None = None) -> dict:
+    """One point's reliability record (keys of DESIGN.md's `kvnand.reliability/1` results, and more).
+
+    `max_reads_per_block` is the largest count a KV block reaches between erases without refresh (None
+    when the KV cache is not in flash); weight blocks have no such bound and are reported per token.
+    `overrides` takes system `--set` keys plus `profile.*` and `refresh.*` keys.
+    """
+    from kvnand.reliability import ecc, endurance, refresh
+    from kvnand.reliability.disturb import workload
+    from kvnand.reliability.profile import DAYS_PER_YEAR, SECONDS_PER_DAY
+
+    w = workload(system, model, context, precision=precision, mapping=mapping, overrides=overrides,
+                 profile=profile)
+    policy = refresh.get_policy(overrides)
+    rec = {"system": system, "model": w.model.name, "context": context, "mapping": w.mapping,
+           "precision": w.precision.name, "profile": w.profile.name, "oom": w.fit.oom, "oom_reason": w.fit.reason,
+           "max_reads_per_block": None,
+           "read_disturb_limit": _kv_cell(w.system).read_disturb_limit,
+           "refreshes_per_day": None, "pe_cycles_per_year": None, "lifetime_years": None, "uber": None}
+    if w.fit.oom:
+        return rec
+    plans = refresh.plan(w, policy)
+    rate = w.tokens_per_s()
+    wears = endurance.wear(w, plans, rate)
+    tokens_per_day = rate * 3600 * w.profile.hours_per_day
+    session_s = w.session.decode_steps / tokens_per_day * SECONDS_PER_DAY  # wall clock, idle hours included
+    groups = []
+    for g, p, wr in zip(w.groups, plans, wears, strict=True):
+        lifetime_tokens = tokens_per_day * DAYS_PER_YEAR * w.profile.years
+        reads, age = 0.0, 0.0
+        if g.kv is not None:
+            reads, age = min(p.threshold, g.kv.max()), session_s
+        if g.weights is not None:
+            hot = g.weights.max()
+            reads = max(reads, min(p.threshold, hot * lifetime_tokens))
+            age = max(age, min(p.threshold / hot / tokens_per_day * SECONDS_PER_DAY,
+                               w.profile.years * ecc.SECONDS_PER_YEAR))
+        pe = min(wr.pe_budget, wr.pe_cycles_per_year * w.profile.years)
+        cell = g.group.die.cell
+        limit = cell.read_disturb_limit
+        groups.append({
+            "group": g.group.name, "dies": g.group.dies, "holds": "+".join(
+                x for x, b in (("weights", g.weights), ("kv", g.kv)) if b is not None),
+            "cell": cell.mode, "read_disturb_limit": limit, "refresh_threshold_reads": p.threshold,
+            "kv_reads_per_block": g.kv.summary(limit) if g.kv is not None else None,
+            "weight_reads_per_block_per_token": g.weights.max() if g.weights is not None else None,
+            "refreshes_per_day": p.refreshes_per_token * tokens_per_day,
+            "blocks": wr.blocks, "pe_budget": wr.pe_budget, "pe_cycles_per_year": wr.pe_cycles_per_year,
+            "write_erases_per_day": wr.write_erases_per_day, "refresh_erases_per_day": wr.refresh_erases_per_day,
+            "lifetime_years": _finite(wr.lifetime_years),
+            "worst_state": {"pe_cycles": pe, "reads": reads, "retention_s": age},
+            **ecc.errors(cell, g.group.array.ecc, g.group.page_bytes, pe, reads, age),
+        })
+    kv_group = next((g for g in w.groups if g.kv is not None), None)
+    worst = max(wears, key=lambda x: x.pe_cycles_per_year / x.pe_budget)
+    errs = max(groups, key=lambda x: x["uber"])
+    writes = sum(x.write_erases_per_day for x in wears)
+    refreshes = sum(x.refresh_erases_per_day for x in wears)
+    rec.update({
+        "max_reads_per_block": kv_group.kv.max() if kv_group else None,
+        "refreshes_per_day": sum(x["refreshes_per_day"] for x in groups),
+        "pe_cycles_per_year": worst.pe_cycles_per_year,
+        "lifetime_years": _finite(worst.lifetime_years),
+        "uber": errs["uber"],
+        "rber_worst": errs["rber"], "codeword_failure_prob": errs["codeword_failure"],
+        "expected_read_retries": _finite(errs["expected_read_retries"]),
+        "pe_budget": worst.pe_budget, "pe_cycles_over_profile": worst.pe_cycles_per_year * w.profile.years,
+        "refresh_pe_share": refreshes / (writes + refreshes) if writes + refreshes else 0.0,
+        "block_randomization": w.system.kv.block_randomization,
+        "tokens_per_s": rate, "profile_years": w.profile.years,
+        "refresh": {"policy": policy.trigger,
+                    "seconds_per_token": sum(p.seconds_per_token for p in plans),
+                    "joules_per_token": sum(p.joules_per_token for p in plans),
+                    "programs_per_token": sum(p.pages_per_token for p in plans),
+                    "erases_per_token": sum(p.refreshes_per_token for p in plans)},
+        "groups": [{k: _finite(v) if isinstance(v, float) else v for k, v in x.items()} for x in groups],
+    })
+    return rec
+
+
+def refresh_overhead(system: str, model: str, context: int, precision: str | None = None,
+                     overrides: dict | None = None, profile="continuous") -> dict:
+    """Refresh cost per decode token (see kvnand.reliability.refresh.refresh_overhead)."""
+    from kvnand.reliability.refresh import refresh_overhead as _overhead
+
+    return _overhead(system, model, context, precision, overrides, profile)
+
+
+def _kv_cell(cfg):
+    """The cell mode of the dies that hold the KV cache (the weights' dies when the KV is elsewhere)."""
+    return (cfg.nand if cfg.kv.store in ("nand", "csd") else cfg.flash).die.cell
+
+
+def _finite(x):
+    return x if x is None or math.isfinite(x) else None

@@ -1,0 +1,322 @@
+"""Read disturb: per-block page-read counts of a workload on every flash die group of a system.
+
+A block is pages_per_block pages of one plane. Its counter counts reads of any of its pages since its
+last erase (that is what disturbs its cells). Two kinds of block:
+
+Weight blocks are never erased by the workload. Every weight page is read once per decode step (MoE
+expert pages at the routed rate top_k/experts) and once per prefill. So a block's count grows by its
+pages' reads every token until a refresh rewrites it.
+
+KV blocks are written log-structured. Each lane appends its pages to its open block: page-level, a lane
+is a group of g streams on one plane; naive, a lane is a plane. A block is erased once it is full and
+its pages are stale, i.e. released at the end of their session. Between erases a block's count is the
+sum over its pages of the reads each page took while valid: one per (phase that reads it, decode step
+whose context exceeds the page's first token). Sessions repeat, so a lane's pages form a periodic
+sequence and blocks are consecutive windows of it. The sums are closed-form (prefix sums over one
+session's pages, no per-step loop).
+
+Page-level mapping: a page holds one stream and is read once per step. Streams get their own blocks
+when the plane has enough (KVNAND-C). KVNAND-D stripes every stream over every G2 plane, so g streams
+share a block: their pages interleave, and g is the fewest that fit the plane's blocks. Naive mapping:
+pages mix streams in generation order (layer, K|V, head). A page is read once per (layer, K|V, head
+batch) phase it holds units of; head-parallel C reads all KV heads of a layer in one phase, the
+pipelined designs one head group at a time. Block randomization does not change these counts (an
+erase resets them whichever block is used next); it changes where the erases land (endurance.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from kvnand.config.loader import load_system
+from kvnand.config.schema import System
+from kvnand.errors import InputError
+from kvnand.hw.flash import FlashGroup
+from kvnand.mapping.capacity import Fit, check
+from kvnand.mapping.kv import KvLayout
+from kvnand.reliability.profile import Profile, Session, get_profile, session
+from kvnand.systems.builder import Builder
+from kvnand.workload.model import ModelSpec, load_model
+from kvnand.workload.precision import Precision, get_precision
+
+MAPPINGS = ("naive", "page")
+_CHUNK = 1 << 22  # elements per numpy temporary when summing naive pages
+
+
+def steps_reading(first_token, s: Session) -> np.ndarray:
+    """Decode steps of session `s` that read a page whose first token is `first_token` (every step whose
+    context exceeds it)."""
+    t = np.asarray(first_token, dtype=np.int64)[..., None] + 1
+    a = np.array([x for x, _ in s.turns], dtype=np.int64)
+    b = np.array([y for _, y in s.turns], dtype=np.int64)
+    return np.clip(b - np.maximum(a, t), 0, None).sum(axis=-1)
+
+
+@dataclass(frozen=True)
+class Blocks:
+    """Kinds of block as parallel arrays: reads (between erases for KV, per decode token for weights), how
+    many blocks (KV: written per session; weights: held) and the valid pages a refresh rewrites."""
+
+    reads: np.ndarray
+    count: np.ndarray
+    pages: np.ndarray
+
+    @staticmethod
+    def join(parts: list[Blocks]) -> Blocks:
+        return Blocks(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("reads", "count", "pages")))
+
+    def max(self) -> float:
+        return float(self.reads.max())
+
+    def quantile(self, q: float) -> float:
+        order = np.argsort(self.reads)
+        cum = np.cumsum(self.count[order])
+        return float(self.reads[order][np.searchsorted(cum, q * cum[-1])])
+
+    def share_over(self, limit: float) -> float:
+        return float(self.count[self.reads > limit].sum() / self.count.sum())
+
+    def summary(self, limit: float) -> dict:
+        return {"max": self.max(), "mean": float(np.average(self.reads, weights=self.count)),
+                "p50": self.quantile(0.5), "p99": self.quantile(0.99), "share_over_limit": self.share_over(limit)}
+
+
+@dataclass(frozen=True)
+class KvLanes:
+    """What endurance needs about the lanes: how many, and the busiest lane's blocks per session."""
+
+    lanes: float
+    blocks_per_session: float       # of the busiest lane (pages per session / pages per lane block)
+
+
+@dataclass(frozen=True)
+class GroupStress:
+    """One die group's blocks under the workload: KV blocks, weight blocks, or both (KVNAND-C)."""
+
+    group: FlashGroup
+    kv: Blocks | None
+    kv_lanes: KvLanes | None
+    weights: Blocks | None
+
+    @property
+    def blocks(self) -> int:
+        g = self.group.die.geometry
+        return self.group.planes * g.blocks_per_plane
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A system point under a usage profile: the resolved parts, one session, and every group's blocks."""
+
+    system_name: str
+    system_overrides: dict
+    system: System
+    model: ModelSpec
+    precision: Precision
+    profile: Profile
+    session: Session
+    fit: Fit
+    groups: tuple[GroupStress, ...]
+
+    @property
+    def mapping(self) -> str | None:
+        return self.system.kv.mapping if any(g.kv is not None for g in self.groups) else None
+
+    def tokens_per_s(self) -> float:
+        """The profile's decode rate, else the system's own at the session's mean decode context."""
+        if self.profile.tokens_per_s is not None:
+            return self.profile.tokens_per_s
+        from kvnand.evaluation import evaluate
+
+        return evaluate(self.system_name, self.model.name, self.session.mean_decode_context,
+                        precision=self.precision.name, overrides=self.system_overrides)["tokens_per_s"]
+
+
+def workload(system: str, model: str, context: int, *, precision: str | None = None, mapping: str | None = None,
+             overrides: dict | None = None, profile: str | Profile = "continuous") -> Workload:
+    """Resolve a point. `overrides` holds system `--set` keys plus `profile.*` and `refresh.*` keys."""
+    overrides = dict(overrides or {})
+    prof = get_profile(profile, overrides)
+    sys_over = {k: v for k, v in overrides.items() if not k.startswith(("profile.", "refresh."))}
+    if mapping is not None:
+        if mapping not in MAPPINGS:
+            raise InputError("unknown KV mapping", key="mapping", value=mapping, allowed=", ".join(MAPPINGS))
+        sys_over["mapping"] = mapping
+    if isinstance(context, bool) or not isinstance(context, int) or context < 1:
+        raise InputError("context must be a positive number of tokens", key="context", value=context)
+    if system.endswith(":auto"):
+        # the G1/G2 split evaluate() picks for speed is the one whose flash we age
+        from kvnand.evaluation import evaluate
+
+        chosen = evaluate(system, model, context, precision=precision, overrides=sys_over)["config"]
+        system = system.removesuffix(":auto")
+        sys_over["g2_dies"] = chosen.get("g2_dies", sys_over.get("g2_dies"))
+    cfg = load_system(system, sys_over)
+    spec = load_model(model)
+    prec = get_precision(precision or cfg.default_precision)
+    fit = check(cfg, spec, prec, context)
+    sess = session(prof, context)
+    groups = () if fit.oom else _groups(cfg, spec, prec, sess)
+    return Workload(system, sys_over, cfg, spec, prec, prof, sess, fit, groups)
+
+
+def _groups(cfg: System, spec: ModelSpec, prec: Precision, sess: Session) -> tuple[GroupStress, ...]:
+    b = Builder(cfg, spec, prec, sess.context)
+    wg = b.wgroup if cfg.placement.weights != "host" else None
+    kg = b.kvgroup
+    weights = weight_blocks(spec, prec, wg, sess) if wg is not None else None
+    out = []
+    if wg is not None and wg is not kg:
+        out.append(GroupStress(wg, None, None, weights))
+    if kg is not None:
+        geo = kg.die.geometry
+        held = math.ceil(spec.weight_bytes(prec) / geo.page_size / kg.planes / geo.pages_per_block) if (
+            wg is kg) else 0
+        kv, lanes = kv_blocks(b.layout, geo.pages_per_block, geo.blocks_per_plane - held, sess,
+                              heads_per_phase(cfg, spec))
+        out.append(GroupStress(kg, kv, lanes, weights if wg is kg else None))
+    return tuple(out)
+
+
+def heads_per_phase(cfg: System, spec: ModelSpec) -> int:
+    """KV heads one attention phase reads (as Builder._attention_block schedules them)."""
+    if cfg.schedule.hg_pipeline and cfg.kv.store != "colocated":
+        return 1
+    return spec.kv_heads if cfg.schedule.head_parallel else 1
+
+
+# ---------------------------------------------------------------------------------------------- weights
+def weight_blocks(model: ModelSpec, prec: Precision, group: FlashGroup, s: Session) -> Blocks:
+    """Weight blocks by read rate: dense pages every step, MoE expert pages at top_k/experts, all pages once
+    per prefill. An untied embedding table is read one row per token: its blocks are left out as cold.
+    Blocks hold one rate class, spread evenly over the group's planes."""
+    by_rate: dict[float, float] = {}
+    for m in model.matrices():
+        rate = m.count_per_token / m.experts
+        by_rate[rate] = by_rate.get(rate, 0.0) + model.layers * m.params
+    for m in model.outer_matrices():
+        by_rate[1.0] = by_rate.get(1.0, 0.0) + m.params
+    geo = group.die.geometry
+    ppb = geo.pages_per_block
+    per_prefill = s.prefills / s.decode_steps
+    reads, count, pages = [], [], []
+    for rate, params in by_rate.items():
+        per_plane = math.ceil(params * prec.weight_bytes / geo.page_size / group.planes)
+        full, rest = divmod(per_plane, ppb)
+        for n_pages, n_blocks in ((ppb, full), (rest, 1)):
+            if n_pages and n_blocks:
+                reads.append(n_pages * (rate + per_prefill))
+                count.append(n_blocks * group.planes)
+                pages.append(n_pages)
+    return Blocks(np.array(reads, float), np.array(count, float), np.array(pages, float))
+
+
+# ---------------------------------------------------------------------------------------------- KV
+def kv_blocks(lay: KvLayout, ppb: int, blocks_per_plane: int, s: Session, heads: int) -> tuple[Blocks, KvLanes]:
+    """KV blocks of the layout under repeated sessions `s`: reads between erases of every kind of block."""
+    if lay.mapping == "page":
+        return _page_level(lay, ppb, blocks_per_plane, s)
+    return _naive(lay, ppb, s, heads)
+
+
+def _windows(values: np.ndarray, block: int) -> np.ndarray:
+    """Sums of consecutive `block`-page windows of periodic page sequences (one period per row), over one
+    cycle of n / gcd(n, block) windows: lanes x windows."""
+    n = values.shape[1]
+    k = n // math.gcd(n, block)
+    pre = np.concatenate([np.zeros((values.shape[0], 1)), np.cumsum(values, axis=1)], axis=1)
+    x = np.arange(k + 1) * block
+    return np.diff((x // n) * pre[:, -1:] + pre[:, x % n], axis=1)
+
+
+def _lane_blocks(values: np.ndarray, block: int, streams: int, lanes_per_row: float) -> Blocks:
+    """Blocks of lanes whose streams have identical page sequences `values` (rows: lanes of one kind)."""
+    n = values.shape[1]
+    sums = _windows(values, block)
+    k = sums.shape[1]
+    return Blocks(streams * sums.ravel(), np.full(sums.size, lanes_per_row * n / (block * k)),
+                  np.full(sums.size, float(streams * min(block, n))))
+
+
+def _ceil_div(a, b):
+    return -(-a // b)
+
+
+def streams_per_block(streams: int, pages: int, ppb: int, blocks: int) -> int:
+    """Fewest streams sharing a block such that each lane has room for a session's pages plus its open
+    block on the plane's `blocks` KV blocks."""
+    for g in range(1, min(streams, ppb) + 1):
+        if math.ceil(streams / g) * (math.ceil(pages / (ppb // g)) + 1) <= blocks:
+            return g
+    return min(streams, ppb)
+
+
+def _page_level(lay: KvLayout, ppb: int, blocks_per_plane: int, s: Session) -> tuple[Blocks, KvLanes]:
+    p, unit, page = lay.planes_per_stream, int(lay.unit), int(lay.page)
+    pos = np.arange(min(p, s.context))                       # a stream's plane positions that hold tokens
+    pages = _ceil_div(_ceil_div(s.context - pos, p) * unit, page)
+    g = streams_per_block(int(lay.streams_per_plane()), int(pages.max()), ppb, blocks_per_plane)
+    block = ppb // g
+    parts = []
+    for n in np.unique(pages):
+        rows = pos[pages == n]
+        first_local = np.arange(n) * page // unit            # first token of each page on its plane
+        v = steps_reading(first_local[None, :] * p + rows[:, None], s)
+        parts.append(_lane_blocks(v, block, g, lay.streams / g))
+    n_max = int(pages.max())
+    return Blocks.join(parts), KvLanes(lay.streams / g * len(pos), n_max / block)
+
+
+def _naive_table(lay: KvLayout, heads: int) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """One period of the generation-order layout (records and pages realign after `t0` tokens): for each
+    of its `pp` pages, the token offsets at which phases first touch it and how many phases do.
+    Returns (t0, pp, offsets pp x E, phases pp x E), zero-padded."""
+    unit, page, k = int(lay.unit), int(lay.page), lay.kv_heads
+    rec = 2 * lay.layers * k * unit
+    t0 = page // math.gcd(rec, page)
+    batches = np.arange(-(-k // heads))
+    width = np.minimum(heads, k - batches * heads) * unit
+    start = (np.arange(2 * lay.layers)[:, None] * k * unit + batches * heads * unit).ravel()
+    end = start + np.tile(width, 2 * lay.layers)
+    tau = np.arange(t0)[:, None]
+    first = ((tau * rec + start) // page).ravel()
+    last = ((tau * rec + end - 1) // page).ravel()
+    n = last - first + 1
+    phase = np.tile(np.arange(start.size), t0)
+    tok = np.repeat(np.arange(t0), start.size)
+    idx = np.repeat(np.arange(first.size), n)
+    pg = first[idx] + np.arange(idx.size) - np.repeat(np.cumsum(n) - n, n)
+    # a (page, phase) is first read once its earliest token exists (entries are in token order)
+    _, keep = np.unique(pg * start.size + phase[idx], return_index=True)
+    pairs, phases = np.unique(pg[keep] * t0 + tok[idx][keep], return_counts=True)
+    pp = t0 * rec // page
+    kk, off = pairs // t0, pairs % t0
+    slot = np.arange(kk.size) - np.searchsorted(kk, kk)
+    offsets = np.zeros((pp, int(slot.max()) + 1), np.int64)
+    counts = np.zeros_like(offsets)
+    offsets[kk, slot], counts[kk, slot] = off, phases
+    return t0, pp, offsets, counts
+
+
+def _naive(lay: KvLayout, ppb: int, s: Session, heads: int) -> tuple[Blocks, KvLanes]:
+    t0, pp, offsets, counts = _naive_table(lay, heads)
+    total = _ceil_div(s.context * 2 * lay.layers * lay.kv_heads * int(lay.unit), int(lay.page))
+    # reads of every page of a session, computed one run of periods at a time (global page = q * pp + k)
+    periods = _ceil_div(total, pp)
+    fits32 = int(counts.sum(axis=1).max()) * s.decode_steps < 2**31
+    v = np.zeros(periods * pp, np.int32 if fits32 else np.int64)
+    step = max(1, _CHUNK // (pp * offsets.shape[1] * len(s.turns)))
+    for q0 in range(0, periods, step):
+        q = np.arange(q0, min(periods, q0 + step))[:, None, None] * t0
+        v[q0 * pp:(q0 + q.shape[0]) * pp] = (counts * steps_reading(q + offsets, s)).sum(axis=-1).ravel()
+    # pages go round-robin over the planes: plane r holds pages r, r + planes, ...
+    n = _ceil_div(total, lay.planes)
+    v = np.pad(v[:total], (0, n * lay.planes - total)).reshape(n, lay.planes)
+    full = total - (n - 1) * lay.planes                     # planes holding n pages; the next ones n - 1
+    parts = [_lane_blocks(np.ascontiguousarray(v[:, :full].T), ppb, 1, 1.0)]
+    if n > 1 and full < lay.planes:
+        parts.append(_lane_blocks(np.ascontiguousarray(v[:-1, full:].T), ppb, 1, 1.0))
+    return Blocks.join(parts), KvLanes(float(min(lay.planes, total)), n / ppb)
