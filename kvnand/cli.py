@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from enum import Enum
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -19,7 +19,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Cycle-approximate model of in-flash computing (3D NAND + logic die) for LLM inference.")
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     table = "table"
     json = "json"
 
@@ -30,7 +30,8 @@ def emit_json(obj) -> None:
 
 @app.command()
 def models(
-    names: Annotated[list[str] | None, typer.Argument(help="Zoo names or paths to HF config.json (default: zoo)")] = None,
+    names: Annotated[list[str] | None,
+                     typer.Argument(help="Zoo names or paths to HF config.json (default: the zoo)")] = None,
     precision: Annotated[str, typer.Option(help="bf16, w8a8 or w4a16")] = "bf16",
     format: Annotated[Format, typer.Option("--format")] = Format.table,
 ):

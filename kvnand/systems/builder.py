@@ -162,7 +162,7 @@ class Builder:
     # ------------------------------------------------------------------ attention
     def attention(self, kv_heads: int):
         """Logit, softmax, attend for `kv_heads` KV heads (and their query heads) of one layer."""
-        m, a = self.m, self.p.act_bytes
+        m = self.m
         q_heads = kv_heads * (m.heads // m.kv_heads)
         L, d = self.L, m.head_dim
         macs = q_heads * L * d
@@ -246,7 +246,8 @@ class Builder:
         if store == "colocated":
             return self.xfer("kv.to_planes", "kv_write", b / self.kvgroup.channels_used, b)
         if store == "dram":
-            return Task("kv.dram", "kv_write", ("dram",) + (("ch",) if self.s.dram.shares_flash_channels else ()), single_stage("DRAM", b / dram_rate(self.s.dram)), 1,
+            res = ("dram",) + (("ch",) if self.s.dram.shares_flash_channels else ())
+            return Task("kv.dram", "kv_write", res, single_stage("DRAM", b / dram_rate(self.s.dram)), 1,
                         (("dram.bits", b * 8),))
         if store == "csd":
             return Task("kv.link", "kv_write", ("link",), single_stage("PCIe link", link_time(self.s.link, b)),
