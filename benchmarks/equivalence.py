@@ -47,7 +47,9 @@ def _grid(quick: bool):
     variants += [("kvnand-c16", {"mapping": "naive"}), ("kvnand-d", {"mapping": "naive"}),
                  ("kvnand-d", {"hg_pipeline": False}), ("kvnand-d", {"g2_dies": 3}),
                  ("kvnand-c16", {"dies": 8}), ("kvnand-d:auto", {"dies": 8}),
-                 ("kvnand-c16", {"hg_pipeline": True}), ("kvnand-c16", {"page_size": "4 KiB"})]
+                 ("kvnand-c16", {"hg_pipeline": True}), ("kvnand-c16", {"page_size": "4 KiB"}),
+                 ("kvnand-d", {"dies": 8, "g2_dies": 4}), ("kvnand-d:auto", {"dies": 8, "g2_dies": 4}),
+                 ("kvnand-d:auto", {"kv.g2_dies": 2}), ("kvnand-d:auto", {"mapping": "naive"})]
     fast = [(s, m, c, p, "fast", ov) for s, ov in variants for m in models for c in contexts for p in precisions]
     ev_models = ["llama3.1-8b", "opt-6.7b", "mixtral-8x7b"] + ([] if quick else ["llama2-70b"])
     ev_contexts = [128, 10_000]

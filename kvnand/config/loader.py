@@ -1,9 +1,10 @@
 """Load presets: YAML with line numbers, `extends:` and `preset:` deep merge, `--set` overrides, validation.
 
 A system file may say `extends: other-system` (or a path) and state only what differs; a part may be
-written as `{preset: NAME, ...overrides}` to pull `arch_configs/devices/NAME.yaml`. The resolved tree is
-fully materialized, so `--set flash.die.cell.tR="3 us"` reaches any number. Every failure becomes one
-InputError naming the file, the key path, the line (where YAML knows it) and what is allowed.
+written as `{preset: NAME, ...overrides}` to pull `arch_configs/devices/NAME.yaml` (the part is then that
+preset plus the overrides, whatever a base system had there). The resolved tree is fully materialized, so
+`--set flash.die.cell.tR="3 us"` reaches any number. Every failure becomes one InputError naming the file,
+the key path, the line (where YAML knows it), the bad value and what is allowed.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import copy
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Union, get_args, get_origin
 
 import yaml
 
@@ -30,6 +31,38 @@ SHORT_KEYS = {
 }
 # `dies` is derived (channels x dies_per_channel); setting it keeps channels and changes dies per channel.
 DERIVED_KEYS = ("dies",)
+SCHEMA_VERSIONS = (1,)
+
+
+def _join(prefix: str, key: Any) -> str:
+    return f"{prefix}.{key}" if prefix else str(key)
+
+
+def _parent(path: str) -> str:
+    if path.endswith("]") and "[" in path:
+        return path[: path.rindex("[")]
+    return path.rpartition(".")[0]
+
+
+def _under(path: str, prefix: str) -> bool:
+    return not prefix or path == prefix or path.startswith(prefix + ".") or path.startswith(prefix + "[")
+
+
+class _Shown:
+    """A value in an error message, shortened so a huge list or string stays one readable line."""
+
+    def __init__(self, value: Any, limit: int = 80):
+        r = repr(value)
+        self.text = r if len(r) <= limit else r[: limit - 3] + "..."
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _shown(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return _Shown(value)
 
 
 class _LineLoader(yaml.SafeLoader):
@@ -37,34 +70,52 @@ class _LineLoader(yaml.SafeLoader):
 
 
 def _load_yaml_with_lines(text: str, file: str) -> tuple[Any, dict[str, int]]:
+    """Parse YAML text; return the data and {key path: line} ('a.b', 'a.list[0].c')."""
     lines: dict[str, int] = {}
-    try:
-        node = yaml.compose(text, Loader=_LineLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
+
+    def fail(exc: BaseException) -> InputError:
+        if isinstance(exc, RecursionError):
+            return InputError("malformed YAML: nested too deeply", file=file)
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise InputError(f"malformed YAML: {problem}", file=file, line=line) from None
+        if isinstance(exc, yaml.YAMLError):
+            problem = getattr(exc, "problem", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
+            ctx = getattr(exc, "context", None)
+            if ctx and "found unhashable key" not in problem:
+                problem = f"{problem} ({ctx})"
+        else:  # PyYAML's constructors raise plain ValueError/OverflowError for e.g. the date 2001-02-30
+            problem = f"cannot read a value ({type(exc).__name__}: {exc})"
+        return InputError(f"malformed YAML: {problem}", file=file, line=line,
+                          allowed="YAML with spaces (no tabs) for indentation, closed brackets and quotes")
 
     def walk(n, path):
         if isinstance(n, yaml.MappingNode):
+            keys: set = set()
             for k, v in n.value:
-                key = k.value if isinstance(k, yaml.ScalarNode) else str(k)
-                p = f"{path}.{key}" if path else key
-                lines[p] = k.start_mark.line + 1
+                key = k.value if isinstance(k, yaml.ScalarNode) else "?"
+                p = _join(path, key)
+                if isinstance(k, yaml.ScalarNode) and key != "<<":
+                    if (k.tag, key) in keys:
+                        raise InputError("duplicate key (YAML would silently keep only the last one)", file=file,
+                                         key=p, line=k.start_mark.line + 1, allowed="each key once per mapping")
+                    keys.add((k.tag, key))
+                lines.setdefault(p, k.start_mark.line + 1)
                 walk(v, p)
         elif isinstance(n, yaml.SequenceNode):
             for i, v in enumerate(n.value):
                 walk(v, f"{path}[{i}]")
 
-    if node is not None:
-        walk(node, "")
     try:
-        data = yaml.load(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:  # constructor errors (bad tags etc.)
-        mark = getattr(exc, "problem_mark", None)
-        raise InputError(f"malformed YAML: {exc}", file=file,
-                         line=mark.line + 1 if mark is not None else None) from None
+        loader = _LineLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is not None:
+                walk(node, "")
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
+    except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise fail(exc) from None
     return data, lines
 
 
@@ -87,156 +138,333 @@ class Source:
 
     def add(self, prefix: str, file: str, lines: dict[str, int]):
         for p, ln in lines.items():
-            self.origin[f"{prefix}.{p}" if prefix else p] = (file, ln)
+            self.origin[_join(prefix, p)] = (file, ln)
 
     def where(self, path: str) -> tuple[str, int | None]:
         p = path
         while p:
             if p in self.origin:
                 return self.origin[p]
-            p = p.rpartition(".")[0]
+            p = _parent(p)
         return self.default_file, None
+
+    def copy(self) -> Source:
+        out = Source(self.default_file)
+        out.origin = dict(self.origin)
+        return out
 
 
 def _read(path: Path) -> tuple[Any, dict[str, int]]:
+    path = Path(path)
+    if path.is_dir():
+        raise InputError("is a directory, not a file", file=str(path), allowed="a YAML file")
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as exc:
-        raise InputError(f"cannot read file: {exc.strerror}", file=str(path)) from None
+        raise InputError(f"cannot read file: {exc.strerror or exc}", file=str(path)) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not a UTF-8 text file (undecodable byte at offset {exc.start})", file=str(path),
+                         allowed="a YAML text file in UTF-8") from None
     return _load_yaml_with_lines(text, str(path))
 
 
-def _find(kind_dir: str, name: str, relative_to: Path | None, key: str, file: str) -> Path:
+def _looks_like_path(name: str) -> bool:
+    return Path(name).suffix in (".yaml", ".yml") or "/" in name or "\\" in name
+
+
+def _find(kind_dir: str, name: str, relative_to: Path | None, key: str, file: str, line: int | None = None) -> Path:
+    """A preset name (stem of arch_configs/KIND/NAME.yaml) or a path (relative to the referring file, else cwd)."""
+    available = sorted(x.stem for x in (CONFIG_ROOT / kind_dir).glob("*.yaml"))
+    allowed = ", ".join(available) + ", or a path to a .yaml file"
+    kind = kind_dir[:-1]
     p = Path(name)
-    candidates = []
-    if p.suffix in (".yaml", ".yml"):
-        candidates += [p] + ([relative_to.parent / p] if relative_to else [])
-    candidates.append(CONFIG_ROOT / kind_dir / f"{name}.yaml")
+    candidates: list[Path] = []
+    if _looks_like_path(name):
+        if relative_to is not None and not p.is_absolute():
+            candidates.append(relative_to.parent / p)
+        candidates.append(p)
+        if len(p.parts) == 1:  # "kvnand-c16.yaml" also names the shipped preset
+            candidates.append(CONFIG_ROOT / kind_dir / p.name)
+    else:
+        candidates.append(CONFIG_ROOT / kind_dir / f"{name}.yaml")
     for c in candidates:
         if c.is_file():
             return c
-    available = sorted(x.stem for x in (CONFIG_ROOT / kind_dir).glob("*.yaml"))
-    raise InputError(f"unknown {kind_dir[:-1]} preset '{name}'", file=file, key=key,
-                     allowed=", ".join(available) + ", or a path to a .yaml file")
+    if _looks_like_path(name):
+        if any(c.is_dir() for c in candidates):
+            problem = f"'{name}' is a directory, not a {kind} YAML file"
+        else:
+            problem = f"no such {kind} file '{name}'"
+        if relative_to is None:  # the command line: the file itself is what is wrong
+            raise InputError(problem.replace(f" '{name}'", ""), file=name,
+                             allowed=f"an existing {kind} YAML file or a preset name: {', '.join(available)}")
+        raise InputError(problem, file=file, key=key, line=line, allowed=allowed)
+    raise InputError(f"unknown {kind} preset '{name}'", file=file, key=key, line=line, allowed=allowed)
+
+
+def _check_version(data: dict, file: str, lines: dict[str, int]) -> None:
+    if "schema_version" not in data:
+        raise InputError("required key is missing", file=file, key="schema_version",
+                         allowed="schema_version: 1 (the format version of this file, on every preset file)")
+    v = data["schema_version"]
+    if isinstance(v, bool) or v not in SCHEMA_VERSIONS:
+        raise InputError("unsupported format version", file=file, key="schema_version",
+                         line=lines.get("schema_version"), value=_shown(v),
+                         allowed=", ".join(map(str, SCHEMA_VERSIONS)))
+
+
+def _resolve(path: Path, kind_dir: str, prefix: str, seen: tuple) -> tuple[dict, dict[str, tuple[str, int | None]]]:
+    """The materialized tree of one preset file (extends and presets merged) and the origin of each key path."""
+    file = str(path)
+    data, lines = _read(path)
+    if data is None:
+        raise InputError("the file is empty", file=file, allowed=f"a {kind_dir[:-1]} description (a YAML mapping)")
+    if not isinstance(data, dict):
+        raise InputError("expected a mapping (key: value lines) at the top level", file=file,
+                         value=_shown(data), allowed=f"a {kind_dir[:-1]} description (a YAML mapping)")
+    _check_version(data, file, lines)
+    here = seen + (path.resolve(),)
+    own = {_join(prefix, p): (file, ln) for p, ln in lines.items()}
+    origins: dict[str, tuple[str, int | None]] = {}
+    base: Any = None
+    if "extends" in data:
+        base_name = data.pop("extends")
+        if not isinstance(base_name, str):
+            raise InputError("'extends' takes a preset name or a path", file=file, key="extends",
+                             line=lines.get("extends"), value=_shown(base_name),
+                             allowed=f"a {kind_dir[:-1]} preset name or a path to a .yaml file")
+        base_path = _find(kind_dir, base_name, path, "extends", file, lines.get("extends"))
+        if base_path.resolve() in here:
+            chain = " -> ".join(str(Path(p).name) for p in (*here, base_path.resolve()))
+            raise InputError(f"circular 'extends' ({chain})", file=file, key="extends",
+                             line=lines.get("extends"), value=base_name,
+                             allowed="a chain of 'extends' that ends in a file without 'extends'")
+        base, base_origins = _resolve(base_path, kind_dir, prefix, here)
+        origins.update(base_origins)
+    tree = _materialize(data, base, path, prefix, origins, own, here)
+    origins.update(own)  # what this file states is where a key comes from
+    return tree, origins
+
+
+_MISSING = object()
+
+
+def _materialize(over: Any, base: Any, file: Path, prefix: str, origins: dict, own: dict, seen: tuple) -> Any:
+    """Merge `over` (raw YAML of `file`) onto `base`, replacing every {preset: NAME, ...} by the device preset."""
+    if isinstance(over, dict):
+        if "preset" in over:
+            key = _join(prefix, "preset")
+            name = over["preset"]
+            line = own.get(key, (None, None))[1]
+            if not isinstance(name, str):
+                raise InputError("'preset' takes a device preset name", file=str(file), key=key, line=line,
+                                 value=_shown(name), allowed="a device preset name or a path to a .yaml file")
+            dev_path = _find("devices", name, file, key, str(file), line)
+            if dev_path.resolve() in seen:
+                chain = " -> ".join(Path(p).name for p in (*seen, dev_path.resolve()))
+                raise InputError(f"circular 'preset' ({chain})", file=str(file), key=key, line=line, value=name,
+                                 allowed="a device preset that does not refer back to this file")
+            dev_tree, dev_origins = _resolve(dev_path, "devices", prefix, seen)
+            for k in [k for k in origins if _under(k, prefix)]:  # the part is replaced, not merged
+                del origins[k]
+            origins.update(dev_origins)
+            dev_tree.pop("kind", None)
+            dev_tree.pop("schema_version", None)
+            local = {k: v for k, v in over.items() if k != "preset"}
+            return _materialize(local, dev_tree, file, prefix, origins, own, seen)
+        out = dict(base) if isinstance(base, dict) else {}
+        for k, v in over.items():
+            out[k] = _materialize(v, out.get(k, _MISSING), file, _join(prefix, k), origins, own, seen)
+        return out
+    if isinstance(over, list):
+        return [_materialize(v, _MISSING, file, f"{prefix}[{i}]", origins, own, seen) for i, v in enumerate(over)]
+    return over
 
 
 def _resolve_file(path: Path, kind_dir: str, src: Source, prefix: str, seen: tuple = ()) -> dict:
-    data, lines = _read(path)
-    if not isinstance(data, dict):
-        raise InputError("expected a mapping at the top level", file=str(path))
-    src.add(prefix, str(path), lines)
-    if path.resolve() in seen:
-        raise InputError("circular 'extends'", file=str(path), key="extends")
-    base_name = data.pop("extends", None)
-    if base_name is not None:
-        if not isinstance(base_name, str):
-            raise InputError("'extends' takes a preset name or a path", file=str(path), key="extends",
-                             value=base_name)
-        base_path = _find(kind_dir, base_name, path, "extends", str(path))
-        base = _resolve_file(base_path, kind_dir, Source(str(base_path)), prefix, seen + (path.resolve(),))
-        # origins of the base are weaker than ours: re-add ours last
-        src.add(prefix, str(base_path), {})
-        data = deep_merge(base, data)
-    return _resolve_presets(data, path, src, prefix)
-
-
-def _resolve_presets(tree: Any, file: Path, src: Source, prefix: str) -> Any:
-    """Replace every {preset: NAME, ...} mapping by the device preset merged with the local overrides."""
-    if isinstance(tree, dict):
-        if "preset" in tree:
-            name = tree["preset"]
-            if not isinstance(name, str):
-                raise InputError("'preset' takes a device preset name", file=str(file), key=f"{prefix}.preset",
-                                 value=name)
-            dev_path = _find("devices", name, file, f"{prefix}.preset", str(file))
-            base = _resolve_file(dev_path, "devices", src, prefix)
-            local = {k: v for k, v in tree.items() if k != "preset"}
-            tree = deep_merge(base, _resolve_presets(local, file, src, prefix))
-            tree.pop("kind", None)
-            tree.pop("schema_version", None)
-            return tree
-        return {k: _resolve_presets(v, file, src, f"{prefix}.{k}" if prefix else k) for k, v in tree.items()}
+    """Resolve one preset file into a tree; record where each key came from in `src`."""
+    tree, origins = _resolve(Path(path), kind_dir, prefix, tuple(seen))
+    src.origin.update(origins)
     return tree
 
 
 def parse_value(text: str) -> Any:
-    """A --set value: YAML scalar syntax (numbers, true/false, null) else the string itself."""
+    """A --set value: YAML scalar syntax (numbers, true/false, null, [lists], {maps}) else the string itself."""
     try:
         v = yaml.safe_load(text)
-    except yaml.YAMLError:
+    except Exception:  # noqa: BLE001 -- anything YAML cannot read is meant as a plain string
         return text
     return v
 
 
+def _set_allowed() -> str:
+    return "a dotted path shown by `kvnand show-config`, or one of " + ", ".join(sorted([*SHORT_KEYS, *DERIVED_KEYS]))
+
+
+def _set_path(key: str) -> str:
+    return "flash.dies_per_channel" if key == "dies" else SHORT_KEYS.get(key, key)
+
+
 def apply_overrides(tree: dict, overrides: dict[str, Any], file: str) -> dict:
+    """`--set` overrides (dotted paths or SHORT_KEYS; `dies` last, as it depends on channels) on a copy of `tree`."""
     tree = copy.deepcopy(tree)
-    for key, value in overrides.items():
+    items = [(k, v) for k, v in overrides.items() if k not in DERIVED_KEYS]
+    items += [(k, v) for k, v in overrides.items() if k in DERIVED_KEYS]
+    for key, value in items:
         if isinstance(value, str):
             value = parse_value(value)
+        if not isinstance(key, str) or not key:
+            raise InputError("--set needs a key", file=file, key=str(key), allowed=_set_allowed())
         if key == "dies":
-            fl = tree.get("flash", {})
+            fl = tree.get("flash")
+            if not isinstance(fl, dict):
+                raise InputError("this system has no IFC flash array to set 'dies' on", file=file, key="dies",
+                                 value=_shown(value), allowed=_set_allowed())
             ch = fl.get("channels", 1)
-            if not isinstance(value, int) or value <= 0 or value % ch:
+            if isinstance(ch, bool) or not isinstance(ch, int) or ch <= 0:
+                raise InputError("'dies' needs flash.channels to be a positive integer", file=file,
+                                 key="flash.channels", value=_shown(ch), allowed="a positive integer")
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value % ch:
                 raise InputError(f"'dies' must be a positive multiple of flash.channels ({ch})", file=file,
-                                 key="dies", value=value)
+                                 key="dies", value=_shown(value), allowed=f"{ch}, {2 * ch}, {3 * ch}, ...")
             fl["dies_per_channel"] = value // ch
             continue
         path = SHORT_KEYS.get(key, key)
         node = tree
         parts = path.split(".")
-        for i, part in enumerate(parts[:-1]):
+        for part in parts[:-1]:
             if not isinstance(node, dict) or part not in node or not isinstance(node[part], dict):
                 raise InputError("--set path does not exist in the resolved config", file=file, key=key,
-                                 allowed="a dotted path shown by `kvnand show-config`, or one of "
-                                 + ", ".join(sorted([*SHORT_KEYS, *DERIVED_KEYS])))
+                                 allowed=_set_allowed())
             node = node[part]
-        if not isinstance(node, dict):
+        if not isinstance(node, dict) or parts[-1] not in node:
+            if isinstance(node, dict) and key in SHORT_KEYS:
+                node[parts[-1]] = value
+                continue
             raise InputError("--set path does not exist in the resolved config", file=file, key=key,
-                             allowed="a dotted path shown by `kvnand show-config`, or one of "
-                             + ", ".join(sorted([*SHORT_KEYS, *DERIVED_KEYS])))
-        node[parts[-1]] = value  # a new leaf may set a defaulted field; the schema rejects unknown ones
+                             allowed=_set_allowed())
+        node[parts[-1]] = value
     return tree
+
+
+# ------------------------------------------------------------------------------------------ validation
+_TYPE_HINTS = {
+    "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
+    "float_type": "a number", "float_parsing": "a number", "finite_number": "a finite number",
+    "bool_type": "true or false", "bool_parsing": "true or false",
+    "string_type": "a string (quote it if YAML reads it as something else)",
+    "list_type": "a list", "dict_type": "a mapping (key: value)", "none_required": "null",
+}
+_BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+
+
+def _loc_path(loc) -> str:
+    out = ""
+    for x in loc:
+        if isinstance(x, int):
+            out += f"[{x}]"
+        elif x == "[key]":
+            continue
+        else:
+            out = _join(out, x)
+    return out
+
+
+def _strip(ann: Any) -> Any:
+    """Remove Optional/Annotated wrappers from an annotation."""
+    while True:
+        origin = get_origin(ann)
+        if origin is Union or type(ann).__name__ == "UnionType":
+            args = [a for a in get_args(ann) if a is not type(None)]
+            ann = args[0] if args else ann
+            if len(args) != 1:
+                return ann
+        elif hasattr(ann, "__metadata__"):
+            ann = ann.__origin__
+        else:
+            return ann
+
+
+def _annotation_at(model_cls, loc) -> Any:
+    ann: Any = model_cls
+    for part in loc:
+        ann = _strip(ann)
+        if isinstance(ann, type) and hasattr(ann, "model_fields"):
+            field = ann.model_fields.get(part) if isinstance(part, str) else None
+            if field is None:
+                return None
+            ann = field.annotation
+        elif get_origin(ann) is dict:
+            ann = get_args(ann)[1]
+        elif get_origin(ann) in (list, tuple):
+            ann = get_args(ann)[0]
+        else:
+            return None
+    return _strip(ann)
+
+
+def _allowed_keys(model_cls, loc) -> str:
+    ann = _annotation_at(model_cls, loc)
+    return ", ".join(getattr(ann, "model_fields", {}).keys())
 
 
 def _validate(model_cls, tree: dict, src: Source):
     from pydantic import ValidationError
 
+    from kvnand.config.schema import ConfigValueError
+
     try:
         return model_cls.model_validate(tree)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        path = ".".join(str(x) for x in err["loc"])
-        file, line = src.where(path)
+        errors = exc.errors()
+        err = errors[0]
+        loc = tuple(err["loc"])
+        kind = err["type"]
+        ctx = err.get("ctx") or {}
         msg = err["msg"].removeprefix("Value error, ")
+        value: Any = err.get("input")
         allowed = None
-        if err["type"] == "extra_forbidden":
+        path = _loc_path(loc)
+        cause = ctx.get("error")
+        if isinstance(cause, ConfigValueError):
+            msg, allowed = cause.problem, cause.allowed
+            if cause.key:
+                path = _join(path, cause.key)
+            if cause.has_value:
+                value = cause.value
+        elif kind == "extra_forbidden":
             msg = "unknown key"
-            allowed = _allowed_keys(model_cls, err["loc"][:-1])
-        elif err["type"] == "literal_error":
-            allowed = msg.split("Input should be ", 1)[-1]
+            allowed = _allowed_keys(model_cls, loc[:-1])
+        elif kind == "literal_error":
             msg = "value not allowed"
-        elif err["type"] == "missing":
+            allowed = str(ctx.get("expected", msg.split("Input should be ", 1)[-1]))
+        elif kind == "missing":
             msg = "required key is missing"
-        extra = f" (and {len(exc.errors()) - 1} more problem(s))" if len(exc.errors()) > 1 else ""
-        value = err.get("input") if err["type"] not in ("missing", "model_type") else None
+            value = None
+            ann = _annotation_at(model_cls, loc)
+            if hasattr(ann, "model_fields"):
+                allowed = "{preset: NAME} or a mapping with keys " + ", ".join(ann.model_fields)
+            else:
+                allowed = f"a '{loc[-1]}' entry" if loc else None
+        elif kind in ("model_type", "model_attributes_type"):
+            msg = "expected a mapping"
+            keys = _allowed_keys(model_cls, loc)
+            allowed = f"a mapping with keys {keys}" if keys else "a mapping"
+        elif kind in _BOUNDS:
+            bound = next(iter(ctx.values()), None)
+            msg = f"must be {_BOUNDS[kind]} {bound}"
+            allowed = f"a value {_BOUNDS[kind]} {bound}"
+        elif kind in _TYPE_HINTS:
+            msg = f"wrong type ({msg})"
+            allowed = _TYPE_HINTS[kind]
         if isinstance(value, dict):
             value = None
-        raise InputError(msg + extra, file=file, key=path or None, line=line, value=value,
+        file, line = src.where(path)
+        extra = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise InputError(msg + extra, file=file, key=path or None, line=line, value=_shown(value),
                          allowed=allowed) from None
-
-
-def _allowed_keys(model_cls, loc) -> str:
-    cls = model_cls
-    for part in loc:
-        field = getattr(cls, "model_fields", {}).get(part)
-        if field is None:
-            return ""
-        ann = field.annotation
-        for cand in getattr(ann, "__args__", (ann,)):
-            if hasattr(cand, "model_fields"):
-                cls = cand
-                break
-    return ", ".join(getattr(cls, "model_fields", {}).keys())
 
 
 def system_path(name_or_path: str) -> Path:
@@ -253,13 +481,7 @@ def _resolved_tree(path: str) -> tuple[dict, Source]:
 def resolve_system_tree(name_or_path: str) -> tuple[dict, Source]:
     """The merged tree of a system preset (not yet validated), and where each key came from."""
     tree, src = _resolved_tree(str(system_path(name_or_path)))
-    return copy.deepcopy(tree), src
-
-
-def calibration_for(system_name: str) -> dict[str, float]:
-    """The calibration constants (arch_configs/calibration.yaml) that apply to a system: path -> value."""
-    return {c.path: f"{c.value} {c.unit}".strip() for c in load_calibration().constants.values()
-            if c.applies(system_name)}
+    return copy.deepcopy(tree), src.copy()
 
 
 @lru_cache(maxsize=4096)
@@ -267,12 +489,14 @@ def _load_system_cached(name_or_path: str, frozen_overrides: tuple):
     from kvnand.config.schema import System
 
     tree, src = resolve_system_tree(name_or_path)
-    # fitted constants first (the only place they enter), then the user's overrides
-    calibrated = calibration_for(str(tree.get("name", "")))
-    if calibrated:
-        tree = apply_overrides(tree, calibrated, str(CONFIG_ROOT / "calibration.yaml"))
     if frozen_overrides:
-        tree = apply_overrides(tree, dict(frozen_overrides), src.default_file)
+        overrides = dict(frozen_overrides)
+        tree = apply_overrides(tree, overrides, src.default_file)
+        for key, value in overrides.items():  # a bad overridden value is the command line's fault
+            path = _set_path(key)
+            for p in [p for p in src.origin if _under(p, path)]:
+                del src.origin[p]
+            src.origin[path] = (f"{src.default_file} (--set {key}={value})", None)
     return _validate(System, tree, src)
 
 

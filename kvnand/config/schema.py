@@ -14,12 +14,27 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 from kvnand.config import units
 
 
+class ConfigValueError(ValueError):
+    """A validation failure that knows its key (relative to the model raising it), value and what is allowed.
+
+    The loader turns it into an InputError `FILE:LINE, key 'a.b.c': problem (got value); allowed: ...`.
+    """
+
+    _NO_VALUE = object()
+
+    def __init__(self, problem: str, *, key: str | None = None, value: object = _NO_VALUE, allowed: str | None = None):
+        self.problem, self.key, self.allowed = problem, key, allowed
+        self.has_value = value is not ConfigValueError._NO_VALUE
+        self.value = value if self.has_value else None
+        super().__init__(problem + (f"; allowed: {allowed}" if allowed else ""))
+
+
 def _q(dimension: str):
     def check(v):
         try:
             return units.parse(v, dimension)
         except units.UnitParseError as exc:
-            raise ValueError(str(exc)) from None
+            raise ConfigValueError(exc.problem, allowed=exc.allowed) from None
 
     return BeforeValidator(check)
 
@@ -74,9 +89,12 @@ class Geometry(Part):
         if self.capacity is not None:
             computed = self.page_size * self.pages_per_block * self.blocks_per_plane * self.planes
             if abs(computed - self.capacity) > 0.002 * self.capacity:
-                raise ValueError(
+                raise ConfigValueError(
                     f"geometry inconsistent: page_size x pages_per_block x blocks_per_plane x planes = "
-                    f"{computed:.6g} B but capacity = {self.capacity:.6g} B")
+                    f"{computed:.6g} B but capacity = {self.capacity:.6g} B", key="capacity",
+                    value=f"{self.capacity:.6g} B",
+                    allowed=f"a capacity within 0.2 % of {computed:.6g} B ({computed * 8 / 2**30:.6g} Gibit), "
+                            f"a geometry whose product matches, or no capacity")
         return self
 
     @property
@@ -259,29 +277,45 @@ class System(Part):
 
     @model_validator(mode="after")
     def _references_resolve(self):
-        needs = {"dram": self.dram, "nand": self.nand, "csd": self.csd, "colocated": self.flash,
-                 "flash_group": self.flash}
-        if self.kv.store in needs and needs[self.kv.store] is None:
-            raise ValueError(f"kv.store is '{self.kv.store}' but no '{self.kv.store}' part is configured")
-        if self.kv.store == "csd" and self.link is None:
-            raise ValueError("kv.store 'csd' needs a 'link' (host interface) part")
+        parts = {"flash": self.flash, "nand": self.nand, "dram": self.dram, "host_dram": self.host_dram,
+                 "link": self.link, "csd": self.csd}
+        needs = {"dram": "dram", "nand": "nand", "csd": "csd", "colocated": "flash", "flash_group": "flash"}
+        usable = [s for s, p in needs.items() if parts[p] is not None and (s != "csd" or
+                                                                            (self.link and self.nand))]
+        store = self.kv.store
+        if parts[needs[store]] is None:
+            raise ConfigValueError(f"kv.store is '{store}' but no '{needs[store]}' part is configured",
+                                   key="kv.store", value=store,
+                                   allowed=(", ".join(usable) or "none of the stores") +
+                                   f" with the parts present, or add a '{needs[store]}' part")
+        if store == "csd" and self.link is None:
+            raise ConfigValueError("kv.store 'csd' needs a 'link' (host interface) part", key="link",
+                                   allowed="a link part, e.g. link: {preset: pcie4x4}")
         if self.placement.weights == "host" and self.host_dram is None:
-            raise ValueError("placement.weights 'host' needs a 'host_dram' part")
-        if self.kv.store == "csd" and self.nand is None:
-            raise ValueError("kv.store 'csd' needs a 'nand' part (the drive's flash)")
-        if self.placement.weights in ("flash_pe", "flash_split") and (self.flash is None or self.flash.logic is None):
-            raise ValueError(f"placement.weights '{self.placement.weights}' needs flash.logic (in-flash compute)")
-        if self.placement.attention == "flash_pe" and self.kv.store not in ("colocated", "flash_group"):
-            raise ValueError("placement.attention 'flash_pe' needs kv.store 'colocated' or 'flash_group'")
-        if self.kv.store == "flash_group":
-            if not 0 < self.kv.g2_dies < self.flash.dies:
-                raise ValueError(
-                    f"kv.g2_dies must be between 1 and {self.flash.dies - 1} (flash has {self.flash.dies} dies)"
-                    f", got {self.kv.g2_dies}")
+            raise ConfigValueError("placement.weights 'host' needs a 'host_dram' part", key="placement.weights",
+                                   value="host", allowed="flash_pe or flash_split, or add a 'host_dram' part")
+        w = self.placement.weights
+        if w in ("flash_pe", "flash_split") and (self.flash is None or self.flash.logic is None):
+            raise ConfigValueError(f"placement.weights '{w}' needs flash.logic (in-flash compute)",
+                                   key="placement.weights", value=w,
+                                   allowed="host (with a host_dram part), or add flash.logic")
+        if self.placement.attention == "flash_pe" and store not in ("colocated", "flash_group"):
+            raise ConfigValueError("placement.attention 'flash_pe' needs kv.store 'colocated' or 'flash_group'",
+                                   key="placement.attention", value="flash_pe",
+                                   allowed=f"npu or csd with kv.store '{store}'")
+        if store == "flash_group":
+            dies = self.flash.dies
+            if not 0 < self.kv.g2_dies < dies:
+                raise ConfigValueError(
+                    f"kv.g2_dies must leave at least one die for each group (flash has {dies} dies)",
+                    key="kv.g2_dies", value=self.kv.g2_dies,
+                    allowed=f"1 to {dies - 1}" if dies > 1 else "none: flash_group needs at least 2 dies")
         if self.flash is not None and self.flash.logic is not None and self.flash.logic.die_area > 0:
             logic = self.flash.die.geometry.planes * self.flash.logic.plane_area + self.flash.logic.global_buffer_area
             if logic <= 0:
-                raise ValueError("flash.logic areas must be set when die_area is")
+                raise ConfigValueError("flash.logic areas must be set when die_area is",
+                                       key="flash.logic.plane_area", value=self.flash.logic.plane_area,
+                                       allowed="an area > 0 such as '0.0737 mm^2', or die_area 0")
         return self
 
 

@@ -291,7 +291,8 @@ class Space:
         return out
 
     def _label(self, template: str, params: dict, i: int) -> str:
-        values = {**self.fixed, **params}
+        d = self.design(params)
+        values = {**dict(d.overrides), **params, "system": d.system, "precision": d.precision or ""}
         if isinstance(values.get("dies"), int) and isinstance(values.get("g2_dies"), int):
             values["g1_dies"] = values["dies"] - values["g2_dies"]
         values = {k: (v.upper() if k == "precision" and isinstance(v, str) else v) for k, v in values.items()}
@@ -300,7 +301,7 @@ class Space:
         except (KeyError, ValueError, IndexError) as exc:
             raise InputError(f"label template cannot be filled: {exc}", file=self.file,
                              key=f"known_designs[{i}].label", value=template,
-                             allowed="{name} of a parameter, or {g1_dies}") from None
+                             allowed="{NAME} of a parameter or override key, {system}, {precision}, {g1_dies}") from None
 
 
 # ---------------------------------------------------------------------- loading

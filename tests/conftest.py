@@ -1,0 +1,114 @@
+"""Shared pytest fixtures. Each section belongs to the tests named in its header."""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shlex
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# ---------------------------------------------------------------------------------------------------------
+# PostgreSQL server on loopback (tests/test_dse_postgres.py: distributed design-space exploration)
+#
+# A real server is started per test session: initdb into a fresh directory, pg_ctl start on a free port
+# on 127.0.0.1 with trust authentication. initdb refuses to run as root, so as root the server runs as
+# the `postgres` user (or `nobody`). Binaries come from $KVNAND_PG_BIN, PATH or /usr/lib/postgresql/*/bin.
+# Without them the tests skip, except under CI (CI=true), where a missing server is a failure.
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _pg_bin() -> Path | None:
+    candidates = [os.environ.get("KVNAND_PG_BIN", "")]
+    if shutil.which("initdb"):
+        candidates.append(str(Path(shutil.which("initdb")).resolve().parent))
+    versions = glob.glob("/usr/lib/postgresql/*/bin")
+    candidates += sorted(versions, key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
+                         reverse=True)
+    for d in candidates:
+        if d and all(os.access(Path(d) / b, os.X_OK) for b in ("initdb", "pg_ctl", "postgres")):
+            return Path(d)
+    return None
+
+
+def _unavailable(reason: str):
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"CI must run the PostgreSQL tests, but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def _as_server_user(cmd: list[str]) -> tuple[list[str], str | None]:
+    """The command as an unprivileged user when we are root (initdb and postgres refuse root)."""
+    if os.geteuid() != 0:
+        return cmd, None
+    user = next((u for u in ("postgres", "nobody") if _user_exists(u)), None)
+    if user is None:
+        _unavailable("running as root and no unprivileged user (postgres, nobody) to run the server")
+    if shutil.which("runuser"):
+        return ["runuser", "-u", user, "--", *cmd], user
+    return ["su", "-s", "/bin/sh", user, "-c", shlex.join(cmd)], user
+
+
+def _user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """SQLAlchemy URL of a fresh database on a PostgreSQL server private to this test session."""
+    bindir = _pg_bin()
+    if bindir is None:
+        _unavailable("PostgreSQL binaries (initdb, pg_ctl, postgres) not found: install postgresql or set "
+                     "KVNAND_PG_BIN to their directory")
+    try:
+        import psycopg2
+    except ImportError:
+        _unavailable("the PostgreSQL driver psycopg2 is not installed (pip install -e '.[dev]')")
+    # not pytest's tmp_path: its parents are private to root, and the server may run as another user
+    base = Path(tempfile.mkdtemp(prefix="kvnand-pg-"))
+    data, log = base / "data", base / "server.log"
+    _, user = _as_server_user(["true"])
+    if user is not None:
+        shutil.chown(base, user)
+    port = _free_port()
+
+    def run(*args: str) -> None:
+        cmd, _ = _as_server_user([str(bindir / args[0]), *args[1:]])
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0:
+            server_log = log.read_text() if log.exists() else ""
+            raise RuntimeError(f"{' '.join(args[:2])} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}\n"
+                               f"{server_log}")
+
+    try:
+        run("initdb", "-D", str(data), "-U", "kvnand", "--auth=trust", "-E", "UTF8", "--no-sync")
+        run("pg_ctl", "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o",
+            f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200", "start")
+        conn = psycopg2.connect(host="127.0.0.1", port=port, user="kvnand", dbname="postgres")
+        conn.autocommit = True
+        conn.cursor().execute("CREATE DATABASE kvnand_dse")
+        conn.close()
+        yield f"postgresql+psycopg2://kvnand@127.0.0.1:{port}/kvnand_dse"
+    finally:
+        if (data / "postmaster.pid").exists():
+            try:
+                run("pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop")
+            except RuntimeError:
+                pass  # already gone; the directory is removed either way
+        shutil.rmtree(base, ignore_errors=True)

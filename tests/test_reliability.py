@@ -1,0 +1,232 @@
+"""Reliability: block read counts against a brute-force simulation, P/E from a write rate, the BCH tail,
+mapping effects on read disturb, refresh cost, the 5-year wear of an 8-die KVNAND-D, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections import Counter
+from fractions import Fraction
+
+import pytest
+
+from kvnand import cli
+from kvnand.config.loader import load_system
+from kvnand.errors import InputError
+from kvnand.mapping.kv import KvLayout, enumerate_layout
+from kvnand.reliability import ecc, reliability, refresh_overhead
+from kvnand.reliability.disturb import heads_per_phase, kv_blocks, streams_per_block, workload
+from kvnand.reliability.profile import DAYS_PER_YEAR, SECONDS_PER_DAY, Session, get_profile, session
+
+RATE = {"profile.tokens_per_s": 10}  # a fixed decode rate keeps these tests off the performance model
+
+
+# ------------------------------------------------------------------ read counts vs brute force
+def _brute_force(lay: KvLayout, ppb: int, g: int, s: Session, heads: int, sessions: int) -> Counter:
+    """Per-block read counts of `sessions` repeated sessions, stepping through every decode step: blocks are
+    filled by appending each lane's pages; only blocks whose pages were all written are returned."""
+    units = enumerate_layout(lay, s.context)
+    if lay.mapping == "naive":
+        def lane_index(pid, plane):
+            return plane, pid // lay.planes
+        block = ppb
+    else:
+        rank: dict = {}
+        for (l_, h, kv, _), (plane, pid, _) in units.items():
+            rank.setdefault(plane, {}).setdefault((l_, h, kv), len(rank.get(plane, {})))
+
+        def lane_index(pid, plane):
+            _, l_, h, kv, _, pis = pid
+            return (plane, rank[plane][(l_, h, kv)] // g), pis
+        block = ppb // g
+    batches = range(math.ceil(lay.kv_heads / heads))
+    phases = {(l_, kv, b): [] for l_ in range(lay.layers) for kv in range(2) for b in batches}
+    for (l_, h, kv, t), (plane, pid, _) in units.items():
+        phases[(l_, kv, h // heads)].append((t, pid, plane))
+    per_session = Counter(lane_index(pid, plane)[0] for _, pid, plane in set(
+        (0, pid, plane) for pid, plane in ((p, pl) for (pl, p, _) in units.values())))
+    pages = {}  # lane -> pages a session writes per stream of the lane
+    for (plane, pid, _) in units.values():
+        lane, idx = lane_index(pid, plane)
+        pages[lane] = max(pages.get(lane, 0), idx + 1)
+    counts: Counter = Counter()
+    for n in range(sessions):
+        for a, b in s.turns:
+            for c in range(a, b):
+                for members in phases.values():
+                    for pid, plane in {(pid, plane) for t, pid, plane in members if t < c}:
+                        lane, idx = lane_index(pid, plane)
+                        counts[(lane, (n * pages[lane] + idx) // block)] += 1
+    assert per_session
+    return Counter(v for (lane, k), v in counts.items() if (k + 1) * block <= sessions * pages[lane])
+
+
+CASES = {  # layout, pages per block, blocks per plane (forces streams per block), heads per phase, profile
+    "page, head-parallel sets (C)": (KvLayout("page", 8, 2, 2, 64, 256, split_kv_sets=True), 4, 64, 2, (3, 2)),
+    "page, streams share blocks (D)": (KvLayout("page", 4, 2, 2, 64, 256, split_kv_sets=False), 4, 10, 1, (2, 1)),
+    "naive, all heads per phase (C)": (KvLayout("naive", 4, 2, 2, 64, 256, split_kv_sets=True), 4, 64, 2, (3, 2)),
+    "naive, one head per phase (D)": (KvLayout("naive", 3, 2, 3, 96, 256, split_kv_sets=False), 5, 64, 1, (4, 2)),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_block_reads_equal_decode_steps_that_touch_them(case):
+    lay, ppb, blocks_per_plane, heads, (out, turns) = CASES[case]
+    prof = get_profile("chat", {"profile.output_tokens": out, "profile.turns": turns})
+    s = session(prof, 24)
+    blocks, _ = kv_blocks(lay, ppb, blocks_per_plane, s, heads)
+    per_stream = math.ceil(math.ceil(24 / lay.planes_per_stream) * lay.unit / lay.page)
+    g = streams_per_block(int(lay.streams_per_plane()), per_stream, ppb, blocks_per_plane) if (
+        lay.mapping == "page") else 1
+    if case.startswith("page, streams"):
+        assert g > 1
+    # enough sessions that every lane completes whole cycles of its block windows
+    sessions = 1
+    for n in {per_stream} if lay.mapping == "page" else range(1, 40):
+        block = ppb // g
+        sessions = math.lcm(sessions, block // math.gcd(n, block))
+    brute = _brute_force(lay, ppb, g, s, heads, sessions)
+    expected: Counter = Counter()
+    for r, c in zip(blocks.reads, blocks.count, strict=True):
+        expected[int(r)] += Fraction(c).limit_denominator(1000) * sessions
+    assert dict(brute) == {k: v for k, v in expected.items() if v}
+    assert blocks.max() == max(brute)
+
+
+# ------------------------------------------------------------------ endurance
+def test_pe_per_year_from_a_constant_write_rate():
+    # refresh disabled: G2 wears only from KV writes; 40960 tokens fill whole pages on all 256 G2 planes
+    ctx, rate = 40960, 10.0
+    over = {"profile.tokens_per_s": rate, "refresh.read_fraction": 1e9}
+    r = reliability("kvnand-d", "llama3.1-8b", ctx, overrides=over)
+    g2 = next(g for g in r["groups"] if g["group"] == "g2")
+    s = load_system("kvnand-d")
+    bytes_per_s = ctx * 128 * 1024 * rate / get_profile("continuous").output_tokens
+    g2_bytes = s.kv.g2_dies * s.flash.die.geometry.die_bytes
+    assert g2["pe_cycles_per_year"] == pytest.approx(bytes_per_s * DAYS_PER_YEAR * SECONDS_PER_DAY / g2_bytes)
+    assert r["refreshes_per_day"] == 0
+    # without block randomization the same ring of blocks takes every session's erases
+    fixed = reliability("kvnand-d", "llama3.1-8b", ctx, overrides={**over, "kv.block_randomization": False})
+    assert fixed["pe_cycles_per_year"] > 10 * r["pe_cycles_per_year"]
+
+
+def test_five_years_of_continuous_decoding_on_an_8_die_kvnand_d():
+    over = {"dies": 8, "g2_dies": 4, **RATE}
+    r = reliability("kvnand-d", "llama3.1-8b", 10_000, overrides=over)
+    g1, g2 = r["groups"]
+    print(f"\n8-die KVNAND-D (4+4), llama3.1-8b, 10k, 10 tokens/s, 24 h/day: P/E over 5 years "
+          f"G1 {g1['pe_cycles_per_year'] * 5:.0f} (weight refresh), G2 {g2['pe_cycles_per_year'] * 5:.0f} "
+          f"(KV writes); lifetime {r['lifetime_years']:.2f} years")
+    assert r["pe_cycles_over_profile"] == pytest.approx(5 * r["pe_cycles_per_year"])
+    # G1 wears only by refreshing its weights: every weight page is read ~once per token
+    assert g1["write_erases_per_day"] == 0 and g1["refresh_erases_per_day"] > 0
+    assert g2["refresh_erases_per_day"] == 0  # a KV block (768 pages x 1000 steps) stays under 10^6 reads
+    assert r["lifetime_years"] == pytest.approx(100_000 / max(g1["pe_cycles_per_year"], g2["pe_cycles_per_year"]))
+
+
+# ------------------------------------------------------------------ ECC
+def test_binomial_tail_equals_a_direct_sum():
+    for n, t, p in ((31, 3, 0.02), (63, 6, 0.05), (15, 1, 1e-3)):
+        direct = sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(t + 1, n + 1))
+        assert ecc.codeword_failure(n, t, p) == pytest.approx(direct, rel=1e-9)
+    code = load_system("kvnand-d").flash.ecc
+    assert ecc.codeword_bits(code) == (9088, 8192)
+    p = ecc.rber_limit(code, 1e-15)
+    assert ecc.uber(code, p) == pytest.approx(1e-15, rel=1e-6)
+    assert ecc.expected_retries(code, 4096, p) == pytest.approx(4 * 8192e-15, rel=1e-3)
+    cell = load_system("kvnand-d").flash.die.cell  # rber grows with each stress term
+    assert ecc.rber(cell, 0, 0, 0) == cell.rber_fresh
+    assert ecc.rber(cell, cell.pe_cycles, cell.read_disturb_limit, 0) == pytest.approx(
+        cell.rber_fresh + cell.rber_pe_coeff + cell.rber_read_coeff)
+
+
+# ------------------------------------------------------------------ mapping and the D split
+def test_page_mapping_and_d_split_reduce_max_reads_per_block_llama31_8b_50k():
+    reads = {(s, m): reliability(s, "llama3.1-8b", 50_000, mapping=m, overrides=RATE)["max_reads_per_block"]
+             for s in ("kvnand-c16", "kvnand-d") for m in ("naive", "page")}
+    naive_c = reads[("kvnand-c16", "naive")]
+    print(f"\nmax reads per KV block, llama3.1-8b @50k, continuous: " + ", ".join(
+        f"{s} {m} {v:.3g}" for (s, m), v in reads.items())
+          + f"; naive-C / page-C {naive_c / reads[('kvnand-c16', 'page')]:.2f}x, naive-C / D {naive_c / reads[('kvnand-d', 'page')]:.2f}x,"
+          f" naive-D / D {reads[('kvnand-d', 'naive')] / reads[('kvnand-d', 'page')]:.1f}x")
+    # head-parallel C reads a naive page once per (layer, K|V): 2 phases share each 16-unit page
+    assert naive_c == 768 * 2 * 1000
+    assert naive_c / reads[("kvnand-c16", "page")] == pytest.approx(2.0, rel=0.02)
+    assert naive_c / reads[("kvnand-d", "page")] == pytest.approx(2.0, rel=0.02)
+    # head-group pipelining reads a naive page once per head: 16 per step
+    assert reads[("kvnand-d", "naive")] / reads[("kvnand-d", "page")] == pytest.approx(16.0, rel=0.02)
+    # page-level blocks never exceed pages_per_block x decode steps; weights set the refresh rate
+    assert all(reads[(s, "page")] <= 768 * 1000 for s in ("kvnand-c16", "kvnand-d"))
+
+
+def test_refresh_overhead_per_token():
+    for system in ("kvnand-c16", "kvnand-d"):
+        o = refresh_overhead(system, "llama3.1-8b", 10_000, overrides=RATE)
+        assert set(o) >= {"seconds_per_token", "joules_per_token", "programs_per_token", "refreshes_per_day"}
+        # no KV block reaches 10^6 reads; every full weight block (768 pages) is rewritten every 10^6 reads
+        w = workload(system, "llama3.1-8b", 10_000, overrides=RATE)
+        weights = next(g.weights for g in w.groups if g.weights is not None)
+        expected = float((weights.count * weights.reads * weights.pages).sum()) / 1e6
+        assert o["programs_per_token"] == pytest.approx(expected)
+        assert o["refreshes_per_day"] == pytest.approx(o["erases_per_token"] * 10 * SECONDS_PER_DAY)
+        assert 0 < o["seconds_per_token"] < 0.01 and 0 < o["joules_per_token"] < 0.1
+
+
+def test_weight_blocks_follow_expert_routing():
+    w = workload("kvnand-c16", "mixtral-8x7b", 1000, overrides=RATE)
+    rates = sorted({round(r / 768 - 1 / 1000, 6) for r in w.groups[0].weights.reads if r > 700 * 0.25})
+    assert rates == [0.25, 1.0]  # expert pages at top_k/experts = 2/8, the rest every step
+    assert heads_per_phase(w.system, w.model) == 8
+
+
+def test_profiles_and_sessions():
+    s = session(get_profile("chat"), 8000)
+    assert s.turns[0] == (700, 1000) and s.turns[-1] == (7700, 8000) and s.decode_steps == 8 * 300
+    assert session(get_profile("continuous"), 128).turns == ((0, 128),)  # output capped at the context
+    for bad in ({"profile.turns": 0}, {"profile.nope": 1}, {"profile.years": "x"}):
+        with pytest.raises(InputError):
+            get_profile("chat", bad)
+
+
+# ------------------------------------------------------------------ CLI
+@pytest.fixture
+def run(monkeypatch, capsys):
+    def _run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["kvnand", "reliability", *args])
+        capsys.readouterr()
+        try:
+            cli.main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code
+        return code, *capsys.readouterr()
+
+    return _run
+
+
+def test_cli_json(run):
+    code, out, err = run("--systems", "kvnand-d,base1", "--contexts", "10k", "--set", "profile.tokens_per_s=10",
+                         "--format", "json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["schema"] == "kvnand.reliability/1"
+    keys = {"system", "model", "context", "mapping", "max_reads_per_block", "read_disturb_limit",
+            "refreshes_per_day", "pe_cycles_per_year", "lifetime_years", "uber"}
+    d, base1 = doc["results"]
+    assert keys <= set(d) and d["mapping"] == "page" and d["max_reads_per_block"] > 0
+    assert base1["mapping"] is None and base1["max_reads_per_block"] is None  # KV in DRAM
+    assert base1["pe_cycles_per_year"] > 0  # its weights still wear by refresh
+    code, out, _ = run("--systems", "kvnand-c16", "--contexts", "1k", "--set", "profile.tokens_per_s=10")
+    assert code == 0 and "kvnand-c16" in out
+
+
+@pytest.mark.parametrize("args, key", [
+    (("--profile", "weekend"), "profile"),
+    (("--mapping", "random"), "--mapping"),
+    (("--systems", "kvnand-x"), "--systems"),
+    (("--set", "refresh.trigger=sometimes"), "refresh.trigger"),
+])
+def test_cli_bad_input_exits_2_naming_the_key(run, args, key):
+    code, out, err = run(*args)
+    assert code == 2 and f"key '{key}'" in err and "Traceback" not in err
