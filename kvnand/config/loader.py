@@ -339,13 +339,10 @@ def apply_overrides(tree: dict, overrides: dict[str, Any], file: str) -> dict:
                 raise InputError("--set path does not exist in the resolved config", file=file, key=key,
                                  allowed=_set_allowed())
             node = node[part]
-        if not isinstance(node, dict) or parts[-1] not in node:
-            if isinstance(node, dict) and key in SHORT_KEYS:
-                node[parts[-1]] = value
-                continue
+        if not isinstance(node, dict):
             raise InputError("--set path does not exist in the resolved config", file=file, key=key,
                              allowed=_set_allowed())
-        node[parts[-1]] = value
+        node[parts[-1]] = value  # a new leaf may set a defaulted field; the schema rejects unknown ones
     return tree
 
 
@@ -484,19 +481,36 @@ def resolve_system_tree(name_or_path: str) -> tuple[dict, Source]:
     return copy.deepcopy(tree), src.copy()
 
 
+def calibration_for(system_name: str) -> dict[str, float]:
+    """The calibration constants (arch_configs/calibration.yaml) that apply to a system: path -> value."""
+    return {c.path: f"{c.value} {c.unit}".strip() for c in load_calibration().constants.values()
+            if c.applies(system_name)}
+
+
+def _override_origins(src: Source, overrides: dict[str, Any], file_of) -> None:
+    """Overridden keys come from where the override was given, not from the preset's YAML."""
+    for key, value in overrides.items():
+        path = _set_path(key)
+        for p in [p for p in src.origin if _under(p, path)]:
+            del src.origin[p]
+        src.origin[path] = (file_of(key, value), None)
+
+
 @lru_cache(maxsize=4096)
 def _load_system_cached(name_or_path: str, frozen_overrides: tuple):
     from kvnand.config.schema import System
 
     tree, src = resolve_system_tree(name_or_path)
+    # fitted constants first (the only place they enter), then the user's overrides
+    calibrated = calibration_for(str(tree.get("name", "")))
+    if calibrated:
+        cal_file = str(CONFIG_ROOT / "calibration.yaml")
+        tree = apply_overrides(tree, calibrated, cal_file)
+        _override_origins(src, calibrated, lambda k, v: cal_file)
     if frozen_overrides:
         overrides = dict(frozen_overrides)
         tree = apply_overrides(tree, overrides, src.default_file)
-        for key, value in overrides.items():  # a bad overridden value is the command line's fault
-            path = _set_path(key)
-            for p in [p for p in src.origin if _under(p, path)]:
-                del src.origin[p]
-            src.origin[path] = (f"{src.default_file} (--set {key}={value})", None)
+        _override_origins(src, overrides, lambda k, v: f"{src.default_file} (--set {k}={v})")
     return _validate(System, tree, src)
 
 

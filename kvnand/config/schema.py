@@ -167,8 +167,10 @@ class IfcLogic(Part):
     @model_validator(mode="after")
     def _cores_have_a_rate(self):
         if self.cores_per_die > 0 and self.core_rate <= 0:
-            raise ValueError("core_rate (MAC/s of a shared core) must be set when cores_per_die > 0 "
-                             "(for Cambricon-LLM it comes from arch_configs/calibration.yaml)")
+            raise ConfigValueError("core_rate (MAC/s of a shared core) must be set when cores_per_die > 0 "
+                                   "(for Cambricon-LLM it comes from arch_configs/calibration.yaml)",
+                                   key="core_rate", value=self.core_rate,
+                                   allowed="a rate > 0 such as '5.31e8 / s', or cores_per_die: 0")
         return self
 
 

@@ -60,14 +60,22 @@ def open_storage(url: str, heartbeat_s: int | None = None):
         kwargs["engine_kwargs"] = {"creator": functools.partial(_sqlite_connect, url.removeprefix("sqlite:///"))}
     if heartbeat_s:
         kwargs.update(heartbeat_interval=heartbeat_s, grace_period=2 * heartbeat_s)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # heartbeat options are "experimental" in optuna
-            return optuna.storages.RDBStorage(url, **kwargs)
-    except Exception as exc:  # sqlalchemy raises many types: bad URL, no driver, server unreachable
-        raise InputError(f"cannot open the study storage: {type(exc).__name__}: {str(exc).splitlines()[0]}",
-                         key="--storage", value=public_url(url),
-                         allowed="sqlite:///PATH.db or postgresql://USER@HOST:PORT/DB") from None
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # heartbeat options are "experimental" in optuna
+                return optuna.storages.RDBStorage(url, **kwargs)
+        except (IntegrityError, ProgrammingError) as exc:
+            failure = exc  # another worker is creating optuna's tables in the same empty database right now
+            time.sleep(0.5 * (attempt + 1))
+        except Exception as exc:  # sqlalchemy raises many types: bad URL, no driver, server unreachable
+            failure = exc
+            break
+    raise InputError(f"cannot open the study storage: {type(failure).__name__}: {str(failure).splitlines()[0]}",
+                     key="--storage", value=public_url(url),
+                     allowed="sqlite:///PATH.db or postgresql://USER@HOST:PORT/DB") from None
 
 
 def _sqlite_connect(path: str):
@@ -113,7 +121,9 @@ def open_study(space: Space, storage, name: str, seed: int):
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
         _check_same_space(study, space, name)
         return study
-    study.set_metric_names(list(space.spec.objectives))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "experimental" since optuna 3.2
+        study.set_metric_names(list(space.spec.objectives))
     study.set_user_attr(META_KEY, {"space": space.raw, "space_file": space.file, "digest": space.digest,
                                    "objectives": list(space.spec.objectives),
                                    "constraints": constraint_names(space)})

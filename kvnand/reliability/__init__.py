@@ -21,9 +21,8 @@ def reliability(system: str, model: str, context: int, *, precision: str | None 
     when the KV cache is not in flash); weight blocks have no such bound and are reported per token.
     `overrides` takes system `--set` keys plus `profile.*` and `refresh.*` keys.
     """
-    from kvnand.reliability import ecc, endurance, refresh
+    from kvnand.reliability import endurance, refresh
     from kvnand.reliability.disturb import workload
-    from kvnand.reliability.profile import DAYS_PER_YEAR, SECONDS_PER_DAY
 
     w = workload(system, model, context, precision=precision, mapping=mapping, overrides=overrides,
                  profile=profile)
@@ -39,59 +38,62 @@ def reliability(system: str, model: str, context: int, *, precision: str | None 
     rate = w.tokens_per_s()
     wears = endurance.wear(w, plans, rate)
     tokens_per_day = rate * 3600 * w.profile.hours_per_day
-    session_s = w.session.decode_steps / tokens_per_day * SECONDS_PER_DAY  # wall clock, idle hours included
-    groups = []
-    for g, p, wr in zip(w.groups, plans, wears, strict=True):
-        lifetime_tokens = tokens_per_day * DAYS_PER_YEAR * w.profile.years
-        reads, age = 0.0, 0.0
-        if g.kv is not None:
-            reads, age = min(p.threshold, g.kv.max()), session_s
-        if g.weights is not None:
-            hot = g.weights.max()
-            reads = max(reads, min(p.threshold, hot * lifetime_tokens))
-            age = max(age, min(p.threshold / hot / tokens_per_day * SECONDS_PER_DAY,
-                               w.profile.years * ecc.SECONDS_PER_YEAR))
-        pe = min(wr.pe_budget, wr.pe_cycles_per_year * w.profile.years)
-        cell = g.group.die.cell
-        limit = cell.read_disturb_limit
-        groups.append({
-            "group": g.group.name, "dies": g.group.dies, "holds": "+".join(
-                x for x, b in (("weights", g.weights), ("kv", g.kv)) if b is not None),
-            "cell": cell.mode, "read_disturb_limit": limit, "refresh_threshold_reads": p.threshold,
-            "kv_reads_per_block": g.kv.summary(limit) if g.kv is not None else None,
-            "weight_reads_per_block_per_token": g.weights.max() if g.weights is not None else None,
-            "refreshes_per_day": p.refreshes_per_token * tokens_per_day,
-            "blocks": wr.blocks, "pe_budget": wr.pe_budget, "pe_cycles_per_year": wr.pe_cycles_per_year,
-            "write_erases_per_day": wr.write_erases_per_day, "refresh_erases_per_day": wr.refresh_erases_per_day,
-            "lifetime_years": _finite(wr.lifetime_years),
-            "worst_state": {"pe_cycles": pe, "reads": reads, "retention_s": age},
-            **ecc.errors(cell, g.group.array.ecc, g.group.page_bytes, pe, reads, age),
-        })
+    groups = [_group_record(w, g, p, wr, tokens_per_day) for g, p, wr in zip(w.groups, plans, wears, strict=True)]
     kv_group = next((g for g in w.groups if g.kv is not None), None)
     worst = max(wears, key=lambda x: x.pe_cycles_per_year / x.pe_budget)
     errs = max(groups, key=lambda x: x["uber"])
     writes = sum(x.write_erases_per_day for x in wears)
     refreshes = sum(x.refresh_erases_per_day for x in wears)
+    cost = refresh.summary(plans, tokens_per_day)
     rec.update({
         "max_reads_per_block": kv_group.kv.max() if kv_group else None,
-        "refreshes_per_day": sum(x["refreshes_per_day"] for x in groups),
+        "refreshes_per_day": cost.pop("refreshes_per_day"),
         "pe_cycles_per_year": worst.pe_cycles_per_year,
         "lifetime_years": _finite(worst.lifetime_years),
         "uber": errs["uber"],
         "rber_worst": errs["rber"], "codeword_failure_prob": errs["codeword_failure"],
-        "expected_read_retries": _finite(errs["expected_read_retries"]),
+        "expected_read_retries": errs["expected_read_retries"],
         "pe_budget": worst.pe_budget, "pe_cycles_over_profile": worst.pe_cycles_per_year * w.profile.years,
         "refresh_pe_share": refreshes / (writes + refreshes) if writes + refreshes else 0.0,
         "block_randomization": w.system.kv.block_randomization,
         "tokens_per_s": rate, "profile_years": w.profile.years,
-        "refresh": {"policy": policy.trigger,
-                    "seconds_per_token": sum(p.seconds_per_token for p in plans),
-                    "joules_per_token": sum(p.joules_per_token for p in plans),
-                    "programs_per_token": sum(p.pages_per_token for p in plans),
-                    "erases_per_token": sum(p.refreshes_per_token for p in plans)},
-        "groups": [{k: _finite(v) if isinstance(v, float) else v for k, v in x.items()} for x in groups],
+        "refresh": {"policy": policy.trigger, **cost},
+        "config": {"overrides": w.system_overrides},
+        "groups": groups,
     })
     return rec
+
+
+def _group_record(w, g, p, wr, tokens_per_day: float) -> dict:
+    """One die group: its blocks' reads, refreshes, wear, and the errors of its worst block state (end-of-
+    profile P/E, reads up to the refresh threshold, the oldest data it holds)."""
+    from kvnand.reliability import ecc
+    from kvnand.reliability.profile import DAYS_PER_YEAR, SECONDS_PER_DAY
+
+    reads = age = 0.0
+    if g.kv is not None:  # a session's KV lives for its decode steps, idle hours included
+        reads, age = min(p.threshold, g.kv.max()), w.session.decode_steps / tokens_per_day * SECONDS_PER_DAY
+    if g.weights is not None:  # weights live until their next refresh (or for the whole profile)
+        hot = g.weights.max()
+        reads = max(reads, min(p.threshold, hot * tokens_per_day * DAYS_PER_YEAR * w.profile.years))
+        age = max(age, min(p.threshold / hot / tokens_per_day * SECONDS_PER_DAY,
+                           w.profile.years * ecc.SECONDS_PER_YEAR))
+    pe = min(wr.pe_budget, wr.pe_cycles_per_year * w.profile.years)
+    cell = g.group.die.cell
+    errors = ecc.errors(cell, g.group.array.ecc, g.group.page_bytes, pe, reads, age)
+    return {
+        "group": g.group.name, "dies": g.group.dies,
+        "holds": "+".join(x for x, b in (("weights", g.weights), ("kv", g.kv)) if b is not None),
+        "cell": cell.mode, "read_disturb_limit": cell.read_disturb_limit, "refresh_threshold_reads": p.threshold,
+        "kv_reads_per_block": g.kv.summary(cell.read_disturb_limit) if g.kv is not None else None,
+        "weight_reads_per_block_per_token": g.weights.max() if g.weights is not None else None,
+        "refreshes_per_day": p.refreshes_per_token * tokens_per_day,
+        "blocks": wr.blocks, "pe_budget": wr.pe_budget, "pe_cycles_per_year": wr.pe_cycles_per_year,
+        "write_erases_per_day": wr.write_erases_per_day, "refresh_erases_per_day": wr.refresh_erases_per_day,
+        "lifetime_years": _finite(wr.lifetime_years),
+        "worst_state": {"pe_cycles": pe, "reads": reads, "retention_s": age},
+        **{k: _finite(v) for k, v in errors.items()},
+    }
 
 
 def refresh_overhead(system: str, model: str, context: int, precision: str | None = None,

@@ -34,20 +34,24 @@ def reliability(
     refresh.read_fraction, refresh.uber_target, refresh.retention_years.
     """
     from kvnand.cli import emit_json, parse_sets
+    from kvnand.errors import InputError
     from kvnand.reliability import reliability as point
-    from kvnand.reliability.disturb import MAPPINGS
+    from kvnand.reliability.disturb import MAPPINGS, system_overrides
     from kvnand.reliability.profile import get_profile
-    from kvnand.report.sweep import parse_contexts, split_list
+    from kvnand.reliability.refresh import get_policy
+    from kvnand.report.sweep import check_inputs, parse_contexts, split_list
 
     overrides = parse_sets(set_)
-    get_profile(profile, overrides)  # fail on a bad profile before any point runs
+    system_list, model_list = split_list(systems, "--systems"), split_list(models, "--models")
+    context_list = parse_contexts(contexts)
+    # fail on any bad input before the first point runs
+    check_inputs(system_list, model_list, precision, system_overrides(overrides))
+    get_profile(profile, overrides)
+    get_policy(overrides)
     if mapping is not None and mapping not in MAPPINGS:
-        from kvnand.errors import InputError
-
         raise InputError("unknown KV mapping", key="--mapping", value=mapping, allowed=", ".join(MAPPINGS))
     results = [point(s, m, c, precision=precision, mapping=mapping, profile=profile, overrides=overrides)
-               for m in split_list(models, "--models") for c in parse_contexts(contexts)
-               for s in split_list(systems, "--systems")]
+               for m in model_list for c in context_list for s in system_list]
     if format == Format.json:
         emit_json({"schema": "kvnand.reliability/1", "results": results})
         return
@@ -76,4 +80,7 @@ def _table(results: list[dict], profile: str) -> None:
                   num(weights or None, ".0f"), num(r["refreshes_per_day"], ".3g"),
                   f"{r['refresh']['seconds_per_token'] * r['tokens_per_s']:.2%}",
                   num(r["pe_cycles_per_year"], ".3g"), num(r["lifetime_years"], ".3g"), num(r["uber"], ".1e"))
-    Console().print(t)
+    console = Console()
+    if not console.is_terminal:
+        console.width = 200  # a redirected table should not wrap at 80 columns
+    console.print(t)

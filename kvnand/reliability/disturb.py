@@ -38,7 +38,7 @@ from kvnand.hw.flash import FlashGroup
 from kvnand.mapping.capacity import Fit, check
 from kvnand.mapping.kv import KvLayout
 from kvnand.reliability.profile import Profile, Session, get_profile, session
-from kvnand.systems.builder import Builder
+from kvnand.systems.builder import Builder, heads_per_phase
 from kvnand.workload.model import ModelSpec, load_model
 from kvnand.workload.precision import Precision, get_precision
 
@@ -140,7 +140,7 @@ def workload(system: str, model: str, context: int, *, precision: str | None = N
     """Resolve a point. `overrides` holds system `--set` keys plus `profile.*` and `refresh.*` keys."""
     overrides = dict(overrides or {})
     prof = get_profile(profile, overrides)
-    sys_over = {k: v for k, v in overrides.items() if not k.startswith(("profile.", "refresh."))}
+    sys_over = system_overrides(overrides)
     if mapping is not None:
         if mapping not in MAPPINGS:
             raise InputError("unknown KV mapping", key="mapping", value=mapping, allowed=", ".join(MAPPINGS))
@@ -163,6 +163,11 @@ def workload(system: str, model: str, context: int, *, precision: str | None = N
     return Workload(system, sys_over, cfg, spec, prec, prof, sess, fit, groups)
 
 
+def system_overrides(overrides: dict) -> dict:
+    """The system `--set` keys of `overrides` (without the profile.* and refresh.* keys)."""
+    return {k: v for k, v in overrides.items() if not k.startswith(("profile.", "refresh."))}
+
+
 def _groups(cfg: System, spec: ModelSpec, prec: Precision, sess: Session) -> tuple[GroupStress, ...]:
     b = Builder(cfg, spec, prec, sess.context)
     wg = b.wgroup if cfg.placement.weights != "host" else None
@@ -179,13 +184,6 @@ def _groups(cfg: System, spec: ModelSpec, prec: Precision, sess: Session) -> tup
                               heads_per_phase(cfg, spec))
         out.append(GroupStress(kg, kv, lanes, weights if wg is kg else None))
     return tuple(out)
-
-
-def heads_per_phase(cfg: System, spec: ModelSpec) -> int:
-    """KV heads one attention phase reads (as Builder._attention_block schedules them)."""
-    if cfg.schedule.hg_pipeline and cfg.kv.store != "colocated":
-        return 1
-    return spec.kv_heads if cfg.schedule.head_parallel else 1
 
 
 # ---------------------------------------------------------------------------------------------- weights

@@ -49,7 +49,8 @@ def uber(ecc: Ecc, p: float) -> float:
 def expected_retries(ecc: Ecc, page_bytes: float, p: float) -> float:
     """Expected read retries per page read (independent retries at the same RBER)."""
     n, _ = codeword_bits(ecc)
-    fail = -math.expm1(page_bytes / ecc.codeword_data * math.log1p(-codeword_failure(n, ecc.t, p)))
+    cw = codeword_failure(n, ecc.t, p)
+    fail = -math.expm1(page_bytes / ecc.codeword_data * math.log1p(-cw)) if cw < 1.0 else 1.0
     return math.inf if fail >= 1.0 else fail / (1.0 - fail)
 
 

@@ -145,12 +145,14 @@ def refresh_overhead(system: str, model: str, context: int, precision: str | Non
         return {"oom": True, "seconds_per_token": None, "joules_per_token": None, "programs_per_token": None,
                 "erases_per_token": None, "refreshes_per_day": None}
     plans = plan(w, get_policy(overrides))
+    return {"oom": False, **summary(plans, w.tokens_per_s() * 3600 * w.profile.hours_per_day)}
+
+
+def summary(plans: list[GroupRefresh], tokens_per_day: float) -> dict:
+    """All groups' refresh work: per decode token, and refreshes per day."""
     per_token = sum(p.refreshes_per_token for p in plans)
-    tokens_per_day = w.tokens_per_s() * 3600 * w.profile.hours_per_day
-    return {"oom": False,
-            "seconds_per_token": sum(p.seconds_per_token for p in plans),
+    return {"seconds_per_token": sum(p.seconds_per_token for p in plans),
             "joules_per_token": sum(p.joules_per_token for p in plans),
             "programs_per_token": sum(p.pages_per_token for p in plans),
             "erases_per_token": per_token,
             "refreshes_per_day": per_token * tokens_per_day}
-

@@ -25,6 +25,14 @@ from kvnand.workload.model import ModelSpec
 from kvnand.workload.precision import Precision
 
 
+def heads_per_phase(system: System, model: ModelSpec) -> int:
+    """KV heads one attention phase works on: one head group at a time when head groups are pipelined
+    (or run serially), every KV head at once with head parallelism."""
+    if system.schedule.hg_pipeline and system.kv.store != "colocated":
+        return 1
+    return model.kv_heads if system.schedule.head_parallel else 1
+
+
 @dataclass
 class StepInfo:
     """What the builder decided, for the result record."""
@@ -288,16 +296,15 @@ class Builder:
         return bcast, compute, Seq(tail)
 
     def _attention_block(self):
-        m, sch = self.m, self.s.schedule
-        if sch.hg_pipeline and self.s.kv.store != "colocated":
+        m = self.m
+        heads = heads_per_phase(self.s, m)
+        bcast, compute, rest = self._qkv(heads)
+        if heads == m.kv_heads:
+            return [bcast, compute, rest, self.attention(heads)]
+        if self.s.schedule.hg_pipeline and self.s.kv.store != "colocated":
             # KVNAND-D style: QKV of HG i+1 (weights' dies) overlaps attention of HG i (KV's home); the
             # QKV input vector is the same for every head group, so it is broadcast once
-            bcast, compute, rest = self._qkv(1)
             return [bcast, Pipeline(compute, Seq((rest, self.attention(1))), m.kv_heads, name="head groups")]
-        if sch.head_parallel:
-            bcast, compute, rest = self._qkv(m.kv_heads)
-            return [bcast, compute, rest, self.attention(m.kv_heads)]
-        bcast, compute, rest = self._qkv(1)
         return [bcast, Loop(Seq((compute, rest, self.attention(1))), m.kv_heads, name="head groups (serial)")]
 
     def layer(self):
