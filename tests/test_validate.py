@@ -356,3 +356,21 @@ def test_malformed_yaml_exit_2(tmp_path):
     f = _write(tmp_path, "broken.yaml", "schema_version: 1\ncases: [\n  - id: x\n")
     proc = _cli("--cases", str(f))
     assert proc.returncode == 2 and str(f) in proc.stderr and "Traceback" not in proc.stderr
+
+
+# Enforced cases the model misses, each explained in validation/NOTES.md ("Misses"). The model is held to
+# every other published number: a new miss fails here, and a fixed one must be taken off this list.
+KNOWN_ENFORCED_MISSES = {
+    "base1-oom-100k/llama3.1-8b",            # the paper's Base-1 DRAM capacity claims are inconsistent
+    "base1-oom-100k/mixtral-8x7b",           # (same)
+    "kvnand-d-over-base2-100k/mixtral-8x7b",  # the paper's Mixtral appears to read all experts per token
+}
+
+
+def test_only_the_documented_enforced_cases_miss(shipped):
+    _, out = shipped
+    failing = {r["id"] for r in out["cases"] if r["status"] == "enforced" and not r["passed"]}
+    assert failing == KNOWN_ENFORCED_MISSES
+    notes = (Path(__file__).resolve().parent.parent / "validation" / "NOTES.md").read_text()
+    for cid in KNOWN_ENFORCED_MISSES:
+        assert cid.split("/")[0] in notes, cid
