@@ -27,15 +27,16 @@ def _model(name: str):
     return load_model(name)
 
 
-def _run(program, mode: str):
+def _run(program, mode: str, counts: bool = True):
+    """(latency, stage breakdown, bound breakdown, busy, timeline or None, action counts or None)"""
     if mode == "fast":
-        ev = fast.evaluate(program)
-        return ev.time, ev.stage, ev.bound, ev.busy, None
+        ev = fast.evaluate(program, with_work=False, with_counts=counts)  # counts in the same walk
+        return ev.time, ev.stage, ev.bound, ev.busy, None, ev.counts if counts else None
     from kvnand.sim import event
 
     tl = event.simulate(program, page_level=(mode == "page"))
     stage, bound, busy = event.breakdown(tl)
-    return tl.makespan, stage, bound, busy, tl
+    return tl.makespan, stage, bound, busy, tl, count_actions(program).actions if counts else None
 
 
 def _bottleneck(bound: dict[str, float]) -> str:
@@ -73,14 +74,15 @@ def evaluate(system: str, model: str, context: int, *, precision: str | None = N
         return record
     b = Builder(sys_cfg, spec, prec, context)
     program = b.decode_step()
-    latency, stage, bound, busy, tl = _run(program, mode)
-    counts = count_actions(program).actions
+    latency, stage, bound, busy, tl, counts = _run(program, mode)
     from kvnand.energy.tables import price
 
     energy, ebreak = price(counts, sys_cfg, latency)
     n_pre = prefill_tokens or context
-    pre = Builder(sys_cfg, spec, prec, n_pre).prefill(n_pre)
-    ttft = fast.evaluate(pre).time if mode == "fast" else _run(pre, mode)[0]
+    # the prefill program does not depend on the builder's context: reuse the decode step's builder (its
+    # KV layout and die groups) when the prompt is the context, as it is by default
+    pre = (b if n_pre == context else Builder(sys_cfg, spec, prec, n_pre)).prefill(n_pre)
+    ttft = fast.latency(pre) if mode == "fast" else _run(pre, mode, counts=False)[0]
     lay = b.layout
     record.update({
         "tokens_per_s": 1.0 / latency, "latency_s": latency, "energy_j_per_token": energy, "ttft_s": ttft,
@@ -120,28 +122,61 @@ def _config_summary(s, overrides) -> dict:
     return out
 
 
+# (id(base config), g2) -> (base, config with kv.g2_dies = g2): the candidates of kvnand-d:auto, derived from
+# the loaded base configuration instead of resolving, overriding and validating the preset once per split
+_SPLITS: dict[tuple[int, int], tuple[Any, Any]] = {}
+
+
+def _split_config(system: str, base, overrides: dict, g2: int):
+    if any(k != "g2_dies" and k.endswith("g2_dies") for k in overrides):
+        # a dotted-path override of kv.g2_dies is applied after the short key: let the loader decide
+        return load_system(system, {**overrides, "g2_dies": g2})
+    hit = _SPLITS.get((id(base), g2))
+    if hit is not None and hit[0] is base:
+        return hit[1]
+    if len(_SPLITS) >= 4096:
+        _SPLITS.clear()
+    # 0 < g2 < dies is what validation checks of kv.g2_dies; nothing else depends on it
+    cfg = base.model_copy(update={"kv": base.kv.model_copy(update={"g2_dies": g2})})
+    _SPLITS[(id(base), g2)] = (base, cfg)
+    return cfg
+
+
+def _split_latency(system, model, context, precision, overrides, base, g2) -> tuple[float | None, int]:
+    """(decode latency in fast mode, exactly as evaluate() computes it, or None when it is OOM; the split's
+    kv.g2_dies) of one G1/G2 split."""
+    sys_cfg = _split_config(system, base, overrides, g2)
+    spec = _model(model)
+    prec = get_precision(precision or sys_cfg.default_precision)
+    if check(sys_cfg, spec, prec, context).oom:
+        return None, sys_cfg.kv.g2_dies
+    return fast.latency(Builder(sys_cfg, spec, prec, context).decode_step()), sys_cfg.kv.g2_dies
+
+
 def _auto_split(system, model, context, precision, mode, overrides, with_timeline, prefill_tokens):
-    """KVNAND-D:auto: every G2 size from 1 to dies-1 (fast mode), the fastest that fits wins."""
+    """KVNAND-D:auto: every G2 size from 1 to dies-1 (fast mode), the fastest that fits wins.
+
+    Candidates are ranked by their fast-mode decode latency alone (no prefill, counts or energy); only the
+    winner is evaluated in full, in the requested mode."""
     base = load_system(system, overrides)
     if base.kv.store != "flash_group":
         raise InputError("':auto' picks a G1/G2 split and needs a system with kv.store 'flash_group'",
                          key="system", value=f"{system}:auto", allowed="kvnand-d:auto")
-    best, first = None, None
+    best_g2, best_t = None, None
     for g2 in range(1, base.flash.dies):
-        ov = {**overrides, "g2_dies": g2}
-        r = evaluate(system, model, context, precision=precision, mode="fast", overrides=ov)
-        first = first or r
-        if not r["oom"] and (best is None or r["latency_s"] < best["latency_s"]):
-            best = r
-    if best is None:
+        t, g2_dies = _split_latency(system, model, context, precision, overrides, base, g2)
+        if t is not None and (best_t is None or t < best_t):
+            best_g2, best_t = g2_dies, t
+    if best_g2 is None:
+        first = evaluate(system, model, context, precision=precision, mode="fast",
+                         overrides={**overrides, "g2_dies": 1})
         first = dict(first)
         first["system"] = f"{system}:auto"
         first["oom_reason"] = f"no G1/G2 split fits: {first['oom_reason']}"
         return first
-    g2 = best["config"]["g2_dies"]
     final = evaluate(system, model, context, precision=precision, mode=mode,
-                     overrides={**overrides, "g2_dies": g2}, with_timeline=with_timeline,
+                     overrides={**overrides, "g2_dies": best_g2}, with_timeline=with_timeline,
                      prefill_tokens=prefill_tokens)
     final["system"] = f"{system}:auto"
-    final["config"]["split"] = f"{final['config']['g1_dies']}+{g2}"
+    final["config"]["split"] = f"{final['config']['g1_dies']}+{best_g2}"
     return final

@@ -23,7 +23,7 @@ def _kvnand(*args: str, **kw) -> subprocess.Popen:
 
 
 def test_two_processes_share_one_study(postgres_url, tmp_path):
-    budget = 40
+    budget = 30
     procs = [_kvnand("dse", "run", str(SMOKE), "--storage", postgres_url, "--study", "shared", "--trials",
                      str(budget), "--seed", str(i), "--out", str(tmp_path / f"machine{i}")) for i in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]

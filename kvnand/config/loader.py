@@ -84,7 +84,8 @@ def _load_yaml_with_lines(text: str, file: str) -> tuple[Any, dict[str, int]]:
             if ctx and "found unhashable key" not in problem:
                 problem = f"{problem} ({ctx})"
         else:  # PyYAML's constructors raise plain ValueError/OverflowError for e.g. the date 2001-02-30
-            problem = f"cannot read a value ({type(exc).__name__}: {exc})"
+            return InputError(f"malformed YAML: cannot read a value ({type(exc).__name__}: {exc})", file=file,
+                              allowed="valid YAML scalars (quote a string that looks like a date or number)")
         return InputError(f"malformed YAML: {problem}", file=file, line=line,
                           allowed="YAML with spaces (no tabs) for indentation, closed brackets and quotes")
 
@@ -193,14 +194,12 @@ def _find(kind_dir: str, name: str, relative_to: Path | None, key: str, file: st
         if c.is_file():
             return c
     if _looks_like_path(name):
-        if any(c.is_dir() for c in candidates):
-            problem = f"'{name}' is a directory, not a {kind} YAML file"
-        else:
-            problem = f"no such {kind} file '{name}'"
+        is_dir = any(c.is_dir() for c in candidates)
+        problem = f"is a directory, not a {kind} YAML file" if is_dir else f"no such {kind} file"
         if relative_to is None:  # the command line: the file itself is what is wrong
-            raise InputError(problem.replace(f" '{name}'", ""), file=name,
+            raise InputError(problem, file=name,
                              allowed=f"an existing {kind} YAML file or a preset name: {', '.join(available)}")
-        raise InputError(problem, file=file, key=key, line=line, allowed=allowed)
+        raise InputError(problem, file=file, key=key, line=line, value=name, allowed=allowed)
     raise InputError(f"unknown {kind} preset '{name}'", file=file, key=key, line=line, allowed=allowed)
 
 

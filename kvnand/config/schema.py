@@ -34,7 +34,7 @@ def _q(dimension: str):
         try:
             return units.parse(v, dimension)
         except units.UnitParseError as exc:
-            raise ConfigValueError(exc.problem, allowed=exc.allowed) from None
+            raise ConfigValueError(exc.reason, allowed=exc.allowed) from None
 
     return BeforeValidator(check)
 

@@ -64,8 +64,9 @@ def _registry():
 class UnitParseError(ValueError):
     """A quantity that cannot be read; `problem` says what is wrong, `allowed` what would be accepted."""
 
-    def __init__(self, problem: str, allowed: str = ""):
+    def __init__(self, problem: str, allowed: str = "", reason: str | None = None):
         self.problem, self.allowed = problem, allowed
+        self.reason = reason or problem  # the problem without repeating the text (for 'key: reason (got X)')
         super().__init__(f"{problem}; expected {allowed}" if allowed else problem)
 
 
@@ -135,20 +136,21 @@ def _parse_str(text: str, dimension: str) -> float:
     s = _normalize_info_units(s)
     problem = _check_shape(s)
     if problem:
-        raise UnitParseError(f"cannot read '{text}' as a quantity: {problem}", desc)
+        raise UnitParseError(f"cannot read '{text}' as a quantity: {problem}", desc, f"not a quantity: {problem}")
     try:
         q = _registry().Quantity(s)
     except Exception as exc:  # pint raises many types for garbage
-        raise UnitParseError(f"cannot read '{text}' as a quantity ({type(exc).__name__})", desc) from None
+        why = "unknown unit" if type(exc).__name__ == "UndefinedUnitError" else type(exc).__name__
+        raise UnitParseError(f"cannot read '{text}' as a quantity ({why})", desc, f"not a quantity ({why})") from None
     if not hasattr(q, "to"):
-        raise UnitParseError(f"cannot read '{text}' as a quantity", desc)
+        raise UnitParseError(f"cannot read '{text}' as a quantity", desc, "not a quantity")
     if q.dimensionless:
-        raise UnitParseError(f"'{text}' has no unit", desc)
+        raise UnitParseError(f"'{text}' has no unit", desc, "no unit")
     target = _registry().Unit(unit) if dimension != "money_per_byte" else _registry().Unit(f"USD / {_BYTE}")
     try:
         value = float(q.to(target).magnitude)
     except Exception:
-        raise UnitParseError(f"'{text}' has the wrong dimension", desc) from None
+        raise UnitParseError(f"'{text}' has the wrong dimension", desc, "wrong unit dimension") from None
     if value != value or value in (float("inf"), float("-inf")):
-        raise UnitParseError(f"'{text}' is not finite", desc)
+        raise UnitParseError(f"'{text}' is not finite", desc, "not finite")
     return value

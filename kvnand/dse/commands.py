@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -17,7 +17,7 @@ app.add_typer(dse, name="dse")
 SpaceArg = Annotated[Path, typer.Argument(help="Search space YAML (e.g. dse/kvnand-8die-70b.yaml)")]
 
 
-class PFormat(str, Enum):
+class PFormat(StrEnum):
     csv = "csv"
     json = "json"
 
@@ -102,7 +102,8 @@ def _fmt(v) -> str:
 def _print_summary(s: dict) -> None:
     objs = s["objectives"]
     typer.echo(f"{s['trials']} designs: {s['feasible']} feasible, {s['infeasible']} infeasible, {s['failed']} failed")
-    typer.echo(f"Pareto front ({len(s['pareto'])} designs; {', '.join(f'{o} ({d[:3]})' for o, d in zip(objs, s['directions'], strict=True))}):")
+    goals = ", ".join(f"{o} ({d[:3]})" for o, d in zip(objs, s["directions"], strict=True))
+    typer.echo(f"Pareto front ({len(s['pareto'])} designs; {goals}):")
     for p in s["pareto"]:
         name = f"#{p['number']}" + (f" {p['label']}" if p["label"] else "")
         vals = "  ".join(f"{o}={_fmt(p['values'][o])}" for o in objs)
@@ -113,7 +114,7 @@ def _print_summary(s: dict) -> None:
     for k in s["known_designs"]:
         if k["status"] == "dominated":
             by = f"#{k['dominated_by']}" + (f" {k['dominated_by_label']}" if k["dominated_by_label"] else "")
-            change = ", ".join(f"{o} {(-g if d == 'minimize' else g):+.1%}"
+            change = ", ".join(f"{o} {(-g if d == 'minimize' else g) + 0.0:+.1%}"
                                for (o, g), d in zip(k["gain"].items(), s["directions"], strict=True))
             typer.echo(f"  {k['label']} (#{k['number']}): dominated by {by} ({change})")
         elif k["status"] in ("infeasible", "failed"):

@@ -126,7 +126,8 @@ def write_json(path: Path, obj) -> None:
 
 
 def rows_csv(rows: list[Row], objectives: list[str]) -> str:
-    params = list(dict.fromkeys(k for r in rows for k in r.params))
+    # a parameter named system/precision is the design's column of that name
+    params = [k for k in dict.fromkeys(k for r in rows for k in r.params) if k not in ("system", "precision")]
     extra = sorted({k for r in rows for k in r.metrics} - set(objectives))
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -195,13 +196,13 @@ def pareto_figure(path: Path, rows: list[Row], front: list[Row], objectives: lis
         for rs, kw in (([r for r in done if not r.feasible], dict(marker="x", c="0.75", s=12, label="infeasible")),
                        ([r for r in done if r.feasible], dict(c="tab:blue", s=12, alpha=0.45, label="feasible")),
                        (front, dict(c="tab:red", s=30, label="Pareto front")),
-                       ([r for r in done if r.label and r.feasible],
+                       ([r for r in done if r.label],
                         dict(marker="^", facecolors="none", edgecolors="k", s=60, label="published design"))):
             pts = xy(rs, i, j)
             if pts:
                 ax.scatter(*zip(*pts, strict=True), **kw)
         for r in done:
-            if r.label and r.feasible and (pt := xy([r], i, j)):
+            if r.label and (pt := xy([r], i, j)):
                 ax.annotate(r.label, pt[0], fontsize=6, xytext=(3, 3), textcoords="offset points")
         ax.set_xlabel("trial" if i is None else objectives[i])
         ax.set_ylabel(objectives[j])

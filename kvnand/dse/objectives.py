@@ -146,9 +146,9 @@ def evaluate_design(space, params: dict[str, Any]) -> Evaluation:
         return Evaluation([_worst(k) for k in space.spec.objectives], cons, [f"config: {exc}"],
                           {}, _jsonable({"design": d.as_dict(), "params": params, "error": str(exc)}))
     metrics: dict[str, float | None] = dict(hw)
-    for key in keys + [m for m in ("latency_s", "energy_j_per_token", "capacity_use") if m not in keys]:
-        base, ctx = split_key(key)
-        if METRICS[base].per_point:
+    always = [k for k, m in METRICS.items() if m.per_point and not m.needs_reliability]
+    for key in dict.fromkeys(always + keys):
+        if METRICS[split_key(key)[0]].per_point:
             metrics[key] = _aggregate(space, key, points)
     cons, violated = {"config": 0.0}, []
     cons["capacity"] = metrics["capacity_use"] - 1.0

@@ -191,8 +191,10 @@ class Space:
 
     @cached_property
     def digest(self) -> str:
-        """Identity of the space's content: a study refuses to resume under a different space."""
-        return hashlib.sha256(json.dumps(self.raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        """Identity of what is searched and how it is judged (study settings such as the budget may change
+        between runs): a study refuses to resume under a different space."""
+        content = {k: v for k, v in self.raw.items() if k != "study"}
+        return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     @cached_property
     def points(self) -> list[Point]:
@@ -301,7 +303,8 @@ class Space:
         except (KeyError, ValueError, IndexError) as exc:
             raise InputError(f"label template cannot be filled: {exc}", file=self.file,
                              key=f"known_designs[{i}].label", value=template,
-                             allowed="{NAME} of a parameter or override key, {system}, {precision}, {g1_dies}") from None
+                             allowed="{NAME} of a parameter or override key, {system}, {precision}, {g1_dies}",
+                             ) from None
 
 
 # ---------------------------------------------------------------------- loading
@@ -377,7 +380,8 @@ def _check(space: Space, src) -> None:
             raise _err(space, src, f"parameters.{name}.default", "default outside the parameter's domain",
                        value=p.default)
         if isinstance(p.choices, dict) and p.set:
-            raise _err(space, src, f"parameters.{name}.set", "a bundle (choices mapping) names its own keys; drop 'set'")
+            raise _err(space, src, f"parameters.{name}.set",
+                       "a bundle (choices mapping) names its own keys; drop 'set'")
     for i, obj in enumerate(spec.objectives):
         check_metric_key(obj, space, lambda msg, i=i, **kw: _err(space, src, f"objectives[{i}]", msg, **kw))
     if len(set(spec.objectives)) != len(spec.objectives):

@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import os
 import socket
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -55,6 +54,7 @@ def open_storage(url: str, heartbeat_s: int | None = None):
     """optuna RDB storage with heartbeats (stale trials are failed after 2 x heartbeat_s)."""
     import optuna
 
+    url = _with_driver(url)
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:///"):
         kwargs["engine_kwargs"] = {"creator": functools.partial(_sqlite_connect, url.removeprefix("sqlite:///"))}
@@ -67,15 +67,25 @@ def open_storage(url: str, heartbeat_s: int | None = None):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # heartbeat options are "experimental" in optuna
                 return optuna.storages.RDBStorage(url, **kwargs)
-        except (IntegrityError, ProgrammingError) as exc:
-            failure = exc  # another worker is creating optuna's tables in the same empty database right now
-            time.sleep(0.5 * (attempt + 1))
         except Exception as exc:  # sqlalchemy raises many types: bad URL, no driver, server unreachable
             failure = exc
-            break
+            # another process is creating optuna's tables in the same empty database right now: retry
+            if not (isinstance(exc, (IntegrityError, ProgrammingError)) or "already exists" in str(exc)):
+                break
+            time.sleep(0.5 * (attempt + 1))
     raise InputError(f"cannot open the study storage: {type(failure).__name__}: {str(failure).splitlines()[0]}",
                      key="--storage", value=public_url(url),
                      allowed="sqlite:///PATH.db or postgresql://USER@HOST:PORT/DB") from None
+
+
+def _with_driver(url: str) -> str:
+    """`postgresql://` means psycopg 3 to SQLAlchemy 2.1; use psycopg2 (our `postgres` extra) when only it is there."""
+    import importlib.util
+
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None \
+            and importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url
 
 
 def _sqlite_connect(path: str):
@@ -158,8 +168,8 @@ class Objective:
     """optuna objective of one worker: budget ticket (stops the worker at the budget), evaluation, user
     attributes, constraints."""
 
-    def __init__(self, space: Space, study, budget: int, progress: bool):
-        self.space, self.study, self.budget, self.progress = space, study, budget, progress
+    def __init__(self, space: Space, study, budget: int, log=None):
+        self.space, self.study, self.budget, self.log = space, study, budget, log
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.last_print = time.monotonic()
 
@@ -173,9 +183,9 @@ class Objective:
             if ahead > self.budget:
                 trial.set_user_attr("surplus", True)
                 raise optuna.TrialPruned("the global trial budget was reached by other workers")
-        if self.progress and time.monotonic() - self.last_print > PROGRESS_EVERY_S:
+        if self.log and time.monotonic() - self.last_print > PROGRESS_EVERY_S:
             self.last_print = time.monotonic()
-            print(f"  {ahead}/{self.budget} trials", file=sys.stderr, flush=True)
+            self.log(f"  {ahead}/{self.budget} trials")
         try:
             ev = evaluate_design(self.space, self.space.suggest(trial))
         except Exception as exc:  # recorded on the trial (FAIL), the worker goes on
@@ -188,8 +198,8 @@ class Objective:
         return ev.values
 
 
-def work(space_file: str, url: str, name: str, budget: int, seed: int, progress: bool = False) -> None:
-    """One worker: run trials of the study until the global budget is taken."""
+def work(space_file: str, url: str, name: str, budget: int, seed: int, log=None) -> None:
+    """One worker: run trials of the study until the global budget is taken (progress lines to `log`)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -198,7 +208,7 @@ def work(space_file: str, url: str, name: str, budget: int, seed: int, progress:
     study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(space, seed))
     if n_taken(study) >= budget:
         return
-    obj = Objective(space, study, budget, progress)
+    obj = Objective(space, study, budget, log)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # optuna's experimental-feature warnings (heartbeat)
         study.optimize(obj, catch=(Exception,))
@@ -246,12 +256,12 @@ def run(space: Space, out: Path, *, trials: int | None = None, workers: int = 1,
     study = open_study(space, open_storage(url, hb), name, seed)
     n_known = len(space.known_designs())
     if budget < n_known:
-        log(f"note: --trials {budget} is less than the {n_known} published designs; only the first run")
+        log(f"note: --trials {budget} is less than the {n_known} published designs; only the first {budget} run")
     log(f"study '{name}' in {public_url(url)}: budget {budget} trials, {workers} worker(s)")
     done_before, t0 = _finished(study), time.monotonic()
     exit_codes: list[int] = []
     if workers == 1:
-        work(space.file, url, name, budget, seed, progress=True)
+        work(space.file, url, name, budget, seed, log)
     else:
         ctx = multiprocessing.get_context("spawn")  # no forked SQLAlchemy connections
         procs = [ctx.Process(target=work, args=(space.file, url, name, budget, seed + i), daemon=False)

@@ -62,15 +62,33 @@ def static_power(s: System) -> dict[str, float]:
     return {k: v for k, v in out.items() if v > 0}
 
 
+# id(system) -> (system, action prices, static power). Systems are frozen and the loader hands out one object per
+# (preset, overrides), so the tables are built once per configuration; the entry keeps the system alive, so
+# its id cannot be reused while cached.
+_TABLES: dict[int, tuple[System, dict[str, tuple[float, str]], dict[str, float]]] = {}
+
+
+def tables(s: System) -> tuple[dict[str, tuple[float, str]], dict[str, float]]:
+    """(action_prices(s), static_power(s)), cached per system object. Treat them as read-only."""
+    hit = _TABLES.get(id(s))
+    if hit is not None and hit[0] is s:
+        return hit[1], hit[2]
+    if len(_TABLES) >= 4096:
+        _TABLES.clear()
+    entry = (s, action_prices(s), static_power(s))
+    _TABLES[id(s)] = entry
+    return entry[1], entry[2]
+
+
 def price(counts: dict[str, float], s: System, seconds: float) -> tuple[float, dict[str, float]]:
     """Total joules and joules by component: sum of priced actions + static power x time."""
-    prices = action_prices(s)
+    prices, static = tables(s)
     by: dict[str, float] = {}
     for action, n in counts.items():
         if action not in prices:
             raise KeyError(f"action '{action}' has no energy price in system '{s.name}'")
         e, comp = prices[action]
         by[comp] = by.get(comp, 0.0) + n * e
-    for comp, w in static_power(s).items():
+    for comp, w in static.items():
         by[comp] = by.get(comp, 0.0) + w * seconds
     return sum(by.values()), by

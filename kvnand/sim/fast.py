@@ -5,6 +5,11 @@ Pipeline = latency(A) + latency(B) + (n - 1) x period, where the period is the b
 occupancy per iteration (iterations only share resources). A burst occupies its first resource for
 its duration less its drain (Task.tail), as in the event engine. The breakdowns follow the critical
 path (steady periods are attributed to the bottleneck resource's work), so they add up to the total.
+
+Cost: one walk of the program tree (a loop body is evaluated once, whatever its trip count; context length
+only changes numbers, never the tree). Breakdown dicts are accumulated in place: a Seq writes straight into
+its parent's sums, and only Loop, Par and Pipeline (whose results are scaled or chosen) keep their own.
+`latency()` is the same walk without the breakdowns, for callers that need only the time.
 """
 
 from __future__ import annotations
@@ -33,18 +38,11 @@ class Eval:
     bound: dict = field(default_factory=dict)    # critical-path time by limiting physical resource
     busy: dict = field(default_factory=dict)     # occupancy by system resource
     work: dict = field(default_factory=dict)     # (resource, stage, bound) -> occupancy, for attributing periods
+    counts: dict = field(default_factory=dict)   # action counts (as program.count_actions), when asked for
 
     def scaled(self, k: float) -> Eval:
         return Eval(self.time * k, _scale(self.stage, k), _scale(self.bound, k), _scale(self.busy, k),
                     _scale(self.work, k))
-
-
-def _task(t: Task) -> Eval:
-    d = t.duration
-    label = f"{t.bound_by} ({','.join(t.resources)})"
-    occ = {r: (d - t.tail if j == 0 else d) for j, r in enumerate(t.resources)}
-    work = {(r, t.stage, label): o for r, o in occ.items()}
-    return Eval(d, {t.stage: d}, {label: d}, occ, work)
 
 
 def _resource_view(work: dict, resource: str, total: float) -> tuple[dict, dict]:
@@ -59,34 +57,159 @@ def _resource_view(work: dict, resource: str, total: float) -> tuple[dict, dict]
     return stage, bound
 
 
-def evaluate(node) -> Eval:
+def _add(into: dict, d: dict) -> None:
+    for a, v in d.items():
+        into[a] = into.get(a, 0.0) + v
+
+
+def _add_scaled(into: dict, d: dict, k: float) -> None:
+    for a, v in d.items():
+        into[a] = into.get(a, 0.0) + v * k
+
+
+class _Acc:
+    """Running sums of a subtree: stage, bound, busy and (when someone needs it) work; action counts go
+    straight to the program's total, times `k` (the trip count of the enclosing loops), as count_actions does."""
+
+    __slots__ = ("stage", "bound", "busy", "work", "counts", "k")
+
+    def __init__(self, work: bool, counts: dict | None, k: float, busy: dict | None = None,
+                 shared_work: dict | None = None):
+        self.stage: dict = {}
+        self.bound: dict = {}
+        self.busy: dict = {} if busy is None else busy
+        self.work: dict | None = shared_work if shared_work is not None else ({} if work else None)
+        self.counts = counts
+        self.k = k
+
+
+def _walk(node, acc: _Acc) -> float:
+    """Add `node`'s breakdowns into `acc`; return its time."""
     if isinstance(node, Task):
-        return _task(node)
+        td = node.__dict__
+        if "occupancy" not in td or "label" not in td:
+            node.derive()
+        d = td["duration"]
+        stage, bound, busy = acc.stage, acc.bound, acc.busy
+        stage[node.stage] = stage.get(node.stage, 0.0) + d
+        label = td["label"] if "label" in td else node.label
+        bound[label] = bound.get(label, 0.0) + d
+        occ = td["occupancy"]
+        for r, o in occ:
+            busy[r] = busy.get(r, 0.0) + o
+        work = acc.work
+        if work is not None:
+            st = node.stage
+            for r, o in occ:
+                key = (r, st, label)
+                work[key] = work.get(key, 0.0) + o
+        counts = acc.counts
+        if counts is not None:
+            k = acc.k
+            for a, v in dict(node.counts).items():  # a repeated action keeps its last value
+                counts[a] = counts.get(a, 0.0) + v * k
+        return d
     if isinstance(node, Seq):
-        parts = [evaluate(p) for p in node.parts]
-        return Eval(sum(p.time for p in parts), _merge(*(p.stage for p in parts)),
-                    _merge(*(p.bound for p in parts)), _merge(*(p.busy for p in parts)),
-                    _merge(*(p.work for p in parts)))
-    if isinstance(node, Par):
-        parts = [evaluate(p) for p in node.parts]
-        busy, work = _merge(*(p.busy for p in parts)), _merge(*(p.work for p in parts))
-        longest = max(parts, key=lambda p: p.time)
-        res, res_t = max(busy.items(), key=lambda kv: kv[1]) if busy else ("", 0.0)
-        if res_t > longest.time * (1 + 1e-12):
-            st, bd = _resource_view(work, res, res_t)
-            return Eval(res_t, st, bd, busy, work)
-        return Eval(longest.time, longest.stage, longest.bound, busy, work)
+        return sum([_walk(p, acc) for p in node.parts])
     if isinstance(node, Loop):
-        return evaluate(node.body).scaled(node.n)
+        sub = _Acc(acc.work is not None, acc.counts, acc.k * node.n)
+        t = _walk(node.body, sub)
+        n = node.n
+        _add_scaled(acc.stage, sub.stage, n)
+        _add_scaled(acc.bound, sub.bound, n)
+        _add_scaled(acc.busy, sub.busy, n)
+        if acc.work is not None:
+            _add_scaled(acc.work, sub.work, n)
+        return t * n
     if isinstance(node, Pipeline):
-        a, b = evaluate(node.a), evaluate(node.b)
-        it_busy, it_work = _merge(a.busy, b.busy), _merge(a.work, b.work)
-        lat = Eval(a.time + b.time, _merge(a.stage, b.stage), _merge(a.bound, b.bound), it_busy, it_work)
+        sub = _Acc(True, acc.counts, acc.k * node.n)
+        lat = _walk(node.a, sub) + _walk(node.b, sub)
         if node.n <= 1:
+            _add(acc.stage, sub.stage)
+            _add(acc.bound, sub.bound)
+            _add(acc.busy, sub.busy)
+            if acc.work is not None:
+                _add(acc.work, sub.work)
             return lat
-        res, period = max(it_busy.items(), key=lambda kv: kv[1])
+        res, period = max(sub.busy.items(), key=lambda kv: kv[1])
         k = node.n - 1
-        st, bd = _resource_view(it_work, res, period * k)
-        return Eval(lat.time + k * period, _merge(lat.stage, st), _merge(lat.bound, bd),
-                    _scale(it_busy, node.n), _scale(it_work, node.n))
+        st, bd = _resource_view(sub.work, res, period * k)
+        _add(sub.stage, st)
+        _add(sub.bound, bd)
+        _add(acc.stage, sub.stage)
+        _add(acc.bound, sub.bound)
+        _add_scaled(acc.busy, sub.busy, node.n)
+        if acc.work is not None:
+            _add_scaled(acc.work, sub.work, node.n)
+        return lat + k * period
+    if isinstance(node, Par):
+        busy: dict = {}
+        work: dict = {}
+        parts = []
+        for p in node.parts:
+            sub = _Acc(True, acc.counts, acc.k, busy, work)
+            parts.append((_walk(p, sub), sub))
+        longest_t, longest = max(parts, key=lambda p: p[0])
+        res, res_t = max(busy.items(), key=lambda kv: kv[1]) if busy else ("", 0.0)
+        if res_t > longest_t * (1 + 1e-12):
+            st, bd = _resource_view(work, res, res_t)
+            t = res_t
+        else:
+            st, bd, t = longest.stage, longest.bound, longest_t
+        _add(acc.stage, st)
+        _add(acc.bound, bd)
+        _add(acc.busy, busy)
+        if acc.work is not None:
+            _add(acc.work, work)
+        return t
     raise TypeError(f"not a program node: {node!r}")
+
+
+def evaluate(node, *, with_work: bool = True, with_counts: bool = False) -> Eval:
+    """Time, critical-path breakdowns by stage and by limiting resource, and busy time per resource.
+
+    `with_work=False` leaves `Eval.work` empty at the top level (it is only needed inside Par/Pipeline);
+    `with_counts=True` fills `Eval.counts` with `count_actions(node).actions` (same sums) in the same walk."""
+    acc = _Acc(with_work, {} if with_counts else None, 1.0)
+    t = _walk(node, acc)
+    return Eval(t, acc.stage, acc.bound, acc.busy, acc.work if acc.work is not None else {},
+                acc.counts if acc.counts is not None else {})
+
+
+def _time(node, busy: dict) -> float:
+    """`_walk` without stage/bound/work: the same arithmetic on the time and busy sums, so the same time."""
+    if isinstance(node, Task):
+        td = node.__dict__
+        if "occupancy" not in td:
+            node.derive(label=False)
+        for r, o in td["occupancy"]:
+            busy[r] = busy.get(r, 0.0) + o
+        return td["duration"]
+    if isinstance(node, Seq):
+        return sum([_time(p, busy) for p in node.parts])
+    if isinstance(node, Loop):
+        sub: dict = {}
+        t = _time(node.body, sub)
+        _add_scaled(busy, sub, node.n)
+        return t * node.n
+    if isinstance(node, Pipeline):
+        sub = {}
+        lat = _time(node.a, sub) + _time(node.b, sub)
+        if node.n <= 1:
+            _add(busy, sub)
+            return lat
+        period = max(sub.values())
+        _add_scaled(busy, sub, node.n)
+        return lat + (node.n - 1) * period
+    if isinstance(node, Par):
+        sub = {}
+        longest_t = max([_time(p, sub) for p in node.parts])
+        res_t = max(sub.values()) if sub else 0.0
+        _add(busy, sub)
+        return res_t if res_t > longest_t * (1 + 1e-12) else longest_t
+    raise TypeError(f"not a program node: {node!r}")
+
+
+def latency(node) -> float:
+    """The time of `evaluate(node)` (bit-identical), without computing the breakdowns."""
+    return _time(node, {})

@@ -16,6 +16,32 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+class cached_property:  # noqa: N801 (named after functools.cached_property, which it replaces)
+    """functools.cached_property without its per-access lock (Python 3.11 takes an RLock on every first
+    access, which dominated fast mode: each task is evaluated once per program). Stores the value in the
+    instance __dict__ (so it works on frozen dataclasses); later reads are plain attribute lookups."""
+
+    def __init__(self, func):
+        self.func = func
+        self.attrname = func.__name__
+        self.__doc__ = func.__doc__
+
+    def __set_name__(self, owner, name):
+        self.attrname = name
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self
+        value = self.func(instance)
+        instance.__dict__[self.attrname] = value
+        return value
+
+
+# Pipe and Task are frozen (hashable, safe to share between programs); what is derived from their fields is
+# computed once per object (cached_property above). The engines ask for cycle/duration/tail several times
+# per task.
+
+
 @dataclass(frozen=True)
 class Pipe:
     """Per-item stages: names, durations, and the internal resources each stage holds."""
@@ -24,27 +50,57 @@ class Pipe:
     times: tuple[float, ...]
     holds: tuple[tuple[str, ...], ...]  # per stage: internal resources held during it
 
-    def occupancy(self) -> dict[str, float]:
+    def _derive(self) -> None:
+        """Occupancy per internal resource, cycle and fill at once (one call per pipe in the engines)."""
         occ: dict[str, float] = {}
         for t, held in zip(self.times, self.holds, strict=True):
             for r in held:
                 occ[r] = occ.get(r, 0.0) + t
-        return occ
+        d = self.__dict__
+        d["_occupancy"] = occ
+        d["fill"] = sum(self.times)
+        if occ:
+            name = max(occ, key=occ.get)
+            d["_cycle"] = (occ[name], name)
+
+    @cached_property
+    def _occupancy(self) -> dict[str, float]:
+        self._derive()
+        return self.__dict__["_occupancy"]
+
+    def occupancy(self) -> dict[str, float]:
+        return dict(self._occupancy)
+
+    @cached_property
+    def _cycle(self) -> tuple[float, str]:
+        occ = self._occupancy
+        cyc = self.__dict__.get("_cycle")
+        if cyc is None:
+            name = max(occ, key=occ.get)  # no internal resource: ValueError, as always
+            cyc = occ[name], name
+        return cyc
 
     def cycle(self) -> tuple[float, str]:
         """Steady-state time per item and the internal resource that sets it."""
-        occ = self.occupancy()
-        name = max(occ, key=occ.get)
-        return occ[name], name
+        return self._cycle
+
+    @cached_property
+    def fill(self) -> float:
+        """Time of one item through every stage (sum of the stage times)."""
+        self._derive()
+        return self.__dict__["fill"]
 
     def makespan(self, items: float) -> float:
         if items <= 0:
             return 0.0
-        return sum(self.times) + (items - 1) * self.cycle()[0]
+        return self.fill + (items - 1) * self._cycle[0]
 
 
 def single_stage(name: str, time: float) -> Pipe:
-    return Pipe((name,), (time,), ((name,),))
+    p = Pipe((name,), (time,), ((name,),))
+    # what Pipe._derive would compute, without the loop (most tasks are single-stage)
+    p.__dict__.update(_occupancy={name: 0.0 + time}, fill=0 + time, _cycle=(0.0 + time, name))
+    return p
 
 
 @dataclass(frozen=True)
@@ -57,25 +113,68 @@ class Task:
     counts: tuple[tuple[str, float], ...] = ()   # action counts of the whole task (all units)
     limiter: str = ""                   # named physical resource that limits it (set from the pipe if "")
 
-    @property
-    def duration(self) -> float:
-        return self.pipe.makespan(self.items)
+    def derive(self, label: bool = True) -> dict:
+        """duration, tail and occupancy (and bound_by, label) computed at once: the engines need them for
+        every task, once. Returns the instance dict that now holds them. Same arithmetic as the properties."""
+        d = self.__dict__
+        pipe = self.pipe
+        pd = pipe.__dict__
+        if "fill" not in pd:
+            pipe._derive()
+        items = self.items
+        if items > 0:
+            c = pd["_cycle"][0] if "_cycle" in pd else pipe._cycle[0]
+            dur = pd["fill"] + (items - 1) * c
+            tail = dur - items * c
+        else:
+            dur = tail = 0.0
+        d["duration"] = dur
+        d["tail"] = tail
+        res = self.resources
+        if len(res) == 1:
+            d["occupancy"] = ((res[0], dur - tail),)
+        else:
+            d["occupancy"] = tuple({r: (dur - tail if j == 0 else dur) for j, r in enumerate(res)}.items())
+        if label and "label" not in d:
+            if self.limiter:
+                bound = self.limiter
+            elif items > 1:
+                bound = pd["_cycle"][1]
+            elif len(pipe.times) == 1:
+                bound = pipe.names[0]  # max(zip(times, names)) of one stage
+            else:
+                return d  # several stages (or none): let the property compute it
+            d["bound_by"] = bound
+            d["label"] = f"{bound} ({res[0] if len(res) == 1 else ','.join(res)})"
+        return d
 
-    @property
+    @cached_property
+    def duration(self) -> float:
+        return self.derive()["duration"]
+
+    @cached_property
     def tail(self) -> float:
         """Time after the first-stage resource finished its last item (the pipeline drain). A following
         burst on the same resource may start that much before this one ends (its first item overlaps
         our drain): back-to-back bursts cost  sum(stages) + (n1 + n2 - 1) x cycle, as one long burst."""
-        if self.items <= 0:
-            return 0.0
-        return self.duration - self.items * self.pipe.cycle()[0]
+        return self.derive()["tail"]
 
-    @property
+    @cached_property
+    def occupancy(self) -> tuple[tuple[str, float], ...]:
+        """(system resource, seconds it is held): the duration, less the drain (tail) for the first one."""
+        return self.derive()["occupancy"]
+
+    @cached_property
     def bound_by(self) -> str:
         if self.limiter:
             return self.limiter
         return self.pipe.cycle()[1] if self.items > 1 else max(
             zip(self.pipe.times, self.pipe.names, strict=True))[1]
+
+    @cached_property
+    def label(self) -> str:
+        """The breakdown key of this task: limiting resource and the system resources it holds."""
+        return f"{self.bound_by} ({','.join(self.resources)})"
 
 
 @dataclass(frozen=True)
@@ -120,17 +219,22 @@ class Counts:
 def count_actions(node, k: float = 1.0, out: Counts | None = None) -> Counts:
     """Sum of action counts over the program (loops multiply); independent of timing."""
     out = out or Counts()
+    _count(node, k, out.actions)
+    return out
+
+
+def _count(node, k: float, acts: dict[str, float]) -> None:
     if isinstance(node, Task):
-        out.add(dict(node.counts), k)
+        for a, v in dict(node.counts).items():  # a repeated action keeps its last value
+            acts[a] = acts.get(a, 0.0) + v * k
     elif isinstance(node, (Seq, Par)):
         for p in node.parts:
-            count_actions(p, k, out)
+            _count(p, k, acts)
     elif isinstance(node, Loop):
-        count_actions(node.body, k * node.n, out)
+        _count(node.body, k * node.n, acts)
     elif isinstance(node, Pipeline):
-        count_actions(node.a, k * node.n, out)
-        count_actions(node.b, k * node.n, out)
-    return out
+        _count(node.a, k * node.n, acts)
+        _count(node.b, k * node.n, acts)
 
 
 def tasks(node):

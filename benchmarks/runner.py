@@ -1,0 +1,121 @@
+"""`python -m benchmarks`: run every benchmark, print a table against the targets, keep the results.
+
+    python -m benchmarks                 # everything (a few minutes on a loaded 2-core machine)
+    python -m benchmarks --quick         # a fast subset (fewer repetitions, shorter sweeps)
+    python -m benchmarks --only fast,event --no-write
+
+Results go to benchmarks/results/<UTC timestamp>.json and benchmarks/results/latest.json (schema
+`kvnand.benchmarks/1`), the scaling figure to benchmarks/results/scaling.png. Exit code 0 unless a benchmark
+could not run (a missed target is reported, not an error: speed depends on the machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from benchmarks import cases
+from benchmarks.measure import REPO, Result, fmt, load_average
+
+RESULTS = Path(__file__).resolve().parent / "results"
+GROUPS = ("startup", "fast", "scaling", "event", "grid", "report")
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO,
+                             timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=REPO, timeout=10)
+        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def table(results: list[Result]) -> str:
+    head = ("benchmark", "target", "median", "spread: min-max (IQR)", "ratio", "result")
+    rows = []
+    for r in results:
+        cmp_ = "<=" if r.better == "lower" else ">="
+        target = f"{cmp_} {fmt(r.target)} {r.unit}" if r.target is not None else "(info)"
+        verdict = "ERROR" if r.error else {True: "pass", False: "FAIL", None: "-"}[r.passed]
+        rows.append((r.name, target, f"{fmt(r.median)} {r.unit}" if r.samples else "-", r.spread(),
+                     fmt(r.ratio) if r.ratio is not None else "-", verdict))
+    widths = [max(len(str(x[i])) for x in [head, *rows]) for i in range(len(head))]
+    line = "  ".join("-" * w for w in widths)
+    out = ["  ".join(str(c).ljust(w) for c, w in zip(head, widths, strict=True)), line]
+    out += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description="Speed benchmarks of kvnand (issue 9).")
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions and shorter sweeps")
+    ap.add_argument("--no-write", action="store_true", help="print only; write no result files or figure")
+    ap.add_argument("--only", default=",".join(GROUPS), help=f"comma-separated groups of: {', '.join(GROUPS)}")
+    args = ap.parse_args(argv)
+    groups = [g.strip() for g in args.only.split(",") if g.strip()]
+    unknown = [g for g in groups if g not in GROUPS]
+    if unknown:
+        ap.error(f"unknown group(s) {unknown}; known: {', '.join(GROUPS)}")
+
+    started = datetime.now(UTC)
+    load_before = load_average()
+    results: list[Result] = []
+    scaling_data = None
+    failures = 0
+    for g in GROUPS:
+        if g not in groups:
+            continue
+        t0 = time.perf_counter()
+        print(f"[benchmarks] {g} ...", file=sys.stderr, flush=True)
+        try:
+            if g == "scaling":
+                res, scaling_data = cases.scaling(args.quick)
+            else:
+                res = cases.ALL[g](args.quick)
+        except Exception as exc:  # one broken group must not hide the others
+            failures += 1
+            res = [Result(g, "group failed", "", None, error=f"{type(exc).__name__}: {exc}")]
+        results += res
+        print(f"[benchmarks] {g} done in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+
+    load_after = load_average()
+    print(table(results))
+    print(f"\nload average before/after: {load_before} / {load_after} on {os.cpu_count()} CPUs "
+          f"(other processes slow every wall-clock number)")
+    doc = {
+        "schema": "kvnand.benchmarks/1",
+        "timestamp": started.isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "groups": groups,
+        "git": _git_commit(),
+        "host": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
+                 "load_before": load_before, "load_after": load_after},
+        "results": [r.as_dict() for r in results],
+        "scaling": scaling_data,
+    }
+    if not args.no_write:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        stamp = started.strftime("%Y%m%dT%H%M%SZ") + ("-quick" if args.quick else "")
+        text = json.dumps(doc, indent=1)
+        (RESULTS / f"{stamp}.json").write_text(text)
+        (RESULTS / "latest.json").write_text(text)
+        written = [RESULTS / f"{stamp}.json", RESULTS / "latest.json"]
+        if scaling_data is not None:
+            cases.scaling_figure(scaling_data, RESULTS / "scaling.png")
+            written.append(RESULTS / "scaling.png")
+        print("wrote " + ", ".join(str(p.relative_to(REPO)) for p in written))
+    errors = [r for r in results if r.error]
+    return 1 if errors or failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
