@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.measure import PYTHON, REPO, Result, env, kvnand_command, repeat, run_timed
+from benchmarks.measure import PYTHON, Code, Result, env, kvnand_command, repeat, run_timed
 
 # the 8-die design space of dse/kvnand-8die-70b.yaml: C vs D (G2 = 1..7), two models, two precisions, 4 contexts
 GRID_DESIGNS = [("kvnand-c16", {"dies": 8})] + [("kvnand-d", {"dies": 8, "g2_dies": g}) for g in range(1, 8)]
@@ -27,16 +27,17 @@ GRID_CONTEXTS = (1000, 10_000, 30_000, 100_000)
 def import_time(quick: bool) -> list[Result]:
     n = 3 if quick else 7
     out = []
-    base, _ = run_timed([PYTHON, "-c", "pass"], n)
+    plain = env(proposals=False)  # no proposal touches start-up; their sitecustomize would only add imports
+    base, _ = run_timed([PYTHON, "-c", "pass"], n, child_env=plain)
     r = Result("import kvnand", "python -c 'import kvnand' (wall, interpreter start-up included)", "s", 0.5)
-    r.samples, proc = run_timed([PYTHON, "-c", "import kvnand"], n)
+    r.samples, proc = run_timed([PYTHON, "-c", "import kvnand"], n, child_env=plain)
     r.extra["bare_interpreter_s"] = min(base)
     r.extra["importtime_top"] = _importtime("import kvnand")
     if proc.returncode != 0:
         r.error = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
     out.append(r)
     h = Result("kvnand --help", "the console script's --help (wall)", "s", 0.5)
-    h.samples, proc = run_timed(kvnand_command() + ["--help"], n)
+    h.samples, proc = run_timed(kvnand_command() + ["--help"], n, child_env=plain)
     h.extra["importtime_top_cli"] = _importtime("import kvnand.cli")
     if proc.returncode != 0:
         h.error = f"exit {proc.returncode}: {proc.stderr.strip()[-200:]}"
@@ -48,8 +49,9 @@ def _importtime(stmt: str, top: int = 8) -> list[list]:
     """The modules with the largest cumulative import time (us), from python -X importtime."""
     import subprocess
 
-    proc = subprocess.run([PYTHON, "-X", "importtime", "-c", stmt], capture_output=True, text=True, env=env(),
-                          cwd=REPO)
+    proc = subprocess.run([PYTHON, "-X", "importtime", "-c", stmt], capture_output=True, text=True,
+                          env=env(proposals=False),
+                          cwd=Code.root)
     rows = []
     for line in proc.stderr.splitlines():
         m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|(\s*)(\S+)", line)
@@ -66,9 +68,13 @@ def fast_eval(quick: bool) -> list[Result]:
     point = ("kvnand-d", "llama3.1-70b", 100_000)
     kvnand.evaluate(*point)  # configs, model, pint: loaded once (warm)
     r = Result("fast evaluate 70B@100k", "kvnand.evaluate('kvnand-d', 'llama3.1-70b', 100_000), warm", "ms", 1.0)
+    r.extra["kvnand"] = kvnand.__file__
     r.samples = [t * 1e3 for t in repeat(lambda: kvnand.evaluate(*point), n, warmup=10)]
     cpu = repeat(lambda: kvnand.evaluate(*point), max(20, n // 4), clock=time.thread_time)
     r.extra["cpu_median_ms"] = sorted(cpu)[len(cpu) // 2] * 1e3
+    ctx = iter(range(100_001, 200_000))  # a new context every call: nothing point-specific can be reused
+    vary = repeat(lambda: kvnand.evaluate(point[0], point[1], next(ctx)), max(20, n // 4))
+    r.extra["varying_context_median_ms"] = sorted(vary)[len(vary) // 2] * 1e3
     auto = repeat(lambda: kvnand.evaluate("kvnand-d:auto", "llama3.1-70b", 100_000), 5 if quick else 20, warmup=1)
     r.extra["auto_split_median_ms"] = sorted(auto)[len(auto) // 2] * 1e3
     ev = repeat(lambda: kvnand.evaluate(*point, mode="event"), 1 if quick else 3)
@@ -131,7 +137,7 @@ def _event_child(system: str, model: str, context: int, mode: str = "event", tra
     import subprocess
 
     proc = subprocess.run([PYTHON, "-c", _CHILD, system, model, str(context), mode, "1" if trace else "0"],
-                          capture_output=True, text=True, env=env(), cwd=REPO, timeout=1800)
+                          capture_output=True, text=True, env=env(), cwd=Code.root, timeout=1800)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr.strip()[-300:])
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -153,10 +159,11 @@ def event_mode(quick: bool) -> list[Result]:
             continue
         r.samples = [x["seconds"] for x in runs]
         r.extra["latency_s"] = runs[0]["latency_s"]
-        page = _event_child(*point, mode="page")
-        r.extra["page_mode_s"] = page["seconds"]
-        peak.samples += [x["maxrss_mb"] for x in runs] + [page["maxrss_mb"]]
+        peak.samples += [x["maxrss_mb"] for x in runs]
         if not quick:
+            page = _event_child(*point, mode="page")
+            r.extra["page_mode_s"] = page["seconds"]
+            peak.samples.append(page["maxrss_mb"])
             r.extra["tracemalloc_peak_mb"] = _event_child(*point, trace=True)["tracemalloc_peak_mb"]
         out.append(r)
     out.append(peak)
@@ -192,8 +199,8 @@ def grid(quick: bool) -> list[Result]:
                    per_point_us=1e6 * sorted(passes)[len(passes) // 2] / len(points),
                    per_fitting_point_us_upper_bound=1e6 * sorted(passes)[len(passes) // 2] / max(1, fits))
     out = [r]
-    space = REPO / "dse" / "kvnand-8die-70b.yaml"
-    if (REPO / "kvnand" / "dse" / "grid.py").is_file() and space.is_file():
+    space = Code.root / "dse" / "kvnand-8die-70b.yaml"
+    if not quick and (Code.root / "kvnand" / "dse" / "grid.py").is_file() and space.is_file():
         out.append(_dse_grid(space, quick))
     return out
 
@@ -241,7 +248,7 @@ def scaling(quick: bool) -> tuple[list[Result], dict]:
         data["by_context"][mode] = [_median(repeat(lambda c=c, mode=mode: _fits(kvnand.evaluate(
             system, model, c, mode=mode)), n, warmup=1)) for c in contexts]
     with tempfile.TemporaryDirectory(prefix="kvnand-bench-models-") as tmp:
-        cfg = json.loads((REPO / "arch_configs" / "models" / f"{model}.json").read_text())
+        cfg = json.loads((Code.root / "arch_configs" / "models" / f"{model}.json").read_text())
         paths = []
         for n_layers in layers:
             p = Path(tmp) / f"{model}-{n_layers}L.json"

@@ -14,6 +14,8 @@ Two checks:
     python -m benchmarks.equivalence --quick                         # engines only, small grid
     python -m benchmarks.equivalence --baseline-files DIR            # records: this tree vs this tree with
                                                                      # DIR's files (the old versions) laid over it
+    python -m benchmarks.equivalence --baseline-files EMPTY_DIR --install benchmarks.proposals.builder_memo
+                                                                     # a proposed change against the tree as is
 
 `--baseline-files` is the robust form while other people edit the tree: both sides run now, on the same
 builder, presets and loader; only the files in DIR differ (e.g. copies of kvnand/sim/*.py before a change).
@@ -168,6 +170,13 @@ def check_engines(points, out: list[str]) -> int:
                         f"{name}:{label}:fast", out)
                 ca, cb = ref.count_actions(prog), count_actions(prog).actions
                 compare(ca, cb, f"{name}:{label}:counts", out)
+                c = fast.evaluate(prog, with_work=False, with_counts=True)
+                compare(ca, c.counts, f"{name}:{label}:counts in the fast walk", out)
+                # exact: kvnand-d:auto ranks splits by latency() and reports evaluate()
+                compare({"time": b.time, "stage": b.stage, "bound": b.bound, "busy": b.busy},
+                        {"time": c.time, "stage": c.stage, "bound": c.bound, "busy": c.busy},
+                        f"{name}:{label}:with_work=False", out, rel=0.0)
+                compare(b.time, fast.latency(prog), f"{name}:{label}:latency()", out, rel=0.0)
                 if label == "decode":
                     compare(_ref_price(ca, cfg, a.time), list(price(cb, cfg, b.time)), f"{name}:{label}:energy", out)
             else:
@@ -201,11 +210,9 @@ def _ref_price(counts, cfg, seconds):
 # ---------------------------------------------------------------- main
 
 
-def _baseline_records(overlay: Path, quick: bool) -> Path:
-    """Records of a temporary copy of this tree with `overlay`'s files laid over it (in a subprocess)."""
-    import os
+def overlay_tree(overlay: Path) -> Path:
+    """A temporary copy of this tree's kvnand/ with `overlay`'s files laid over it; presets are symlinked."""
     import shutil
-    import subprocess
     import tempfile
 
     repo = Path(__file__).resolve().parent.parent
@@ -214,17 +221,27 @@ def _baseline_records(overlay: Path, quick: bool) -> Path:
     for d in ("arch_configs", "validation", "dse"):
         if (repo / d).exists():
             (tmp / d).symlink_to(repo / d)
-    files = [f for f in overlay.rglob("*") if f.is_file()]
-    for f in files:
+    for f in [f for f in Path(overlay).rglob("*") if f.is_file()]:
         dst = tmp / f.relative_to(overlay)
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(f, dst)
+    return tmp
+
+
+def _baseline_records(overlay: Path, quick: bool) -> Path:
+    """Records of a temporary copy of this tree with `overlay`'s files laid over it (in a subprocess)."""
+    import os
+    import subprocess
+
+    repo = Path(__file__).resolve().parent.parent
+    tmp = overlay_tree(overlay)
     out = tmp / "baseline.json.gz"
     env = {**os.environ, "PYTHONPATH": f"{tmp}{os.pathsep}{repo}"}
     cmd = [sys.executable, "-c", "import kvnand, sys; assert kvnand.__file__.startswith(sys.argv[1]), kvnand.__file__; "
            "from benchmarks.equivalence import run; sys.exit(run(sys.argv[2:]))", str(tmp), "--no-engines",
            "--save", str(out)] + (["--quick"] if quick else [])
-    print(f"baseline: this tree with {len(files)} file(s) of {overlay} laid over it, in {tmp}")
+    n = sum(1 for f in Path(overlay).rglob("*") if f.is_file())
+    print(f"baseline: this tree with {n} file(s) of {overlay} laid over it, in {tmp}")
     subprocess.run(cmd, cwd=tmp, env=env, check=True)  # cwd first on sys.path: the copy, not the repo
     return out
 
@@ -237,7 +254,15 @@ def run(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline-files", type=Path, help="directory of old versions of files (paths relative to "
                     "the repo); records of this tree with them laid over are the reference")
     ap.add_argument("--no-engines", action="store_true", help="skip the engine differential")
+    ap.add_argument("--install", action="append", default=[], metavar="MODULE",
+                    help="call MODULE.install() first (a proposal in benchmarks/proposals: check that it changes no "
+                    "result, e.g. with --baseline-files pointing to an empty directory)")
     args = ap.parse_args(argv)
+    import importlib
+
+    for mod in args.install:
+        importlib.import_module(mod).install()
+        print(f"installed {mod}")
     if args.baseline_files:
         args.against = _baseline_records(args.baseline_files, args.quick)
     points = _grid(args.quick)

@@ -15,6 +15,32 @@ REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
 
+class Code:
+    """Where the measured kvnand lives: this repo, or a copy (`python -m benchmarks --baseline-files DIR`); and
+    the directory of a sitecustomize.py installing proposals in children (`--install`), if any."""
+
+    root: Path = REPO
+    site: Path | None = None
+
+
+def install_proposals(modules: list[str]) -> None:
+    """Apply benchmarks/proposals modules (their install()) here and, through sitecustomize, in every child."""
+    import importlib
+    import tempfile
+
+    for m in modules:
+        importlib.import_module(m).install()
+    Code.site = Path(tempfile.mkdtemp(prefix="kvnand-bench-proposals-"))
+    (Code.site / "sitecustomize.py").write_text(
+        "import importlib\n" + "".join(f"importlib.import_module({m!r}).install()\n" for m in modules))
+
+
+def use_tree(root: Path) -> None:
+    """Measure the kvnand package (and presets) under `root`: first on sys.path here and in every child."""
+    Code.root = Path(root)
+    sys.path.insert(0, str(Code.root))
+
+
 @dataclass
 class Result:
     """One benchmark: a target (`<=` a time or size, `>=` a rate), the samples and what else was learned."""
@@ -100,10 +126,13 @@ def repeat(fn: Callable[[], object], n: int, warmup: int = 0, clock=time.perf_co
     return out
 
 
-def env(**extra: str) -> dict:
-    """The environment of a child: this repo importable, no bytecode writes racing other engineers."""
+def env(proposals: bool = True, **extra: str) -> dict:
+    """The environment of a child: the measured kvnand (and this repo's benchmarks) importable first."""
     e = dict(os.environ)
-    e["PYTHONPATH"] = str(REPO) + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
+    paths = [str(Code.root)] + ([str(REPO)] if Code.root != REPO else [])
+    if proposals and Code.site is not None:
+        paths.insert(0, str(Code.site))
+    e["PYTHONPATH"] = os.pathsep.join(paths + ([e["PYTHONPATH"]] if e.get("PYTHONPATH") else []))
     e.update(extra)
     return e
 
@@ -115,7 +144,7 @@ def run_timed(cmd: list[str], n: int, *, child_env: dict | None = None, cwd: Pat
     proc = None
     for _ in range(n):
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env or env(), cwd=cwd or REPO,
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env or env(), cwd=cwd or Code.root,
                               timeout=timeout)
         times.append(time.perf_counter() - t0)
         if proc.returncode != 0:

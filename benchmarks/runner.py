@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks import cases
-from benchmarks.measure import REPO, Result, fmt, load_average
+from benchmarks.measure import REPO, Code, Result, fmt, install_proposals, load_average, use_tree
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GROUPS = ("startup", "fast", "scaling", "event", "grid", "report")
@@ -60,7 +60,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer repetitions and shorter sweeps")
     ap.add_argument("--no-write", action="store_true", help="print only; write no result files or figure")
     ap.add_argument("--only", default=",".join(GROUPS), help=f"comma-separated groups of: {', '.join(GROUPS)}")
+    ap.add_argument("--baseline-files", type=Path, metavar="DIR",
+                    help="measure a temporary copy of this tree with DIR's files laid over it (e.g. the old versions "
+                    "of optimized files), for before/after numbers under the same load; results get a -baseline "
+                    "suffix and do not replace latest.json")
+    ap.add_argument("--install", action="append", default=[], metavar="MODULE",
+                    help="apply a proposal first (e.g. benchmarks.proposals.units_fastpath: its install(), here and "
+                    "in every child except the start-up ones); results get a -proposals suffix")
     args = ap.parse_args(argv)
+    if args.baseline_files:
+        from benchmarks.equivalence import overlay_tree
+
+        use_tree(overlay_tree(args.baseline_files))
+        print(f"[benchmarks] measuring {Code.root} (this tree + {args.baseline_files})", file=sys.stderr)
+    if args.install:
+        install_proposals(args.install)
+        print(f"[benchmarks] with proposals: {', '.join(args.install)}", file=sys.stderr)
     groups = [g.strip() for g in args.only.split(",") if g.strip()]
     unknown = [g for g in groups if g not in GROUPS]
     if unknown:
@@ -97,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "groups": groups,
         "git": _git_commit(),
+        "tree": None if Code.root == REPO else {"baseline_files": str(args.baseline_files)},
+        "proposals": args.install,
         "host": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
                  "load_before": load_before, "load_after": load_after},
         "results": [r.as_dict() for r in results],
@@ -106,12 +123,17 @@ def main(argv: list[str] | None = None) -> int:
         RESULTS.mkdir(parents=True, exist_ok=True)
         stamp = started.strftime("%Y%m%dT%H%M%SZ") + ("-quick" if args.quick else "")
         text = json.dumps(doc, indent=1)
-        (RESULTS / f"{stamp}.json").write_text(text)
-        (RESULTS / "latest.json").write_text(text)
-        written = [RESULTS / f"{stamp}.json", RESULTS / "latest.json"]
-        if scaling_data is not None:
-            cases.scaling_figure(scaling_data, RESULTS / "scaling.png")
-            written.append(RESULTS / "scaling.png")
+        variant = ("-baseline" if Code.root != REPO else "") + ("-proposals" if args.install else "")
+        if variant:
+            (RESULTS / f"{stamp}{variant}.json").write_text(text)
+            written = [RESULTS / f"{stamp}{variant}.json"]
+        else:
+            (RESULTS / f"{stamp}.json").write_text(text)
+            (RESULTS / "latest.json").write_text(text)
+            written = [RESULTS / f"{stamp}.json", RESULTS / "latest.json"]
+            if scaling_data is not None:
+                cases.scaling_figure(scaling_data, RESULTS / "scaling.png")
+                written.append(RESULTS / "scaling.png")
         print("wrote " + ", ".join(str(p.relative_to(REPO)) for p in written))
     errors = [r for r in results if r.error]
     return 1 if errors or failures else 0

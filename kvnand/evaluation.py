@@ -10,6 +10,7 @@ from functools import lru_cache
 from typing import Any
 
 from kvnand.config.loader import load_system
+from kvnand.energy.tables import price
 from kvnand.errors import InputError
 from kvnand.mapping.capacity import check
 from kvnand.sim import fast
@@ -59,6 +60,13 @@ def evaluate(system: str, model: str, context: int, *, precision: str | None = N
     if system.endswith(":auto"):
         return _auto_split(system.removesuffix(":auto"), model, context, precision, mode, overrides,
                            with_timeline, prefill_tokens)
+    return _evaluate(system, model, context, precision, mode, overrides, with_timeline, prefill_tokens)
+
+
+def _evaluate(system: str, model: str, context: int, precision: str | None, mode: str, overrides: dict,
+              with_timeline: bool, prefill_tokens: int | None, prebuilt: tuple | None = None) -> dict:
+    """evaluate() of a concrete system; `prebuilt` = (builder, decode program) already built for exactly this
+    point (by kvnand-d:auto while ranking splits), so they are not built twice."""
     sys_cfg = load_system(system, overrides)
     spec = _model(model)
     prec = get_precision(precision or sys_cfg.default_precision)
@@ -72,11 +80,12 @@ def evaluate(system: str, model: str, context: int, *, precision: str | None = N
     }
     if fit.oom:
         return record
-    b = Builder(sys_cfg, spec, prec, context)
-    program = b.decode_step()
+    if prebuilt is not None:
+        b, program = prebuilt
+    else:
+        b = Builder(sys_cfg, spec, prec, context)
+        program = b.decode_step()
     latency, stage, bound, busy, tl, counts = _run(program, mode)
-    from kvnand.energy.tables import price
-
     energy, ebreak = price(counts, sys_cfg, latency)
     n_pre = prefill_tokens or context
     # the prefill program does not depend on the builder's context: reuse the decode step's builder (its
@@ -142,15 +151,17 @@ def _split_config(system: str, base, overrides: dict, g2: int):
     return cfg
 
 
-def _split_latency(system, model, context, precision, overrides, base, g2) -> tuple[float | None, int]:
+def _split_latency(system, model, context, precision, overrides, base, g2) -> tuple[float | None, int, tuple]:
     """(decode latency in fast mode, exactly as evaluate() computes it, or None when it is OOM; the split's
-    kv.g2_dies) of one G1/G2 split."""
+    kv.g2_dies; (builder, decode program)) of one G1/G2 split."""
     sys_cfg = _split_config(system, base, overrides, g2)
     spec = _model(model)
     prec = get_precision(precision or sys_cfg.default_precision)
     if check(sys_cfg, spec, prec, context).oom:
-        return None, sys_cfg.kv.g2_dies
-    return fast.latency(Builder(sys_cfg, spec, prec, context).decode_step()), sys_cfg.kv.g2_dies
+        return None, sys_cfg.kv.g2_dies, ()
+    b = Builder(sys_cfg, spec, prec, context)
+    program = b.decode_step()
+    return fast.latency(program), sys_cfg.kv.g2_dies, (b, program)
 
 
 def _auto_split(system, model, context, precision, mode, overrides, with_timeline, prefill_tokens):
@@ -162,11 +173,11 @@ def _auto_split(system, model, context, precision, mode, overrides, with_timelin
     if base.kv.store != "flash_group":
         raise InputError("':auto' picks a G1/G2 split and needs a system with kv.store 'flash_group'",
                          key="system", value=f"{system}:auto", allowed="kvnand-d:auto")
-    best_g2, best_t = None, None
+    best_g2, best_t, best_built = None, None, None
     for g2 in range(1, base.flash.dies):
-        t, g2_dies = _split_latency(system, model, context, precision, overrides, base, g2)
+        t, g2_dies, built = _split_latency(system, model, context, precision, overrides, base, g2)
         if t is not None and (best_t is None or t < best_t):
-            best_g2, best_t = g2_dies, t
+            best_g2, best_t, best_built = g2_dies, t, built
     if best_g2 is None:
         first = evaluate(system, model, context, precision=precision, mode="fast",
                          overrides={**overrides, "g2_dies": 1})
@@ -174,9 +185,9 @@ def _auto_split(system, model, context, precision, mode, overrides, with_timelin
         first["system"] = f"{system}:auto"
         first["oom_reason"] = f"no G1/G2 split fits: {first['oom_reason']}"
         return first
-    final = evaluate(system, model, context, precision=precision, mode=mode,
-                     overrides={**overrides, "g2_dies": best_g2}, with_timeline=with_timeline,
-                     prefill_tokens=prefill_tokens)
+    # the winner's decode program is the one evaluate() would build (same configuration values): reuse it
+    final = _evaluate(system, model, context, precision, mode, {**overrides, "g2_dies": best_g2}, with_timeline,
+                      prefill_tokens, prebuilt=best_built)
     final["system"] = f"{system}:auto"
     final["config"]["split"] = f"{final['config']['g1_dies']}+{best_g2}"
     return final

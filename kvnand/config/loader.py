@@ -38,6 +38,15 @@ def _join(prefix: str, key: Any) -> str:
     return f"{prefix}.{key}" if prefix else str(key)
 
 
+def _printable(text: str) -> str:
+    """A key path for a one-line message: control characters (a newline in a key) shown escaped."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _parent(path: str) -> str:
     if path.endswith("]") and "[" in path:
         return path[: path.rindex("[")]
@@ -65,6 +74,10 @@ def _shown(value: Any) -> Any:
     return _Shown(value)
 
 
+_MAX_NODES = 100_000  # a system with all its parts is a few hundred values
+_MAX_DEPTH = 100  # a system is about 5 levels deep
+
+
 class _LineLoader(yaml.SafeLoader):
     """SafeLoader that remembers the line of every mapping key (as key paths)."""
 
@@ -75,7 +88,8 @@ def _load_yaml_with_lines(text: str, file: str) -> tuple[Any, dict[str, int]]:
 
     def fail(exc: BaseException) -> InputError:
         if isinstance(exc, RecursionError):
-            return InputError("malformed YAML: nested too deeply", file=file)
+            return InputError("malformed YAML: nested too deeply", file=file,
+                              allowed=f"YAML nested at most {_MAX_DEPTH} levels")
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         line = mark.line + 1 if mark is not None else None
         if isinstance(exc, yaml.YAMLError):
@@ -89,7 +103,16 @@ def _load_yaml_with_lines(text: str, file: str) -> tuple[Any, dict[str, int]]:
         return InputError(f"malformed YAML: {problem}", file=file, line=line,
                           allowed="YAML with spaces (no tabs) for indentation, closed brackets and quotes")
 
-    def walk(n, path):
+    budget = [_MAX_NODES]
+
+    def walk(n, path, depth=0):
+        budget[0] -= 1
+        if budget[0] < 0:  # e.g. "billion laughs": aliases of aliases expanding to an enormous tree
+            raise InputError(f"the document expands to more than {_MAX_NODES} values (through YAML aliases?)",
+                             file=file, allowed="a configuration of ordinary size; fewer nested aliases")
+        if depth > _MAX_DEPTH:  # later stages recurse too; stop here with a message, not a RecursionError
+            raise InputError("malformed YAML: nested too deeply", file=file, key=_short(_printable(path)) or None,
+                             line=n.start_mark.line + 1, allowed=f"YAML nested at most {_MAX_DEPTH} levels")
         if isinstance(n, yaml.MappingNode):
             keys: set = set()
             for k, v in n.value:
@@ -98,13 +121,14 @@ def _load_yaml_with_lines(text: str, file: str) -> tuple[Any, dict[str, int]]:
                 if isinstance(k, yaml.ScalarNode) and key != "<<":
                     if (k.tag, key) in keys:
                         raise InputError("duplicate key (YAML would silently keep only the last one)", file=file,
-                                         key=p, line=k.start_mark.line + 1, allowed="each key once per mapping")
+                                         key=_printable(p), line=k.start_mark.line + 1,
+                                         allowed="each key once per mapping")
                     keys.add((k.tag, key))
                 lines.setdefault(p, k.start_mark.line + 1)
-                walk(v, p)
+                walk(v, p, depth + 1)
         elif isinstance(n, yaml.SequenceNode):
             for i, v in enumerate(n.value):
-                walk(v, f"{path}[{i}]")
+                walk(v, f"{path}[{i}]", depth + 1)
 
     try:
         loader = _LineLoader(text)
@@ -156,23 +180,46 @@ class Source:
 
 
 def _read(path: Path) -> tuple[Any, dict[str, int]]:
+    """(data, {key path: line}) of a YAML file; parsed files are cached by (path, mtime, size), copies returned."""
     path = Path(path)
-    if path.is_dir():
+    if _is(path, "dir"):
         raise InputError("is a directory, not a file", file=str(path), allowed="a YAML file")
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read file: {exc.strerror or exc}", file=str(path)) from None
+        st = path.stat()
+    except (OSError, ValueError):
+        return _read_uncached(str(path))  # reports the problem
+    data, lines = _read_cached(str(path), st.st_mtime_ns, st.st_size, st.st_ino)
+    return copy.deepcopy(data), dict(lines)
+
+
+@lru_cache(maxsize=512)
+def _read_cached(path: str, mtime_ns: int, size: int, inode: int) -> tuple[Any, dict[str, int]]:
+    return _read_uncached(path)
+
+
+def _read_uncached(path: str) -> tuple[Any, dict[str, int]]:
+    try:
+        raw = Path(path).read_bytes()
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read file: {getattr(exc, 'strerror', None) or exc}", file=path,
+                         allowed="a readable YAML file") from None
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise InputError(f"not a UTF-8 text file (undecodable byte at offset {exc.start})", file=str(path),
+        raise InputError(f"not a UTF-8 text file (undecodable byte at offset {exc.start})", file=path,
                          allowed="a YAML text file in UTF-8") from None
-    return _load_yaml_with_lines(text, str(path))
+    return _load_yaml_with_lines(text, path)
 
 
 def _looks_like_path(name: str) -> bool:
     return Path(name).suffix in (".yaml", ".yml") or "/" in name or "\\" in name
+
+
+def _is(p: Path, what: str) -> bool:
+    try:
+        return p.is_file() if what == "file" else p.is_dir()
+    except (OSError, ValueError):  # a NUL byte or an over-long name is simply not a file
+        return False
 
 
 def _find(kind_dir: str, name: str, relative_to: Path | None, key: str, file: str, line: int | None = None) -> Path:
@@ -191,16 +238,17 @@ def _find(kind_dir: str, name: str, relative_to: Path | None, key: str, file: st
     else:
         candidates.append(CONFIG_ROOT / kind_dir / f"{name}.yaml")
     for c in candidates:
-        if c.is_file():
+        if _is(c, "file"):
             return c
     if _looks_like_path(name):
-        is_dir = any(c.is_dir() for c in candidates)
+        is_dir = any(_is(c, "dir") for c in candidates)
         problem = f"is a directory, not a {kind} YAML file" if is_dir else f"no such {kind} file"
         if relative_to is None:  # the command line: the file itself is what is wrong
             raise InputError(problem, file=name,
                              allowed=f"an existing {kind} YAML file or a preset name: {', '.join(available)}")
-        raise InputError(problem, file=file, key=key, line=line, value=name, allowed=allowed)
-    raise InputError(f"unknown {kind} preset '{name}'", file=file, key=key, line=line, allowed=allowed)
+        raise InputError(problem, file=file, key=_printable(key), line=line, value=name, allowed=allowed)
+    raise InputError(f"unknown {kind} preset '{_printable(name)}'", file=file, key=_printable(key), line=line,
+                     allowed=allowed)
 
 
 def _check_version(data: dict, file: str, lines: dict[str, int]) -> None:
@@ -258,13 +306,13 @@ def _materialize(over: Any, base: Any, file: Path, prefix: str, origins: dict, o
             name = over["preset"]
             line = own.get(key, (None, None))[1]
             if not isinstance(name, str):
-                raise InputError("'preset' takes a device preset name", file=str(file), key=key, line=line,
+                raise InputError("'preset' takes a device preset name", file=str(file), key=_printable(key), line=line,
                                  value=_shown(name), allowed="a device preset name or a path to a .yaml file")
             dev_path = _find("devices", name, file, key, str(file), line)
             if dev_path.resolve() in seen:
                 chain = " -> ".join(Path(p).name for p in (*seen, dev_path.resolve()))
-                raise InputError(f"circular 'preset' ({chain})", file=str(file), key=key, line=line, value=name,
-                                 allowed="a device preset that does not refer back to this file")
+                raise InputError(f"circular 'preset' ({chain})", file=str(file), key=_printable(key), line=line,
+                                 value=name, allowed="a device preset that does not refer back to this file")
             dev_tree, dev_origins = _resolve(dev_path, "devices", prefix, seen)
             for k in [k for k in origins if _under(k, prefix)]:  # the part is replaced, not merged
                 del origins[k]
@@ -335,11 +383,11 @@ def apply_overrides(tree: dict, overrides: dict[str, Any], file: str) -> dict:
         parts = path.split(".")
         for part in parts[:-1]:
             if not isinstance(node, dict) or part not in node or not isinstance(node[part], dict):
-                raise InputError("--set path does not exist in the resolved config", file=file, key=key,
+                raise InputError("--set path does not exist in the resolved config", file=file, key=_printable(key),
                                  allowed=_set_allowed())
             node = node[part]
         if not isinstance(node, dict):
-            raise InputError("--set path does not exist in the resolved config", file=file, key=key,
+            raise InputError("--set path does not exist in the resolved config", file=file, key=_printable(key),
                              allowed=_set_allowed())
         node[parts[-1]] = value  # a new leaf may set a defaulted field; the schema rejects unknown ones
     return tree
@@ -459,7 +507,7 @@ def _validate(model_cls, tree: dict, src: Source):
             value = None
         file, line = src.where(path)
         extra = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-        raise InputError(msg + extra, file=file, key=path or None, line=line, value=_shown(value),
+        raise InputError(msg + extra, file=file, key=_printable(path) or None, line=line, value=_shown(value),
                          allowed=allowed) from None
 
 
@@ -509,7 +557,7 @@ def _load_system_cached(name_or_path: str, frozen_overrides: tuple):
     if frozen_overrides:
         overrides = dict(frozen_overrides)
         tree = apply_overrides(tree, overrides, src.default_file)
-        _override_origins(src, overrides, lambda k, v: f"{src.default_file} (--set {k}={v})")
+        _override_origins(src, overrides, lambda k, v: f"{src.default_file} (--set {_printable(_short(f'{k}={v}'))})")
     return _validate(System, tree, src)
 
 

@@ -185,7 +185,7 @@ def breakdown(tl: Timeline) -> tuple[dict[str, float], dict[str, float], dict[st
             bound["idle"] = bound.get("idle", 0.0) + gap
         d = s.end - max(t, s.start)  # a burst may start inside its predecessor's drain
         stage[s.task.stage] = stage.get(s.task.stage, 0.0) + d
-        b = f"{s.task.bound_by} ({','.join(s.task.resources)})"
+        b = s.task.label  # "{bound_by} ({resources})", computed once per task
         bound[b] = bound.get(b, 0.0) + d
         t = s.end
     busy: dict[str, float] = {}

@@ -37,18 +37,28 @@ class cached_property:  # noqa: N801 (named after functools.cached_property, whi
         return value
 
 
-# Pipe and Task are frozen (hashable, safe to share between programs); what is derived from their fields is
-# computed once per object (cached_property above). The engines ask for cycle/duration/tail several times
-# per task.
+# The nodes are frozen dataclasses (hashable, safe to share between programs). Two speed-ups, same behaviour:
+# - what is derived from a Pipe's or Task's fields is computed once per object (cached_property above); the
+#   engines need cycle/duration/tail/label of every task;
+# - __init__ stores the fields straight into the instance __dict__ (init=False + a hand-written __init__): the
+#   generated __init__ of a frozen dataclass calls object.__setattr__ once per field, which made building a
+#   program (tens of nodes per evaluation) a visible part of evaluate(). eq, hash, repr, fields() and
+#   dataclasses.replace are the dataclass ones.
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Pipe:
     """Per-item stages: names, durations, and the internal resources each stage holds."""
 
     names: tuple[str, ...]
     times: tuple[float, ...]
     holds: tuple[tuple[str, ...], ...]  # per stage: internal resources held during it
+
+    def __init__(self, names, times, holds):
+        d = self.__dict__
+        d["names"] = names
+        d["times"] = times
+        d["holds"] = holds
 
     def _derive(self) -> None:
         """Occupancy per internal resource, cycle and fill at once (one call per pipe in the engines)."""
@@ -97,13 +107,14 @@ class Pipe:
 
 
 def single_stage(name: str, time: float) -> Pipe:
-    p = Pipe((name,), (time,), ((name,),))
-    # what Pipe._derive would compute, without the loop (most tasks are single-stage)
-    p.__dict__.update(_occupancy={name: 0.0 + time}, fill=0 + time, _cycle=(0.0 + time, name))
+    p = Pipe.__new__(Pipe)
+    # the fields, and what Pipe._derive would compute from them, without the loop (most tasks are single-stage)
+    p.__dict__.update(names=(name,), times=(time,), holds=((name,),), _occupancy={name: 0.0 + time},
+                      fill=0 + time, _cycle=(0.0 + time, name))
     return p
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Task:
     name: str
     stage: str                          # breakdown label (qkv, attention, ffn, ...)
@@ -112,6 +123,16 @@ class Task:
     items: float                        # items on the busiest unit
     counts: tuple[tuple[str, float], ...] = ()   # action counts of the whole task (all units)
     limiter: str = ""                   # named physical resource that limits it (set from the pipe if "")
+
+    def __init__(self, name, stage, resources, pipe, items, counts=(), limiter=""):
+        d = self.__dict__
+        d["name"] = name
+        d["stage"] = stage
+        d["resources"] = resources
+        d["pipe"] = pipe
+        d["items"] = items
+        d["counts"] = counts
+        d["limiter"] = limiter
 
     def derive(self, label: bool = True) -> dict:
         """duration, tail and occupancy (and bound_by, label) computed at once: the engines need them for
@@ -177,26 +198,42 @@ class Task:
         return f"{self.bound_by} ({','.join(self.resources)})"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Seq:
     parts: tuple
     name: str = ""
 
+    def __init__(self, parts, name=""):
+        d = self.__dict__
+        d["parts"] = parts
+        d["name"] = name
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, init=False)
 class Par:
     parts: tuple
     name: str = ""
 
+    def __init__(self, parts, name=""):
+        d = self.__dict__
+        d["parts"] = parts
+        d["name"] = name
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, init=False)
 class Loop:
     body: object
     n: int
     name: str = ""
 
+    def __init__(self, body, n, name=""):
+        d = self.__dict__
+        d["body"] = body
+        d["n"] = n
+        d["name"] = name
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, init=False)
 class Pipeline:
     """n independent iterations of A then B (B(i) needs A(i)); iterations share only resources, so A(i+1)
     overlaps B(i) and B(i) overlaps B(i+1) wherever they use different resources."""
@@ -205,6 +242,13 @@ class Pipeline:
     b: object
     n: int
     name: str = ""
+
+    def __init__(self, a, b, n, name=""):
+        d = self.__dict__
+        d["a"] = a
+        d["b"] = b
+        d["n"] = n
+        d["name"] = name
 
 
 @dataclass

@@ -27,8 +27,13 @@ def graph(
 
         import networkx as nx
 
+        from kvnand.errors import InputError
+
         g = layer_dag(m, precision, context)
         d = os.path.dirname(os.path.abspath(output))
+        if not os.path.isdir(d):
+            raise InputError("the output directory does not exist", key="--output", value=output,
+                             allowed="a file path in an existing directory")
         fd, tmp = tempfile.mkstemp(dir=d, suffix=".graphml.tmp")
         os.close(fd)
         nx.write_graphml(g, tmp)
