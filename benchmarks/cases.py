@@ -27,17 +27,16 @@ GRID_CONTEXTS = (1000, 10_000, 30_000, 100_000)
 def import_time(quick: bool) -> list[Result]:
     n = 3 if quick else 7
     out = []
-    plain = env(proposals=False)  # no proposal touches start-up; their sitecustomize would only add imports
-    base, _ = run_timed([PYTHON, "-c", "pass"], n, child_env=plain)
+    base, _ = run_timed([PYTHON, "-c", "pass"], n)
     r = Result("import kvnand", "python -c 'import kvnand' (wall, interpreter start-up included)", "s", 0.5)
-    r.samples, proc = run_timed([PYTHON, "-c", "import kvnand"], n, child_env=plain)
+    r.samples, proc = run_timed([PYTHON, "-c", "import kvnand"], n)
     r.extra["bare_interpreter_s"] = min(base)
     r.extra["importtime_top"] = _importtime("import kvnand")
     if proc.returncode != 0:
         r.error = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"exit {proc.returncode}"
     out.append(r)
     h = Result("kvnand --help", "the console script's --help (wall)", "s", 0.5)
-    h.samples, proc = run_timed(kvnand_command() + ["--help"], n, child_env=plain)
+    h.samples, proc = run_timed(kvnand_command() + ["--help"], n)
     h.extra["importtime_top_cli"] = _importtime("import kvnand.cli")
     if proc.returncode != 0:
         h.error = f"exit {proc.returncode}: {proc.stderr.strip()[-200:]}"
@@ -49,8 +48,7 @@ def _importtime(stmt: str, top: int = 8) -> list[list]:
     """The modules with the largest cumulative import time (us), from python -X importtime."""
     import subprocess
 
-    proc = subprocess.run([PYTHON, "-X", "importtime", "-c", stmt], capture_output=True, text=True,
-                          env=env(proposals=False),
+    proc = subprocess.run([PYTHON, "-X", "importtime", "-c", stmt], capture_output=True, text=True, env=env(),
                           cwd=Code.root)
     rows = []
     for line in proc.stderr.splitlines():

@@ -254,6 +254,7 @@ def run(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline-files", type=Path, help="directory of old versions of files (paths relative to "
                     "the repo); records of this tree with them laid over are the reference")
     ap.add_argument("--no-engines", action="store_true", help="skip the engine differential")
+    ap.add_argument("--rel", type=float, default=REL, help=f"relative tolerance (default {REL:g}; 0 = bit-identical)")
     ap.add_argument("--install", action="append", default=[], metavar="MODULE",
                     help="call MODULE.install() first (a proposal in benchmarks/proposals: check that it changes no "
                     "result, e.g. with --baseline-files pointing to an empty directory)")
@@ -291,14 +292,15 @@ def run(argv: list[str] | None = None) -> int:
                 print(f"records: {len(missing)} points of {args.against} are not in this grid (skipped)")
             for k, rec in records.items():
                 if k in before:
-                    compare(before[k], rec, k, diffs)
+                    compare(before[k], rec, k, diffs, args.rel)
             print(f"records: {sum(k in before for k in records)} points compared with {args.against}, "
                   f"{len(diffs) - before_n} differences")
     for line in diffs[:40]:
         print("  DIFF", line)
     if len(diffs) > 40:
         print(f"  ... and {len(diffs) - 40} more")
-    print("equivalence:", "OK" if not diffs else "FAILED", f"(tolerance {REL:g} relative)")
+    print("equivalence:", "OK" if not diffs else "FAILED", f"(records: tolerance {args.rel:g} relative; "
+          f"engines: {REL:g})")
     return 0 if not diffs else 1
 
 

@@ -16,23 +16,26 @@ PYTHON = sys.executable
 
 
 class Code:
-    """Where the measured kvnand lives: this repo, or a copy (`python -m benchmarks --baseline-files DIR`); and
-    the directory of a sitecustomize.py installing proposals in children (`--install`), if any."""
+    """Where the measured kvnand lives: this repo, or a copy (`python -m benchmarks --baseline-files DIR`)."""
 
     root: Path = REPO
-    site: Path | None = None
 
 
-def install_proposals(modules: list[str]) -> None:
-    """Apply benchmarks/proposals modules (their install()) here and, through sitecustomize, in every child."""
-    import importlib
+def overlay_tree(overlay: Path) -> Path:
+    """A temporary copy of this tree's kvnand/ with `overlay`'s files laid over it; presets are symlinked."""
+    import shutil
     import tempfile
 
-    for m in modules:
-        importlib.import_module(m).install()
-    Code.site = Path(tempfile.mkdtemp(prefix="kvnand-bench-proposals-"))
-    (Code.site / "sitecustomize.py").write_text(
-        "import importlib\n" + "".join(f"importlib.import_module({m!r}).install()\n" for m in modules))
+    tmp = Path(tempfile.mkdtemp(prefix="kvnand-baseline-"))
+    shutil.copytree(REPO / "kvnand", tmp / "kvnand", ignore=shutil.ignore_patterns("__pycache__"))
+    for d in ("arch_configs", "validation", "dse"):
+        if (REPO / d).exists():
+            (tmp / d).symlink_to(REPO / d)
+    for f in [f for f in Path(overlay).rglob("*") if f.is_file()]:
+        dst = tmp / f.relative_to(overlay)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, dst)
+    return tmp
 
 
 def use_tree(root: Path) -> None:
@@ -126,12 +129,10 @@ def repeat(fn: Callable[[], object], n: int, warmup: int = 0, clock=time.perf_co
     return out
 
 
-def env(proposals: bool = True, **extra: str) -> dict:
+def env(**extra: str) -> dict:
     """The environment of a child: the measured kvnand (and this repo's benchmarks) importable first."""
     e = dict(os.environ)
     paths = [str(Code.root)] + ([str(REPO)] if Code.root != REPO else [])
-    if proposals and Code.site is not None:
-        paths.insert(0, str(Code.site))
     e["PYTHONPATH"] = os.pathsep.join(paths + ([e["PYTHONPATH"]] if e.get("PYTHONPATH") else []))
     e.update(extra)
     return e

@@ -3,10 +3,12 @@
     python -m benchmarks                 # everything (a few minutes on a loaded 2-core machine)
     python -m benchmarks --quick         # a fast subset (fewer repetitions, shorter sweeps)
     python -m benchmarks --only fast,event --no-write
+    python -m benchmarks --baseline-files DIR  # this tree with DIR's files (e.g. old versions) laid over it
 
 Results go to benchmarks/results/<UTC timestamp>.json and benchmarks/results/latest.json (schema
-`kvnand.benchmarks/1`), the scaling figure to benchmarks/results/scaling.png. Exit code 0 unless a benchmark
-could not run (a missed target is reported, not an error: speed depends on the machine).
+`kvnand.benchmarks/1`), the scaling figure to benchmarks/results/scaling.png; a `--baseline-files` run only to
+<UTC timestamp>-baseline.json. Exit code 0 unless a benchmark could not run (a missed target is reported, not an
+error: speed depends on the machine).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks import cases
-from benchmarks.measure import REPO, Code, Result, fmt, install_proposals, load_average, use_tree
+from benchmarks.measure import REPO, Code, Result, fmt, load_average, overlay_tree, use_tree
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GROUPS = ("startup", "fast", "scaling", "event", "grid", "report")
@@ -64,18 +66,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="measure a temporary copy of this tree with DIR's files laid over it (e.g. the old versions "
                     "of optimized files), for before/after numbers under the same load; results get a -baseline "
                     "suffix and do not replace latest.json")
-    ap.add_argument("--install", action="append", default=[], metavar="MODULE",
-                    help="apply a proposal first (e.g. benchmarks.proposals.units_fastpath: its install(), here and "
-                    "in every child except the start-up ones); results get a -proposals suffix")
     args = ap.parse_args(argv)
     if args.baseline_files:
-        from benchmarks.equivalence import overlay_tree
-
         use_tree(overlay_tree(args.baseline_files))
         print(f"[benchmarks] measuring {Code.root} (this tree + {args.baseline_files})", file=sys.stderr)
-    if args.install:
-        install_proposals(args.install)
-        print(f"[benchmarks] with proposals: {', '.join(args.install)}", file=sys.stderr)
     groups = [g.strip() for g in args.only.split(",") if g.strip()]
     unknown = [g for g in groups if g not in GROUPS]
     if unknown:
@@ -113,7 +107,6 @@ def main(argv: list[str] | None = None) -> int:
         "groups": groups,
         "git": _git_commit(),
         "tree": None if Code.root == REPO else {"baseline_files": str(args.baseline_files)},
-        "proposals": args.install,
         "host": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
                  "load_before": load_before, "load_after": load_after},
         "results": [r.as_dict() for r in results],
@@ -123,10 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         RESULTS.mkdir(parents=True, exist_ok=True)
         stamp = started.strftime("%Y%m%dT%H%M%SZ") + ("-quick" if args.quick else "")
         text = json.dumps(doc, indent=1)
-        variant = ("-baseline" if Code.root != REPO else "") + ("-proposals" if args.install else "")
-        if variant:
-            (RESULTS / f"{stamp}{variant}.json").write_text(text)
-            written = [RESULTS / f"{stamp}{variant}.json"]
+        if Code.root != REPO:
+            (RESULTS / f"{stamp}-baseline.json").write_text(text)
+            written = [RESULTS / f"{stamp}-baseline.json"]
         else:
             (RESULTS / f"{stamp}.json").write_text(text)
             (RESULTS / "latest.json").write_text(text)

@@ -50,8 +50,12 @@ def _bottleneck(bound: dict[str, float]) -> str:
 
 def evaluate(system: str, model: str, context: int, *, precision: str | None = None, mode: str = "fast",
              overrides: dict[str, Any] | None = None, with_timeline: bool = False,
-             prefill_tokens: int | None = DEFAULT_PREFILL_TOKENS) -> dict:
-    """Evaluate one point. Returns the record described in DESIGN.md (`kvnand.report/1` results)."""
+             prefill_tokens: int | None = DEFAULT_PREFILL_TOKENS, refresh: str | None = None) -> dict:
+    """Evaluate one point. Returns the record described in DESIGN.md (`kvnand.report/1` results).
+
+    `refresh`: a usage profile (kvnand.reliability.profile, e.g. "continuous"); the read-disturb refresh
+    that profile needs (rewrites of blocks that reach their read limit, amortized per token) is then added
+    to the latency, the energy and both breakdowns. Off by default, as in the papers we compare with."""
     if mode not in MODES:
         raise InputError("unknown mode", key="mode", value=mode, allowed=", ".join(MODES))
     if not isinstance(context, int) or context < 1:
@@ -59,12 +63,14 @@ def evaluate(system: str, model: str, context: int, *, precision: str | None = N
     overrides = dict(overrides or {})
     if system.endswith(":auto"):
         return _auto_split(system.removesuffix(":auto"), model, context, precision, mode, overrides,
-                           with_timeline, prefill_tokens)
-    return _evaluate(system, model, context, precision, mode, overrides, with_timeline, prefill_tokens)
+                           with_timeline, prefill_tokens, refresh)
+    return _evaluate(system, model, context, precision, mode, overrides, with_timeline, prefill_tokens,
+                     refresh=refresh)
 
 
 def _evaluate(system: str, model: str, context: int, precision: str | None, mode: str, overrides: dict,
-              with_timeline: bool, prefill_tokens: int | None, prebuilt: tuple | None = None) -> dict:
+              with_timeline: bool, prefill_tokens: int | None, prebuilt: tuple | None = None,
+              refresh: str | None = None) -> dict:
     """evaluate() of a concrete system; `prebuilt` = (builder, decode program) already built for exactly this
     point (by kvnand-d:auto while ranking splits), so they are not built twice."""
     sys_cfg = load_system(system, overrides)
@@ -87,6 +93,17 @@ def _evaluate(system: str, model: str, context: int, precision: str | None, mode
         program = b.decode_step()
     latency, stage, bound, busy, tl, counts = _run(program, mode)
     energy, ebreak = price(counts, sys_cfg, latency)
+    if refresh:
+        from kvnand.reliability.refresh import refresh_overhead
+
+        r = refresh_overhead(system, model, context, precision,
+                             overrides={**overrides, "profile.tokens_per_s": 1.0 / latency}, profile=refresh)
+        latency += r["seconds_per_token"]
+        energy += r["joules_per_token"]
+        stage = {**stage, "refresh": r["seconds_per_token"]}
+        bound = {**bound, "array program + erase (read-disturb refresh)": r["seconds_per_token"]}
+        ebreak = {**ebreak, "flash refresh": r["joules_per_token"]}
+        record["refresh"] = {"profile": refresh, **{k: v for k, v in r.items() if k != "oom"}}
     n_pre = prefill_tokens or context
     # the prefill program does not depend on the builder's context: reuse the decode step's builder (its
     # KV layout and die groups) when the prompt is the context, as it is by default
@@ -164,12 +181,12 @@ def _split_latency(system, model, context, precision, overrides, base, g2) -> tu
     return fast.latency(program), sys_cfg.kv.g2_dies, (b, program)
 
 
-def _auto_split(system, model, context, precision, mode, overrides, with_timeline, prefill_tokens):
+def _auto_split(system, model, context, precision, mode, overrides, with_timeline, prefill_tokens, refresh):
     """KVNAND-D:auto: every G2 size from 1 to dies-1 (fast mode), the fastest that fits wins.
 
     Candidates are ranked by their fast-mode decode latency alone (no prefill, counts or energy); only the
     winner is evaluated in full, in the requested mode."""
-    base = load_system(system, overrides)
+    base = load_system(system, {**overrides, "g2_dies": 1})  # any valid split: every candidate replaces it
     if base.kv.store != "flash_group":
         raise InputError("':auto' picks a G1/G2 split and needs a system with kv.store 'flash_group'",
                          key="system", value=f"{system}:auto", allowed="kvnand-d:auto")
@@ -187,7 +204,7 @@ def _auto_split(system, model, context, precision, mode, overrides, with_timelin
         return first
     # the winner's decode program is the one evaluate() would build (same configuration values): reuse it
     final = _evaluate(system, model, context, precision, mode, {**overrides, "g2_dies": best_g2}, with_timeline,
-                      prefill_tokens, prebuilt=best_built)
+                      prefill_tokens, prebuilt=best_built, refresh=refresh)
     final["system"] = f"{system}:auto"
     final["config"]["split"] = f"{final['config']['g1_dies']}+{best_g2}"
     return final

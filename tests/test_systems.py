@@ -169,3 +169,20 @@ def test_energy_equals_sum_of_priced_actions_plus_static(system, model, context)
     assert r["energy_j_per_token"] == pytest.approx(dynamic + static, rel=1e-12)
     assert sum(r["energy_breakdown_j"].values()) == pytest.approx(r["energy_j_per_token"], rel=1e-12)
     assert math.isfinite(r["energy_j_per_token"])
+
+
+@pytest.mark.parametrize("system", ["kvnand-c16", "kvnand-d:auto", "base1", "cambricon-llm-s"])
+def test_refresh_profile_adds_its_cost_and_breakdowns_still_add_up(system):
+    plain = kvnand.evaluate(system, "llama3.1-8b", 10_000)
+    r = kvnand.evaluate(system, "llama3.1-8b", 10_000, refresh="continuous")
+    extra = r["refresh"]["seconds_per_token"]
+    assert extra > 0 and r["latency_s"] == pytest.approx(plain["latency_s"] + extra, rel=1e-12)
+    assert r["energy_j_per_token"] == pytest.approx(plain["energy_j_per_token"] + r["refresh"]["joules_per_token"])
+    assert sum(r["breakdown_s"].values()) == pytest.approx(r["latency_s"], rel=1e-9)
+    assert sum(r["energy_breakdown_j"].values()) == pytest.approx(r["energy_j_per_token"], rel=1e-9)
+
+
+def test_tlc_weight_reads_make_refresh_the_bottleneck():
+    # Cambricon-LLM's TLC dies (10^4 reads per block) re-read every weight page each token
+    r = kvnand.evaluate("cambricon-llm-s", "llama2-7b", 1000, refresh="continuous")
+    assert "refresh" in r["bottleneck"]

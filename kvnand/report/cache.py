@@ -51,13 +51,15 @@ class Cache:
         self.hits = 0
 
     def key(self, system: str, model: str, context: int, precision: str | None, mode: str,
-            overrides: dict) -> str:
+            overrides: dict, refresh: str | None = None) -> str:
+        if not self.enabled:
+            return ""  # nothing is stored or looked up: skip the resolve and hash
         tree, src = resolve_system_tree(system.removesuffix(":auto"))
         tree = apply_overrides(tree, overrides, src.default_file)
         spec = dataclasses.asdict(load_model(model))
         return hashlib.sha256(_canonical({
             "system": system, "tree": tree, "overrides": overrides, "model": spec, "context": context,
-            "precision": precision, "mode": mode, "code": code_fingerprint(),
+            "precision": precision, "mode": mode, "refresh": refresh, "code": code_fingerprint(),
         }).encode()).hexdigest()
 
     def get(self, key: str) -> dict | None:

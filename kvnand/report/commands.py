@@ -89,6 +89,8 @@ def report(
     out: Annotated[Path | None, typer.Option(help="also write report.json and report.csv into this directory")]
     = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="recompute every point (and store nothing)")] = False,
+    refresh: Annotated[str | None, typer.Option(help="add the read-disturb refresh a usage profile needs "
+                                                     "(e.g. continuous, chat) to latency and energy")] = None,
 ):
     """Decode tokens/s, ms/token, J/token, speedups, TTFT and bottleneck over systems x models x contexts.
 
@@ -101,6 +103,10 @@ def report(
     context_list = sweep.parse_contexts(contexts)
     overrides = parse_sets(set_)
     sweep.check_inputs(system_list, model_list, precision, overrides)
+    if refresh is not None:
+        from kvnand.reliability.profile import get_profile
+
+        get_profile(refresh)  # an unknown profile is an InputError before any point runs
     _check_output(plot, "--plot", SUFFIXES)
     _check_output(trace, "--trace")
     if out is not None and out.exists() and not out.is_dir():
@@ -108,7 +114,8 @@ def report(
 
     points = sweep.grid(system_list, model_list, context_list)
     cache = Cache(enabled=not no_cache)
-    results = sweep.run(points, precision=precision, mode=mode.value, overrides=overrides, cache=cache)
+    results = sweep.run(points, precision=precision, mode=mode.value, overrides=overrides, cache=cache,
+                        refresh=refresh)
     trace_json = _trace(points, results, precision, overrides) if trace else None
 
     if format == Format.json:

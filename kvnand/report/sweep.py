@@ -96,7 +96,8 @@ def public(record: dict) -> dict:
     return json.loads(json.dumps({k: v for k, v in record.items() if not k.startswith("_")}, default=float))
 
 
-def run(points: list[Point], *, precision: str | None, mode: str, overrides: dict, cache: Cache) -> list[dict]:
+def run(points: list[Point], *, precision: str | None, mode: str, overrides: dict, cache: Cache,
+        refresh: str | None = None) -> list[dict]:
     """Evaluate every point (cache first); a rich progress bar on stderr when it is a terminal."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -108,13 +109,13 @@ def run(points: list[Point], *, precision: str | None, mode: str, overrides: dic
         task = bar.add_task("report", total=len(points))
         for p in points:
             bar.update(task, description=f"{p.model} {context_label(p.context)} {p.system}")
-            key = cache.key(p.system, p.model, p.context, precision, mode, overrides)
+            key = cache.key(p.system, p.model, p.context, precision, mode, overrides, refresh)
             record = cache.get(key)
             if record is None:
                 from kvnand.evaluation import evaluate
 
                 record = public(evaluate(p.system, p.model, p.context, precision=precision, mode=mode,
-                                         overrides=overrides))
+                                         overrides=overrides, refresh=refresh))
                 cache.put(key, record)
             out.append(record)
             bar.advance(task)

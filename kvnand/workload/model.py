@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from kvnand import paths
@@ -41,11 +42,11 @@ class Matrix:
     def params_per_copy(self) -> int:
         return self.in_dim * self.out_dim + (self.out_dim if self.bias else 0)
 
-    @property
+    @cached_property
     def params(self) -> int:
         return self.experts * self.params_per_copy
 
-    @property
+    @cached_property
     def active_params(self) -> int:
         return self.count_per_token * self.params_per_copy
 
@@ -106,6 +107,10 @@ class ModelSpec:
 
     def matrices(self) -> list[Matrix]:
         """The weight matrices of one decoder layer, in execution order."""
+        return list(self._matrices)
+
+    @cached_property
+    def _matrices(self) -> tuple[Matrix, ...]:  # computed once: every capacity check and program asks
         h, q_dim, kv_dim = self.hidden, self.heads * self.head_dim, self.kv_heads * self.head_dim
         out = [self._matrix("q", h, q_dim), self._matrix("k", h, kv_dim), self._matrix("v", h, kv_dim),
                self._matrix("o", q_dim, h)]
@@ -117,7 +122,7 @@ class ModelSpec:
                     self._matrix("down", self.ffn, h, e, k)]
         else:
             out += [self._matrix("fc1", h, self.ffn), self._matrix("fc2", self.ffn, h)]
-        return out
+        return tuple(out)
 
     def outer_matrices(self) -> list[Matrix]:
         """Matrices applied once per token outside the decoder layers: OPT project_in/out, the LM head."""
@@ -137,12 +142,12 @@ class ModelSpec:
         n += sum(m.params for m in self.outer_matrices() if m.name != "lm_head" or not self.tied_embeddings)
         return n + (self._norm_params if self.final_norm else 0)
 
-    @property
+    @cached_property
     def params(self) -> int:
         per_layer = sum(m.params for m in self.matrices()) + 2 * self._norm_params
         return self._non_layer_params + self.layers * per_layer
 
-    @property
+    @cached_property
     def active_params(self) -> int:
         per_layer = sum(m.active_params for m in self.matrices()) + 2 * self._norm_params
         return self._non_layer_params + self.layers * per_layer
