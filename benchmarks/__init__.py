@@ -1,6 +1,6 @@
 """Speed benchmarks of the simulator itself (issue 9): `python -m benchmarks [--quick] [--no-write]`.
 
 Not run as tests (tests/test_benchmarks_smoke.py only checks that the quick run works). Also here:
-`benchmarks.equivalence` (results must not move when the engines are optimized) and its frozen oracle
-`benchmarks.reference_engines`.
+`python -m benchmarks.equivalence`, which checks that a speed change altered no result (the current tree's
+`kvnand.evaluate` records against a baseline copy of source files, `--baseline-files DIR`, or a saved run).
 """

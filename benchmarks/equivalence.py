@@ -1,24 +1,17 @@
-"""Behaviour check for speed work: results must not move (1e-9 relative) on a grid of systems x models x contexts.
+"""Did a speed change alter any result? Compare `kvnand.evaluate` records on a grid against a baseline.
 
-Two checks:
+The grid is systems (and overrides, kvnand-d:auto) x models x contexts x precisions in fast mode, plus a smaller
+one in event and page modes, OOM points and errors included. Compared: every numeric leaf (1e-9 relative by
+default, `--rel`), the key set and key order of every dict, and every string.
 
-* engines (always, no file needed): on every program of the grid (decode step and prefill), the live fast
-  and event engines, action counting and energy pricing against the frozen pre-optimization copies in
-  `benchmarks.reference_engines`, on the very same program objects. Robust to edits of the builder.
-* records (`--save FILE` before a change, `--against FILE` after): every numeric leaf of every
-  `kvnand.evaluate` record (fast, event and page modes, kvnand-d:auto, overrides, OOM points, errors),
-  key sets and key order of every dict, and every string.
-
+    python -m benchmarks.equivalence --baseline-files DIR            # this tree vs this tree with DIR's files
+                                                                     # (e.g. the old versions) laid over it
     python -m benchmarks.equivalence --save /tmp/before.json.gz      # on the old code
     python -m benchmarks.equivalence --against /tmp/before.json.gz   # on the new code
-    python -m benchmarks.equivalence --quick                         # engines only, small grid
-    python -m benchmarks.equivalence --baseline-files DIR            # records: this tree vs this tree with
-                                                                     # DIR's files (the old versions) laid over it
-    python -m benchmarks.equivalence --baseline-files EMPTY_DIR --install benchmarks.proposals.builder_memo
-                                                                     # a proposed change against the tree as is
 
 `--baseline-files` is the robust form while other people edit the tree: both sides run now, on the same
-builder, presets and loader; only the files in DIR differ (e.g. copies of kvnand/sim/*.py before a change).
+builder, presets and loader; only the files in DIR (paths relative to the repo, e.g. copies of kvnand/sim/*.py
+before a change) differ. `--quick` uses a small grid.
 
 Exit code 0 when everything matches, 1 otherwise (the first differences are printed).
 """
@@ -117,129 +110,19 @@ def compare(a, b, path: str, out: list[str], rel: float = REL) -> None:
         out.append(f"{path}: {a!r} vs {b!r}")
 
 
-# ---------------------------------------------------------------- engine differential
-
-
-def _programs(point):
-    """(system config, decode program, prefill program) as evaluate() builds them, or None when OOM."""
-    from kvnand.config.loader import load_system
-    from kvnand.mapping.capacity import check
-    from kvnand.systems.builder import Builder
-    from kvnand.workload.model import load_model
-    from kvnand.workload.precision import get_precision
-
-    s, m, c, p, mode, ov = point
-    if s.endswith(":auto"):
-        return None
-    try:
-        cfg = load_system(s, ov)
-    except Exception:
-        return None
-    spec = load_model(m)
-    prec = get_precision(p or cfg.default_precision)
-    if check(cfg, spec, prec, c).oom:
-        return None
-    return cfg, Builder(cfg, spec, prec, c).decode_step(), Builder(cfg, spec, prec, c).prefill(c)
-
-
-def check_engines(points, out: list[str]) -> int:
-    """Live engines vs the reference copies on the same programs; returns the number of programs checked."""
-    from benchmarks import reference_engines as ref
-    from kvnand.energy.tables import price
-    from kvnand.sim import event, fast
-    from kvnand.sim.program import count_actions
-
-    n = 0
-    seen = set()
-    for point in points:
-        key = (point[0], point[1], point[2], point[3], json.dumps(point[5], sort_keys=True), point[4])
-        if key in seen:
-            continue
-        seen.add(key)
-        built = _programs(point)
-        if built is None:
-            continue
-        cfg, decode, prefill = built
-        name = _key(point)
-        for label, prog in (("decode", decode), ("prefill", prefill)):
-            n += 1
-            if point[4] == "fast":
-                a, b = ref.fast_evaluate(prog), fast.evaluate(prog)
-                compare({"time": a.time, "stage": a.stage, "bound": a.bound, "busy": a.busy},
-                        {"time": b.time, "stage": b.stage, "bound": b.bound, "busy": b.busy},
-                        f"{name}:{label}:fast", out)
-                ca, cb = ref.count_actions(prog), count_actions(prog).actions
-                compare(ca, cb, f"{name}:{label}:counts", out)
-                c = fast.evaluate(prog, with_work=False, with_counts=True)
-                compare(ca, c.counts, f"{name}:{label}:counts in the fast walk", out)
-                # exact: kvnand-d:auto ranks splits by latency() and reports evaluate()
-                compare({"time": b.time, "stage": b.stage, "bound": b.bound, "busy": b.busy},
-                        {"time": c.time, "stage": c.stage, "bound": c.bound, "busy": c.busy},
-                        f"{name}:{label}:with_work=False", out, rel=0.0)
-                compare(b.time, fast.latency(prog), f"{name}:{label}:latency()", out, rel=0.0)
-                if label == "decode":
-                    compare(_ref_price(ca, cfg, a.time), list(price(cb, cfg, b.time)), f"{name}:{label}:energy", out)
-            else:
-                page = point[4] == "page"
-                items = ref.simulate(prog, page_level=page)
-                tl = event.simulate(prog, page_level=page)
-                compare({"makespan": ref.makespan_of(items), "bd": list(ref.breakdown(items)),
-                         "starts": [s.start for s in items], "ends": [s.end for s in items],
-                         "preds": [s.pred for s in items]},
-                        {"makespan": tl.makespan, "bd": list(event.breakdown(tl)),
-                         "starts": [s.start for s in tl.items], "ends": [s.end for s in tl.items],
-                         "preds": [s.pred for s in tl.items]},
-                        f"{name}:{label}:{point[4]}", out)
-    return n
-
-
-def _ref_price(counts, cfg, seconds):
-    """energy.tables.price as it was: the table rebuilt from the config on every call."""
-    from kvnand.energy.tables import action_prices, static_power
-
-    prices = action_prices(cfg)
-    by: dict[str, float] = {}
-    for action, n in counts.items():
-        e, comp = prices[action]
-        by[comp] = by.get(comp, 0.0) + n * e
-    for comp, w in static_power(cfg).items():
-        by[comp] = by.get(comp, 0.0) + w * seconds
-    return [sum(by.values()), by]
-
-
-# ---------------------------------------------------------------- main
-
-
-def overlay_tree(overlay: Path) -> Path:
-    """A temporary copy of this tree's kvnand/ with `overlay`'s files laid over it; presets are symlinked."""
-    import shutil
-    import tempfile
-
-    repo = Path(__file__).resolve().parent.parent
-    tmp = Path(tempfile.mkdtemp(prefix="kvnand-baseline-"))
-    shutil.copytree(repo / "kvnand", tmp / "kvnand", ignore=shutil.ignore_patterns("__pycache__"))
-    for d in ("arch_configs", "validation", "dse"):
-        if (repo / d).exists():
-            (tmp / d).symlink_to(repo / d)
-    for f in [f for f in Path(overlay).rglob("*") if f.is_file()]:
-        dst = tmp / f.relative_to(overlay)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(f, dst)
-    return tmp
-
-
 def _baseline_records(overlay: Path, quick: bool) -> Path:
     """Records of a temporary copy of this tree with `overlay`'s files laid over it (in a subprocess)."""
     import os
     import subprocess
 
-    repo = Path(__file__).resolve().parent.parent
+    from benchmarks.measure import REPO, overlay_tree
+
     tmp = overlay_tree(overlay)
     out = tmp / "baseline.json.gz"
-    env = {**os.environ, "PYTHONPATH": f"{tmp}{os.pathsep}{repo}"}
+    env = {**os.environ, "PYTHONPATH": f"{tmp}{os.pathsep}{REPO}"}
     cmd = [sys.executable, "-c", "import kvnand, sys; assert kvnand.__file__.startswith(sys.argv[1]), kvnand.__file__; "
-           "from benchmarks.equivalence import run; sys.exit(run(sys.argv[2:]))", str(tmp), "--no-engines",
-           "--save", str(out)] + (["--quick"] if quick else [])
+           "from benchmarks.equivalence import run; sys.exit(run(sys.argv[2:]))", str(tmp), "--save",
+           str(out)] + (["--quick"] if quick else [])
     n = sum(1 for f in Path(overlay).rglob("*") if f.is_file())
     print(f"baseline: this tree with {n} file(s) of {overlay} laid over it, in {tmp}")
     subprocess.run(cmd, cwd=tmp, env=env, check=True)  # cwd first on sys.path: the copy, not the repo
@@ -248,59 +131,46 @@ def _baseline_records(overlay: Path, quick: bool) -> Path:
 
 def run(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.equivalence", description=__doc__.splitlines()[0])
-    ap.add_argument("--save", type=Path, help="write the records of the grid to FILE (.json or .json.gz)")
-    ap.add_argument("--against", type=Path, help="compare the records of the grid with FILE")
+    ap.add_argument("--save", type=Path, metavar="FILE",
+                    help="write the records of the grid to FILE (.json or .json.gz)")
+    ap.add_argument("--against", type=Path, metavar="FILE", help="compare the records of the grid with FILE")
     ap.add_argument("--quick", action="store_true", help="a small grid")
-    ap.add_argument("--baseline-files", type=Path, help="directory of old versions of files (paths relative to "
-                    "the repo); records of this tree with them laid over are the reference")
-    ap.add_argument("--no-engines", action="store_true", help="skip the engine differential")
+    ap.add_argument("--baseline-files", type=Path, metavar="DIR",
+                    help="directory of old versions of files (paths relative to the repo); records of this tree with "
+                    "them laid over are the reference")
     ap.add_argument("--rel", type=float, default=REL, help=f"relative tolerance (default {REL:g}; 0 = bit-identical)")
-    ap.add_argument("--install", action="append", default=[], metavar="MODULE",
-                    help="call MODULE.install() first (a proposal in benchmarks/proposals: check that it changes no "
-                    "result, e.g. with --baseline-files pointing to an empty directory)")
     args = ap.parse_args(argv)
-    import importlib
-
-    for mod in args.install:
-        importlib.import_module(mod).install()
-        print(f"installed {mod}")
+    if not (args.save or args.against or args.baseline_files):
+        ap.error("nothing to do: give --baseline-files DIR, --save FILE or --against FILE")
     if args.baseline_files:
         args.against = _baseline_records(args.baseline_files, args.quick)
     points = _grid(args.quick)
     diffs: list[str] = []
     t0 = time.perf_counter()
-    if not args.no_engines:
-        n = check_engines(points, diffs)
-        print(f"engines: {n} programs checked against benchmarks/reference_engines.py, "
-              f"{len(diffs)} differences ({time.perf_counter() - t0:.1f} s)")
-    if args.save or args.against:
-        t1 = time.perf_counter()
-        records = {_key(p): _record(p) for p in points}
-        print(f"records: {len(records)} points evaluated ({time.perf_counter() - t1:.1f} s)")
-        if args.save:
-            opener = gzip.open if args.save.suffix == ".gz" else open
-            with opener(args.save, "wt", encoding="utf-8") as f:
-                json.dump(records, f)
-            print(f"records: wrote {args.save}")
-        if args.against:
-            opener = gzip.open if args.against.suffix == ".gz" else open
-            with opener(args.against, "rt", encoding="utf-8") as f:
-                before = json.load(f)
-            before_n = len(diffs)
-            missing = [k for k in before if k not in records]
-            if missing:
-                print(f"records: {len(missing)} points of {args.against} are not in this grid (skipped)")
-            for k, rec in records.items():
-                if k in before:
-                    compare(before[k], rec, k, diffs, args.rel)
-            print(f"records: {sum(k in before for k in records)} points compared with {args.against}, "
-                  f"{len(diffs) - before_n} differences")
+    records = {_key(p): _record(p) for p in points}
+    print(f"records: {len(records)} points evaluated ({time.perf_counter() - t0:.1f} s)")
+    if args.save:
+        opener = gzip.open if args.save.suffix == ".gz" else open
+        with opener(args.save, "wt", encoding="utf-8") as f:
+            json.dump(records, f)
+        print(f"records: wrote {args.save}")
+    if args.against:
+        opener = gzip.open if args.against.suffix == ".gz" else open
+        with opener(args.against, "rt", encoding="utf-8") as f:
+            before = json.load(f)
+        missing = [k for k in before if k not in records]
+        if missing:
+            print(f"records: {len(missing)} points of {args.against} are not in this grid (skipped)")
+        for k, rec in records.items():
+            if k in before:
+                compare(before[k], rec, k, diffs, args.rel)
+        print(f"records: {sum(k in before for k in records)} points compared with {args.against}, "
+              f"{len(diffs)} differences")
     for line in diffs[:40]:
         print("  DIFF", line)
     if len(diffs) > 40:
         print(f"  ... and {len(diffs) - 40} more")
-    print("equivalence:", "OK" if not diffs else "FAILED", f"(records: tolerance {args.rel:g} relative; "
-          f"engines: {REL:g})")
+    print("equivalence:", "OK" if not diffs else "FAILED", f"(tolerance {args.rel:g} relative)")
     return 0 if not diffs else 1
 
 

@@ -1,6 +1,6 @@
 """`python -m benchmarks`: run every benchmark, print a table against the targets, keep the results.
 
-    python -m benchmarks                 # everything (a few minutes on a loaded 2-core machine)
+    python -m benchmarks                 # everything (about a minute on a 2-core machine)
     python -m benchmarks --quick         # a fast subset (fewer repetitions, shorter sweeps)
     python -m benchmarks --only fast,event --no-write
     python -m benchmarks --baseline-files DIR  # this tree with DIR's files (e.g. old versions) laid over it
