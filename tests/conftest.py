@@ -9,6 +9,7 @@ import shlex
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -112,3 +113,29 @@ def postgres_url():
             except RuntimeError:
                 pass  # already gone; the directory is removed either way
         shutil.rmtree(base, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The kvnand command in-process (tests of report, trace, reliability): the real exit-code path of cli.main.
+# ---------------------------------------------------------------------------------------------------------
+@pytest.fixture
+def kvnand_cli(tmp_path, monkeypatch, capsys):
+    """`kvnand_cli(*args)` runs `kvnand ARGS` in a fresh working directory with its own result cache and
+    returns (exit code, stdout, stderr)."""
+    from kvnand import cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KVNAND_CACHE_DIR", str(tmp_path / "cache"))
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["kvnand", *args])
+        capsys.readouterr()
+        try:
+            cli.main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from collections import Counter
 from fractions import Fraction
 
 import pytest
 
-from kvnand import cli
 from kvnand.config.loader import load_system
 from kvnand.errors import InputError
 from kvnand.mapping.kv import KvLayout, enumerate_layout
@@ -196,18 +194,8 @@ def test_profiles_and_sessions():
 
 # ------------------------------------------------------------------ CLI
 @pytest.fixture
-def run(monkeypatch, capsys):
-    def _run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["kvnand", "reliability", *args])
-        capsys.readouterr()
-        try:
-            cli.main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code
-        return code, *capsys.readouterr()
-
-    return _run
+def run(kvnand_cli):
+    return lambda *args: kvnand_cli("reliability", *args)
 
 
 def test_cli_json(run):

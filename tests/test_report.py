@@ -6,12 +6,10 @@ import csv
 import io
 import json
 import math
-import sys
 import time
 
 import pytest
 
-from kvnand import cli
 from kvnand.errors import InputError
 from kvnand.report import cache as cache_mod
 from kvnand.report.sweep import context_label, parse_contexts
@@ -23,23 +21,9 @@ RECORD_KEYS = {"system", "model", "context", "precision", "oom", "oom_reason", "
 
 
 @pytest.fixture
-def run(tmp_path, monkeypatch, capsys):
-    """Run `kvnand ARGS` in-process through cli.main (the real exit-code path); -> (code, stdout, stderr)."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("KVNAND_CACHE_DIR", str(tmp_path / "cache"))
-
-    def _run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["kvnand", "report", *args])
-        capsys.readouterr()
-        try:
-            cli.main()
-            code = 0
-        except SystemExit as exc:
-            code = exc.code
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return _run
+def run(kvnand_cli):
+    """Run `kvnand report ARGS` in-process through cli.main (the real exit-code path); -> (code, stdout, stderr)."""
+    return lambda *args: kvnand_cli("report", *args)
 
 
 def _json(run, *args) -> list[dict]:

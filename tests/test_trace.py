@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections import defaultdict
 
 import pytest
 
-from kvnand import cli
 from kvnand.evaluation import evaluate
 from kvnand.report.trace import CRITICAL, chrome_trace
 
@@ -57,22 +55,10 @@ def test_critical_path_track_spans_the_step(traced):
     assert sum(e["dur"] for e in crit) / 1e6 == pytest.approx(r["latency_s"], rel=1e-6)
 
 
-def _cli(monkeypatch, capsys, tmp_path, *args) -> tuple[int, str]:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("KVNAND_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(sys, "argv", ["kvnand", "report", "--format", "json", *args])
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    return code, capsys.readouterr().err
-
-
-def test_cli_trace_skips_an_oom_first_point(monkeypatch, capsys, tmp_path):
+def test_cli_trace_skips_an_oom_first_point(kvnand_cli, tmp_path):
     path = tmp_path / "t.json"
-    code, err = _cli(monkeypatch, capsys, tmp_path, "--systems", "base1,kvnand-c16", "--models", "llama2-7b",
-                     "--contexts", "100k", "--trace", str(path))
+    code, _, err = kvnand_cli("report", "--format", "json", "--systems", "base1,kvnand-c16", "--models", "llama2-7b",
+                              "--contexts", "100k", "--trace", str(path))
     assert code == 0, err
     doc = json.loads(path.read_text())
     procs = [e["args"]["name"] for e in doc["traceEvents"] if e["name"] == "process_name"]
@@ -80,8 +66,8 @@ def test_cli_trace_skips_an_oom_first_point(monkeypatch, capsys, tmp_path):
     assert len(_tracks(doc)) > 2
 
 
-def test_cli_trace_with_nothing_that_fits_exits_2_and_writes_nothing(monkeypatch, capsys, tmp_path):
+def test_cli_trace_with_nothing_that_fits_exits_2_and_writes_nothing(kvnand_cli, tmp_path):
     path = tmp_path / "t.json"
-    code, err = _cli(monkeypatch, capsys, tmp_path, "--systems", "base1", "--models", "llama2-7b",
-                     "--contexts", "100k", "--trace", str(path))
+    code, _, err = kvnand_cli("report", "--format", "json", "--systems", "base1", "--models", "llama2-7b",
+                              "--contexts", "100k", "--trace", str(path))
     assert code == 2 and "--trace" in err and not path.exists()

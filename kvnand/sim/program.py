@@ -199,7 +199,7 @@ class Task:
 
 
 @dataclass(frozen=True, init=False)
-class Seq:
+class _Group:
     parts: tuple
     name: str = ""
 
@@ -209,15 +209,12 @@ class Seq:
         d["name"] = name
 
 
-@dataclass(frozen=True, init=False)
-class Par:
-    parts: tuple
-    name: str = ""
+class Seq(_Group):
+    """Parts one after another."""
 
-    def __init__(self, parts, name=""):
-        d = self.__dict__
-        d["parts"] = parts
-        d["name"] = name
+
+class Par(_Group):
+    """Parts together, sharing resources."""
 
 
 @dataclass(frozen=True, init=False)
