@@ -158,3 +158,17 @@ def test_bad_input_exits_2_naming_the_key_and_writes_nothing(run, tmp_path, args
     assert key in err and "Traceback" not in err and err.count("error") == 1
     assert out == ""
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "cache") == []
+
+
+def test_plot_into_a_new_directory_creates_it(run, tmp_path):
+    code, _, err = run("--systems", "kvnand-c16", "--models", "llama3.1-8b", "--contexts", "1k",
+                       "--plot", "out/new/report.png")
+    assert code == 0, err
+    assert (tmp_path / "out" / "new" / "report.png").stat().st_size > 0
+
+
+def test_plot_under_a_file_is_a_clear_error(run, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    code, _, err = run("--systems", "kvnand-c16", "--models", "llama3.1-8b", "--contexts", "1k",
+                       "--plot", "afile/report.png")
+    assert code == 2 and "not a directory" in err and "Traceback" not in err

@@ -19,6 +19,7 @@ from pathlib import Path
 def atomic_path(path: str | Path) -> Iterator[str]:
     """Yield a temporary path beside `path`; on success it replaces `path`, on failure it is removed."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     # created by the writer (not mkstemp), so the file gets the usual umask permissions, not 0600
     tmp = str(path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"))
     try:

@@ -54,8 +54,10 @@ def _check_output(path: Path | None, option: str, suffixes: tuple[str, ...] = ()
         return
     if suffixes and path.suffix.lower() not in suffixes:
         raise InputError("unsupported file type", key=option, value=str(path), allowed=", ".join(suffixes))
-    if not path.parent.is_dir():
-        raise InputError("directory does not exist", key=option, value=str(path.parent))
+    # a missing directory is created when the file is written; an existing non-directory on the way is an error
+    existing = next(p for p in (path.parent, *path.parent.parents) if p.exists())
+    if not existing.is_dir():
+        raise InputError("not a directory", key=option, value=str(existing))
 
 
 def _trace(points: list[sweep.Point], results: list[dict], precision, overrides) -> str:
