@@ -86,15 +86,12 @@ class _Acc:
 def _walk(node, acc: _Acc) -> float:
     """Add `node`'s breakdowns into `acc`; return its time."""
     if isinstance(node, Task):
-        td = node.__dict__
-        if "occupancy" not in td or "label" not in td:
-            node.derive()
-        d = td["duration"]
+        d = node.duration
         stage, bound, busy = acc.stage, acc.bound, acc.busy
         stage[node.stage] = stage.get(node.stage, 0.0) + d
-        label = td["label"] if "label" in td else node.label
+        label = node.label
         bound[label] = bound.get(label, 0.0) + d
-        occ = td["occupancy"]
+        occ = node.occupancy
         for r, o in occ:
             busy[r] = busy.get(r, 0.0) + o
         work = acc.work
@@ -179,12 +176,9 @@ def evaluate(node, *, with_work: bool = True, with_counts: bool = False) -> Eval
 def _time(node, busy: dict) -> float:
     """`_walk` without stage/bound/work: the same arithmetic on the time and busy sums, so the same time."""
     if isinstance(node, Task):
-        td = node.__dict__
-        if "occupancy" not in td:
-            node.derive(label=False)
-        for r, o in td["occupancy"]:
+        for r, o in node.occupancy:
             busy[r] = busy.get(r, 0.0) + o
-        return td["duration"]
+        return node.duration
     if isinstance(node, Seq):
         return sum([_time(p, busy) for p in node.parts])
     if isinstance(node, Loop):

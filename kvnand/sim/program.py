@@ -15,35 +15,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-
-class cached_property:  # noqa: N801 (named after functools.cached_property, which it replaces)
-    """functools.cached_property without its per-access lock (Python 3.11 takes an RLock on every first
-    access, which dominated fast mode: each task is evaluated once per program). Stores the value in the
-    instance __dict__ (so it works on frozen dataclasses); later reads are plain attribute lookups."""
-
-    def __init__(self, func):
-        self.func = func
-        self.attrname = func.__name__
-        self.__doc__ = func.__doc__
-
-    def __set_name__(self, owner, name):
-        self.attrname = name
-
-    def __get__(self, instance, owner=None):
-        if instance is None:
-            return self
-        value = self.func(instance)
-        instance.__dict__[self.attrname] = value
-        return value
-
-
-# The nodes are frozen dataclasses (hashable, safe to share between programs). Two speed-ups, same behaviour:
-# - what is derived from a Pipe's or Task's fields is computed once per object (cached_property above); the
-#   engines need cycle/duration/tail/label of every task;
-# - __init__ stores the fields straight into the instance __dict__ (init=False + a hand-written __init__): the
-#   generated __init__ of a frozen dataclass calls object.__setattr__ once per field, which made building a
-#   program (tens of nodes per evaluation) a visible part of evaluate(). eq, hash, repr, fields() and
-#   dataclasses.replace are the dataclass ones.
+# The nodes are frozen dataclasses (hashable, safe to share between programs). What the engines need of a
+# Pipe or Task (occupancy, cycle, duration, tail, label) is derived once, in __init__, and stored beside the
+# fields in the instance __dict__ (eq, hash, repr, fields() and dataclasses.replace see only the fields).
+# __init__ writes the __dict__ directly: a frozen dataclass's generated __init__ calls object.__setattr__
+# once per field, which made building a program a visible part of evaluate().
 
 
 @dataclass(frozen=True, init=False)
@@ -55,63 +31,34 @@ class Pipe:
     holds: tuple[tuple[str, ...], ...]  # per stage: internal resources held during it
 
     def __init__(self, names, times, holds):
-        d = self.__dict__
-        d["names"] = names
-        d["times"] = times
-        d["holds"] = holds
-
-    def _derive(self) -> None:
-        """Occupancy per internal resource, cycle and fill at once (one call per pipe in the engines)."""
-        occ: dict[str, float] = {}
-        for t, held in zip(self.times, self.holds, strict=True):
-            for r in held:
-                occ[r] = occ.get(r, 0.0) + t
-        d = self.__dict__
-        d["_occupancy"] = occ
-        d["fill"] = sum(self.times)
-        if occ:
-            name = max(occ, key=occ.get)
-            d["_cycle"] = (occ[name], name)
-
-    @cached_property
-    def _occupancy(self) -> dict[str, float]:
-        self._derive()
-        return self.__dict__["_occupancy"]
+        if len(times) == 1:  # most pipes (transfers, NPU ops) are one stage
+            occ = dict.fromkeys(holds[0], times[0])
+        else:
+            occ = {}
+            for t, held in zip(times, holds, strict=True):
+                for r in held:
+                    occ[r] = occ.get(r, 0.0) + t
+        name = max(occ, key=occ.get) if occ else None
+        self.__dict__.update(names=names, times=times, holds=holds, _occupancy=occ, fill=sum(times),
+                             _cycle=(occ[name], name) if occ else None)
 
     def occupancy(self) -> dict[str, float]:
         return dict(self._occupancy)
 
-    @cached_property
-    def _cycle(self) -> tuple[float, str]:
-        occ = self._occupancy
-        cyc = self.__dict__.get("_cycle")
-        if cyc is None:
-            name = max(occ, key=occ.get)  # no internal resource: ValueError, as always
-            cyc = occ[name], name
-        return cyc
-
     def cycle(self) -> tuple[float, str]:
         """Steady-state time per item and the internal resource that sets it."""
+        if self._cycle is None:
+            raise ValueError("a pipe needs at least one internal resource")
         return self._cycle
-
-    @cached_property
-    def fill(self) -> float:
-        """Time of one item through every stage (sum of the stage times)."""
-        self._derive()
-        return self.__dict__["fill"]
 
     def makespan(self, items: float) -> float:
         if items <= 0:
             return 0.0
-        return self.fill + (items - 1) * self._cycle[0]
+        return self.fill + (items - 1) * self.cycle()[0]
 
 
 def single_stage(name: str, time: float) -> Pipe:
-    p = Pipe.__new__(Pipe)
-    # the fields, and what Pipe._derive would compute from them, without the loop (most tasks are single-stage)
-    p.__dict__.update(names=(name,), times=(time,), holds=((name,),), _occupancy={name: 0.0 + time},
-                      fill=0 + time, _cycle=(0.0 + time, name))
-    return p
+    return Pipe((name,), (time,), ((name,),))
 
 
 @dataclass(frozen=True, init=False)
@@ -125,77 +72,32 @@ class Task:
     limiter: str = ""                   # named physical resource that limits it (set from the pipe if "")
 
     def __init__(self, name, stage, resources, pipe, items, counts=(), limiter=""):
-        d = self.__dict__
-        d["name"] = name
-        d["stage"] = stage
-        d["resources"] = resources
-        d["pipe"] = pipe
-        d["items"] = items
-        d["counts"] = counts
-        d["limiter"] = limiter
-
-    def derive(self, label: bool = True) -> dict:
-        """duration, tail and occupancy (and bound_by, label) computed at once: the engines need them for
-        every task, once. Returns the instance dict that now holds them. Same arithmetic as the properties."""
-        d = self.__dict__
-        pipe = self.pipe
-        pd = pipe.__dict__
-        if "fill" not in pd:
-            pipe._derive()
-        items = self.items
         if items > 0:
-            c = pd["_cycle"][0] if "_cycle" in pd else pipe._cycle[0]
-            dur = pd["fill"] + (items - 1) * c
-            tail = dur - items * c
+            cycle = pipe.cycle()[0]
+            duration = pipe.fill + (items - 1) * cycle
+            # the drain: time after the first-stage resource finished its last item. A following burst on the
+            # same resource may start that much before this one ends (its first item overlaps our drain), so
+            # back-to-back bursts cost  sum(stages) + (n1 + n2 - 1) x cycle, as one long burst
+            tail = duration - items * cycle
         else:
-            dur = tail = 0.0
-        d["duration"] = dur
-        d["tail"] = tail
-        res = self.resources
-        if len(res) == 1:
-            d["occupancy"] = ((res[0], dur - tail),)
+            duration = tail = 0.0
+        if limiter:
+            bound_by = limiter
+        elif items > 1:
+            bound_by = pipe.cycle()[1]
+        elif len(pipe.names) == 1:
+            bound_by = pipe.names[0]
         else:
-            d["occupancy"] = tuple({r: (dur - tail if j == 0 else dur) for j, r in enumerate(res)}.items())
-        if label and "label" not in d:
-            if self.limiter:
-                bound = self.limiter
-            elif items > 1:
-                bound = pd["_cycle"][1]
-            elif len(pipe.times) == 1:
-                bound = pipe.names[0]  # max(zip(times, names)) of one stage
-            else:
-                return d  # several stages (or none): let the property compute it
-            d["bound_by"] = bound
-            d["label"] = f"{bound} ({res[0] if len(res) == 1 else ','.join(res)})"
-        return d
-
-    @cached_property
-    def duration(self) -> float:
-        return self.derive()["duration"]
-
-    @cached_property
-    def tail(self) -> float:
-        """Time after the first-stage resource finished its last item (the pipeline drain). A following
-        burst on the same resource may start that much before this one ends (its first item overlaps
-        our drain): back-to-back bursts cost  sum(stages) + (n1 + n2 - 1) x cycle, as one long burst."""
-        return self.derive()["tail"]
-
-    @cached_property
-    def occupancy(self) -> tuple[tuple[str, float], ...]:
-        """(system resource, seconds it is held): the duration, less the drain (tail) for the first one."""
-        return self.derive()["occupancy"]
-
-    @cached_property
-    def bound_by(self) -> str:
-        if self.limiter:
-            return self.limiter
-        return self.pipe.cycle()[1] if self.items > 1 else max(
-            zip(self.pipe.times, self.pipe.names, strict=True))[1]
-
-    @cached_property
-    def label(self) -> str:
-        """The breakdown key of this task: limiting resource and the system resources it holds."""
-        return f"{self.bound_by} ({','.join(self.resources)})"
+            bound_by = max(zip(pipe.times, pipe.names, strict=True))[1]
+        # (system resource, seconds it is held): the duration, less the drain for the first one
+        if len(resources) == 1:
+            occupancy = ((resources[0], duration - tail),)
+        else:
+            occupancy = tuple({r: (duration - tail if j == 0 else duration) for j, r in enumerate(resources)}.items())
+        self.__dict__.update(
+            name=name, stage=stage, resources=resources, pipe=pipe, items=items, counts=counts, limiter=limiter,
+            duration=duration, tail=tail, bound_by=bound_by, occupancy=occupancy,
+            label=f"{bound_by} ({','.join(resources)})")  # the breakdown key of this task
 
 
 @dataclass(frozen=True, init=False)
