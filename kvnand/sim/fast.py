@@ -173,37 +173,6 @@ def evaluate(node, *, with_work: bool = True, with_counts: bool = False) -> Eval
                 acc.counts if acc.counts is not None else {})
 
 
-def _time(node, busy: dict) -> float:
-    """`_walk` without stage/bound/work: the same arithmetic on the time and busy sums, so the same time."""
-    if isinstance(node, Task):
-        for r, o in node.occupancy:
-            busy[r] = busy.get(r, 0.0) + o
-        return node.duration
-    if isinstance(node, Seq):
-        return sum([_time(p, busy) for p in node.parts])
-    if isinstance(node, Loop):
-        sub: dict = {}
-        t = _time(node.body, sub)
-        _add_scaled(busy, sub, node.n)
-        return t * node.n
-    if isinstance(node, Pipeline):
-        sub = {}
-        lat = _time(node.a, sub) + _time(node.b, sub)
-        if node.n <= 1:
-            _add(busy, sub)
-            return lat
-        period = max(sub.values())
-        _add_scaled(busy, sub, node.n)
-        return lat + (node.n - 1) * period
-    if isinstance(node, Par):
-        sub = {}
-        longest_t = max([_time(p, sub) for p in node.parts])
-        res_t = max(sub.values()) if sub else 0.0
-        _add(busy, sub)
-        return res_t if res_t > longest_t * (1 + 1e-12) else longest_t
-    raise TypeError(f"not a program node: {node!r}")
-
-
 def latency(node) -> float:
-    """The time of `evaluate(node)` (bit-identical), without computing the breakdowns."""
-    return _time(node, {})
+    """The time of `evaluate(node)` (for ranking candidates, where the breakdowns are not needed)."""
+    return _walk(node, _Acc(False, None, 1.0))
