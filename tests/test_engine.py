@@ -147,3 +147,13 @@ def test_counts_multiply_through_loops_and_pipelines():
     t = Task("t", "x", ("g",), single_stage("s", 1.0), 1, (("flash.sense_bits", 5.0),))
     prog = Loop(Seq((t, Pipeline(t, t, 3))), 4)
     assert count_actions(prog).actions["flash.sense_bits"] == pytest.approx(4 * 5 * (1 + 3 + 3))
+
+
+def test_plane_logic_area_reproduces_table_i_and_follows_the_pe_configuration():
+    mm2 = 1e-6
+    assert load_system("kvnand-c16").flash.logic.plane_area == pytest.approx(0.0737 * mm2)   # KVNAND Table I
+    assert load_system("base1").flash.logic.plane_area == pytest.approx(0.0708 * mm2)        # Lincoln
+    more_pes = load_system("kvnand-c16", {"fmacs_per_plane": 32}).flash.logic
+    bigger_buffer = load_system("kvnand-c16", {"flash.logic.kv_buffer": "16 KiB"}).flash.logic
+    assert more_pes.plane_area == pytest.approx((0.0737 + 16 * 0.003) * mm2)
+    assert bigger_buffer.plane_area == pytest.approx((0.0737 + 8 * 0.0025) * mm2)

@@ -154,7 +154,10 @@ class IfcLogic(Part):
     kv_buffer: BytesOrZero = 0.0
     global_buffer: BytesOrZero = 0.0
     plane_power: Power = 0.0
-    plane_area: Area = 0.0
+    # per-plane logic area follows the PE configuration (see plane_area)
+    plane_base_area: Area = 0.0         # control and datapath besides the FMACs and the KV buffer
+    fmac_area: Area = 0.0               # one FMAC unit
+    kv_buffer_area_per_kib: Area = 0.0  # SRAM of 1 KiB of per-plane KV buffer
     global_buffer_power: Power = 0.0
     global_buffer_area: Area = 0.0
     mac_energy: Energy = 0.0            # per MAC
@@ -163,6 +166,12 @@ class IfcLogic(Part):
     die_area: Area = 0.0                # array die footprint, for the logic area overhead check
     cores_per_die: int = 0              # >0: shared cores (Cambricon-LLM) instead of per-plane PEs
     core_rate: Annotated[float, _q("ops_rate"), Field(ge=0)] = 0.0  # MAC/s of one shared core
+
+    @property
+    def plane_area(self) -> float:
+        """Logic area of one plane (m^2): base + FMACs x FMAC area + KV buffer x SRAM area per KiB."""
+        return (self.plane_base_area + self.fmacs_per_plane * self.fmac_area
+                + self.kv_buffer / 1024 * self.kv_buffer_area_per_kib)
 
     @model_validator(mode="after")
     def _cores_have_a_rate(self):
@@ -316,8 +325,8 @@ class System(Part):
             logic = self.flash.die.geometry.planes * self.flash.logic.plane_area + self.flash.logic.global_buffer_area
             if logic <= 0:
                 raise ConfigValueError("flash.logic areas must be set when die_area is",
-                                       key="flash.logic.plane_area", value=self.flash.logic.plane_area,
-                                       allowed="an area > 0 such as '0.0737 mm^2', or die_area 0")
+                                       key="flash.logic.fmac_area", value=self.flash.logic.fmac_area,
+                                       allowed="areas > 0 such as fmac_area '0.003 mm^2', or die_area 0")
         return self
 
 
