@@ -124,8 +124,8 @@ def _evaluate(system: str, model: str, context: int, precision: str | None, mode
             "programs_per_token": lay.programs_per_token()[1],
             "partial_programs_per_page": lay.partial_programs_per_page(),
         }
-    if b.info.split_alpha is not None:
-        record["config"]["read_compute_fraction"] = b.info.split_alpha
+    if b.split_alpha is not None:
+        record["config"]["read_compute_fraction"] = b.split_alpha
     if with_timeline:
         record["_timeline"] = tl
         record["_program"] = program

@@ -13,7 +13,6 @@ System resources: "ifc" (the weight dies of a co-located design), "g1"/"g2" (KVN
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 from kvnand.config.schema import System
 from kvnand.hw.flash import FlashGroup
@@ -33,21 +32,10 @@ def heads_per_phase(system: System, model: ModelSpec) -> int:
     return model.kv_heads if system.schedule.head_parallel else 1
 
 
-@dataclass
-class StepInfo:
-    """What the builder decided, for the result record."""
-
-    weight_group: str = ""
-    kv_group: str = ""
-    kv_layout: KvLayout | None = None
-    notes: list[str] = field(default_factory=list)
-    split_alpha: float | None = None
-
-
 class Builder:
     def __init__(self, system: System, model: ModelSpec, precision: Precision, context: int):
         self.s, self.m, self.p, self.L = system, model, precision, context
-        self.info = StepInfo()
+        self.split_alpha: float | None = None  # READ_COMPUTE fraction chosen by _split_gemv, for the record
         s = system
         self.wgroup = self.kvgroup = None
         if s.flash is not None:
@@ -60,10 +48,7 @@ class Builder:
                     self.kvgroup = self.wgroup
         if s.kv.store in ("nand", "csd"):
             self.kvgroup = FlashGroup("nand" if s.kv.store == "nand" else "csd", s.nand, s.nand.dies)
-        self.info.weight_group = self.wgroup.name if self.wgroup else "host"
-        self.info.kv_group = self.kvgroup.name if self.kvgroup else s.kv.store
         self.layout = self._kv_layout()
-        self.info.kv_layout = self.layout
 
     # ------------------------------------------------------------------ helpers
     def _kv_layout(self) -> KvLayout | None:
@@ -77,9 +62,6 @@ class Builder:
                         self.m.head_dim * self.p.kv_bytes, g.page_bytes,
                         split_kv_sets=colocated and self.s.schedule.head_parallel,
                         buffer_per_plane=per_plane, soc_buffer=soc)
-
-    def _channel_rate(self) -> float:
-        return self.s.flash.channel.rate if self.s.flash else self.s.nand.channel.rate
 
     def xfer(self, name: str, stage: str, bytes_per_channel: float, total_bytes: float,
              commands: int = 1) -> Task:
@@ -97,7 +79,8 @@ class Builder:
         """Energy-table prefix of a die group: IFC dies price as 'flash', plain dies as 'nand' or 'csd'."""
         return "flash" if g.name in ("ifc", "g1", "g2") else g.name
 
-    def _sense_counts(self, g: FlashGroup, pages: float, macs: float, prefix: str) -> tuple:
+    def _sense_counts(self, g: FlashGroup, pages: float, macs: float) -> tuple:
+        prefix = self.part(g)
         ecc_bits = pages * g.page_bytes * 8 * (1 + g.array.ecc.codeword_parity / g.array.ecc.codeword_data)
         c = [(f"{prefix}.sense_bits", pages * g.page_bytes * 8), (f"{prefix}.macs", macs)]
         c.append((f"{prefix}.ecc_decode_bits" if g.array.ecc.location == "on_die" else "ctrl.ecc_decode_bits",
@@ -125,7 +108,7 @@ class Builder:
         if where == "flash_pe":
             pages = til.pages_per_die * g.dies
             parts.append(Task(name, stage, (g.name,), g.compute_pipe(til.weights_per_page), til.pages_per_plane,
-                              self._sense_counts(g, pages, macs, "flash")))
+                              self._sense_counts(g, pages, macs)))
         else:
             parts.append(self._split_gemv(name, stage, g, til, macs))
         parts.append(self.xfer(f"{name}.out", stage, out_per_channel, out_dim * psum))
@@ -159,10 +142,10 @@ class Builder:
         t_array = total / array_rate
         limiter = "READ_COMPUTE cores + READ_SLICE channel" if t_split >= t_array else "array sense"
         t = max(t_split, t_array) + die.cell.tR
-        self.info.split_alpha = alpha
+        self.split_alpha = alpha
         all_pages = til.pages_per_die * g.dies
         shipped = (1 - alpha) * all_pages * page
-        counts = self._sense_counts(g, all_pages, macs * alpha, "flash") + (
+        counts = self._sense_counts(g, all_pages, macs * alpha) + (
             ("ch.bits", 8 * (shipped + alpha * all_pages * page * rc_ch_per_byte)),
             ("npu.ops", 2 * macs * (1 - alpha)))
         return Task(name, stage, (g.name, "ch"), single_stage(limiter, t), 1, counts, limiter=limiter)
@@ -202,7 +185,7 @@ class Builder:
 
         def phase(name):
             return Task(name, "attention", (g.name,), g.compute_pipe(macs_per_page), busiest,
-                        self._sense_counts(g, total, macs, "flash"))
+                        self._sense_counts(g, total, macs))
 
         q_bytes = q_heads * m.head_dim * a
         logits = q_heads * L * a
@@ -286,7 +269,7 @@ class Builder:
         return Seq(tuple(parts))
 
     # ------------------------------------------------------------------ a layer, a step
-    def _qkv(self, kv_heads: int, with_input: bool = True):
+    def _qkv(self, kv_heads: int):
         """QKV GEMV of `kv_heads` head groups, split into (input broadcast, compute, rest)."""
         m = self.m
         q_heads = kv_heads * (m.heads // m.kv_heads)
