@@ -78,21 +78,26 @@ def get_profile(profile: str | Profile, overrides: dict | None = None) -> Profil
         if profile not in PROFILES:
             raise InputError("unknown usage profile", key="profile", value=profile, allowed=", ".join(PROFILES))
         profile = PROFILES[profile]
-    changes = {}
-    for key, value in (overrides or {}).items():
-        if not key.startswith("profile."):
-            continue
-        name = key.removeprefix("profile.")
-        if name not in _FIELDS:
-            raise InputError("unknown profile field", key=key, allowed=", ".join(f"profile.{f}" for f in _FIELDS))
-        changes[name] = _number(key, value, integer=name in ("output_tokens", "turns"),
-                                nullable=name == "tokens_per_s")
+    changes = {name: _number(key, value, integer=name in ("output_tokens", "turns"), nullable=name == "tokens_per_s")
+               for name, (key, value) in prefixed(overrides, "profile", _FIELDS, "profile field").items()}
     p = dataclasses.replace(profile, **changes)
     if p.output_tokens < 1 or p.turns < 1 or not 0 < p.hours_per_day <= 24 or p.years <= 0 or (
             p.tokens_per_s is not None and p.tokens_per_s <= 0):
         raise InputError("profile out of range: output_tokens and turns >= 1, 0 < hours_per_day <= 24, years > 0,"
                          " tokens_per_s > 0", key="profile", value=p.name)
     return p
+
+
+def prefixed(overrides: dict | None, prefix: str, names, what: str) -> dict[str, tuple[str, object]]:
+    """The `prefix.NAME` keys of `overrides` as {NAME: (key, value)}; a NAME outside `names` is an InputError."""
+    out = {}
+    for key, value in (overrides or {}).items():
+        if key.startswith(prefix + "."):
+            name = key.removeprefix(prefix + ".")
+            if name not in names:
+                raise InputError(f"unknown {what}", key=key, allowed=", ".join(f"{prefix}.{n}" for n in names))
+            out[name] = (key, value)
+    return out
 
 
 def _number(key: str, value, *, integer: bool, nullable: bool):

@@ -27,7 +27,7 @@ from kvnand.energy.tables import price
 from kvnand.errors import InputError
 from kvnand.reliability import ecc as ecc_model
 from kvnand.reliability.disturb import GroupStress, Workload, workload
-from kvnand.reliability.profile import Profile
+from kvnand.reliability.profile import Profile, prefixed
 from kvnand.systems.builder import Builder
 
 TRIGGERS = ("reads", "rber")
@@ -43,14 +43,9 @@ class RefreshPolicy:
 
 def get_policy(overrides: dict | None = None) -> RefreshPolicy:
     """The default policy with the `refresh.*` keys of `overrides` applied."""
-    names = {f.name for f in fields(RefreshPolicy)}
     changes = {}
-    for key, value in (overrides or {}).items():
-        if not key.startswith("refresh."):
-            continue
-        name = key.removeprefix("refresh.")
-        if name not in names:
-            raise InputError("unknown refresh setting", key=key, allowed=", ".join(f"refresh.{n}" for n in names))
+    names = [f.name for f in fields(RefreshPolicy)]
+    for name, (key, value) in prefixed(overrides, "refresh", names, "refresh setting").items():
         if name == "trigger":
             if value not in TRIGGERS:
                 raise InputError("unknown refresh trigger", key=key, value=value, allowed=", ".join(TRIGGERS))
