@@ -39,7 +39,6 @@ enforced row fails; tracked rows never fail the run; a bad case file is an Input
 from __future__ import annotations
 
 import math
-import re
 import sys
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -49,6 +48,7 @@ from typing import Annotated, Any
 import typer
 
 from kvnand.errors import InputError
+from kvnand.report.sweep import parse_context
 
 SCHEMA = "kvnand.validate/1"
 
@@ -114,24 +114,8 @@ def judge(simulated: Any, expected: Any, tolerance: float | None, check: str = "
     return err, abs(err) <= tol + 1e-12
 
 
-_CTX = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(k|K|M|Ki|Mi)?\s*$")
-_MULT = {None: 1, "k": 1000, "K": 1000, "M": 1000_000, "Ki": 1024, "Mi": 1024 * 1024}
-
-
-def parse_context(v: Any) -> int | None:
-    """128, "1k" (1000), "10K", "100k", "1Ki" (1024) -> tokens; None when not a positive token count."""
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, int):
-        return v if v > 0 else None
-    m = _CTX.match(str(v))
-    if not m:
-        return None
-    n = float(m.group(1)) * _MULT[m.group(2)]
-    return int(n) if n >= 1 and n == int(n) else None
-
-
 def context_label(n: int) -> str:
+    """A case id's context part: "10k" for whole thousands, else the token count."""
     if n >= 1000 and n % 1000 == 0:
         return f"{n // 1000}k"
     return str(n)

@@ -37,15 +37,25 @@ def split_list(text: str, option: str) -> list[str]:
     return list(dict.fromkeys(items))
 
 
+def parse_context(item) -> int | None:
+    """128, "1k" (1000), "10K", "100k", "1Ki" (1024) -> tokens; None when not a positive whole token count."""
+    if isinstance(item, bool):
+        return None
+    if isinstance(item, int):
+        return item if item > 0 else None
+    m = _CONTEXT.fullmatch(str(item).strip())
+    n = float(m.group(1)) * _SCALE[m.group(2) or ""] if m else 0.0
+    return int(n) if n >= 1 and n == int(n) else None
+
+
 def parse_contexts(text: str, option: str = "--contexts") -> list[int]:
     """`128,1k,10k,100k,1Ki` -> [128, 1000, 10000, 100000, 1024] (the paper's "1K" is 1000 tokens)."""
     out = []
     for item in split_list(text, option):
-        m = _CONTEXT.fullmatch(item)
-        n = float(m.group(1)) * _SCALE[m.group(2) or ""] if m else 0.0
-        if n < 1 or n != int(n):
+        n = parse_context(item)
+        if n is None:
             raise InputError("not a context length", key=option, value=item, allowed=CONTEXT_HELP)
-        out.append(int(n))
+        out.append(n)
     return list(dict.fromkeys(out))
 
 
