@@ -71,16 +71,10 @@ def memory_cost(system: str, overrides: dict[str, Any] | None = None) -> dict:
 @lru_cache(maxsize=16)
 def dram_price(device: str = "lpddr5x") -> float:
     """usd_per_byte of a DRAM device preset (arch_configs/devices/<device>.yaml)."""
-    from kvnand.config.loader import Source, _find, _resolve_file, _validate
+    from kvnand.config.loader import load_device
     from kvnand.config.schema import Dram
 
-    path = _find("devices", device, None, "dram", "validation case")
-    src = Source(str(path))
-    tree = _resolve_file(path, "devices", src, "")
-    if tree.pop("kind", "dram") != "dram":
-        raise InputError("not a DRAM device preset", file=str(path), key="kind")
-    tree.pop("schema_version", None)
-    return _validate(Dram, tree, src).usd_per_byte
+    return load_device(device, Dram, "dram").usd_per_byte
 
 
 def dram_equivalent_cost(capacity_bytes: float, device: str = "lpddr5x") -> float:

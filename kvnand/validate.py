@@ -335,7 +335,7 @@ def parse_case(raw: Any, index: int, file: str, systems: list[str], models: list
 
 def load_cases(paths: list[Path] | None = None) -> list[Case]:
     """Every case of the given files/directories (default validation/cases/*.yaml), strictly checked."""
-    from kvnand.config.loader import _load_yaml_with_lines
+    from kvnand.config.loader import read_yaml
 
     files: list[Path] = []
     for p in paths or [default_cases_dir()]:
@@ -352,11 +352,7 @@ def load_cases(paths: list[Path] | None = None) -> list[Case]:
     cases: list[Case] = []
     seen: dict[str, str] = {}
     for f in files:
-        try:
-            text = f.read_text()
-        except OSError as exc:
-            raise InputError(f"cannot read case file: {exc.strerror}", file=str(f)) from None
-        data, _ = _load_yaml_with_lines(text, str(f))
+        data, _ = read_yaml(f)
         if not isinstance(data, dict):
             raise InputError("a case file is a mapping with 'schema_version: 1' and 'cases: [...]'", file=str(f))
         for k in data:

@@ -19,12 +19,12 @@ from hypothesis import strategies as st
 
 from kvnand.config.loader import (
     SHORT_KEYS,
-    _read,
-    _validate,
     apply_overrides,
     load_system,
+    read_yaml,
     resolve_system_tree,
     system_names,
+    validate_tree,
 )
 from kvnand.config.schema import Calibration, System
 from kvnand.errors import InputError
@@ -369,11 +369,11 @@ def test_validation_errors_inside_lists_name_the_index(tmp_path):
                  "    path: a.b\n    applies_to:\n      - kvnand-c16\n      - {x: 1}\n")
     from kvnand.config.loader import Source
 
-    data, lines = _read(f)
+    data, lines = read_yaml(f)
     src = Source(str(f))
     src.add("", str(f), lines)
     with pytest.raises(InputError) as ei:
-        _validate(Calibration, data, src)
+        validate_tree(Calibration, data, src)
     msg = str(ei.value)
     assert "key 'constants.c.applies_to[1]'" in msg and f"{f}:8," in msg and "allowed: a string" in msg, msg
 

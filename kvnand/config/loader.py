@@ -179,7 +179,7 @@ class Source:
         return out
 
 
-def _read(path: Path) -> tuple[Any, dict[str, int]]:
+def read_yaml(path: Path) -> tuple[Any, dict[str, int]]:
     """(data, {key path: line}) of a YAML file; parsed files are cached by (path, mtime, size), copies returned."""
     path = Path(path)
     if _is(path, "dir"):
@@ -265,7 +265,7 @@ def _check_version(data: dict, file: str, lines: dict[str, int]) -> None:
 def _resolve(path: Path, kind_dir: str, prefix: str, seen: tuple) -> tuple[dict, dict[str, tuple[str, int | None]]]:
     """The materialized tree of one preset file (extends and presets merged) and the origin of each key path."""
     file = str(path)
-    data, lines = _read(path)
+    data, lines = read_yaml(path)
     if data is None:
         raise InputError("the file is empty", file=file, allowed=f"a {kind_dir[:-1]} description (a YAML mapping)")
     if not isinstance(data, dict):
@@ -454,7 +454,7 @@ def _allowed_keys(model_cls, loc) -> str:
     return ", ".join(getattr(ann, "model_fields", {}).keys())
 
 
-def _validate(model_cls, tree: dict, src: Source):
+def validate_tree(model_cls, tree: dict, src: Source):
     from pydantic import ValidationError
 
     from kvnand.config.schema import ConfigValueError
@@ -558,7 +558,7 @@ def _load_system_cached(name_or_path: str, frozen_overrides: tuple):
         overrides = dict(frozen_overrides)
         tree = apply_overrides(tree, overrides, src.default_file)
         _override_origins(src, overrides, lambda k, v: f"{src.default_file} (--set {_printable(_short(f'{k}={v}'))})")
-    return _validate(System, tree, src)
+    return validate_tree(System, tree, src)
 
 
 def load_system(name_or_path: str, overrides: dict[str, Any] | None = None):
@@ -568,17 +568,37 @@ def load_system(name_or_path: str, overrides: dict[str, Any] | None = None):
     return _load_system_cached(name_or_path, frozen)
 
 
+def read_source(path: Path) -> tuple[dict, Source]:
+    """A standalone YAML mapping (no extends/presets) and where each of its keys is, for error messages."""
+    data, lines = read_yaml(path)
+    if not isinstance(data, dict):
+        raise InputError("expected a mapping at the top level", file=str(path))
+    src = Source(str(path))
+    src.add("", str(path), lines)
+    return data, src
+
+
+def load_file(path: Path, model_cls):
+    """A standalone YAML file validated against `model_cls`; errors name file, line and key."""
+    return validate_tree(model_cls, *read_source(path))
+
+
+def load_device(name: str, model_cls, kind: str):
+    """A device preset (arch_configs/devices/NAME.yaml, or a path), resolved and validated as `kind`."""
+    path = _find("devices", name, None, kind, "command line")
+    src = Source(str(path))
+    tree = _resolve_file(path, "devices", src, "")
+    if tree.pop("kind", kind) != kind:
+        raise InputError(f"not a {kind} device preset", file=str(path), key="kind")
+    tree.pop("schema_version", None)
+    return validate_tree(model_cls, tree, src)
+
+
 @lru_cache(maxsize=1)
 def load_calibration():
     from kvnand.config.schema import Calibration
 
-    path = CONFIG_ROOT / "calibration.yaml"
-    data, lines = _read(path)
-    src = Source(str(path))
-    src.add("", str(path), lines)
-    if not isinstance(data, dict):
-        raise InputError("expected a mapping at the top level", file=str(path))
-    return _validate(Calibration, data, src)
+    return load_file(CONFIG_ROOT / "calibration.yaml", Calibration)
 
 
 def system_names() -> list[str]:

@@ -310,7 +310,7 @@ class Space:
 # ---------------------------------------------------------------------- loading
 def load_space(path: str | Path) -> Space:
     """Read, validate and check a space file; every problem is one InputError naming file and key."""
-    from kvnand.config.loader import Source, _read, _validate
+    from kvnand.config.loader import read_source, validate_tree
 
     path = Path(path)
     if not path.is_file():
@@ -322,12 +322,8 @@ def load_space(path: str | Path) -> Space:
         else:
             avail = ", ".join(sorted(p.name for p in DSE_ROOT.glob("*.yaml")))
             raise InputError("space file not found", file=str(path), allowed=f"a YAML file, e.g. dse/{{{avail}}}")
-    data, lines = _read(path)
-    if not isinstance(data, dict):
-        raise InputError("expected a mapping at the top level", file=str(path))
-    src = Source(str(path))
-    src.add("", str(path), lines)
-    spec = _validate(SpaceFile, data, src)
+    data, src = read_source(path)
+    spec = validate_tree(SpaceFile, data, src)
     params = {name: _param(name, v, path, src) for name, v in spec.parameters.items()}
     space = Space(spec.model_copy(update={"parameters": params}), str(path), data)
     _check(space, src)
