@@ -148,30 +148,10 @@ def _config_summary(s, overrides) -> dict:
     return out
 
 
-# (id(base config), g2) -> (base, config with kv.g2_dies = g2): the candidates of kvnand-d:auto, derived from
-# the loaded base configuration instead of resolving, overriding and validating the preset once per split
-_SPLITS: dict[tuple[int, int], tuple[Any, Any]] = {}
-
-
-def _split_config(system: str, base, overrides: dict, g2: int):
-    if any(k != "g2_dies" and k.endswith("g2_dies") for k in overrides):
-        # a dotted-path override of kv.g2_dies is applied after the short key: let the loader decide
-        return load_system(system, {**overrides, "g2_dies": g2})
-    hit = _SPLITS.get((id(base), g2))
-    if hit is not None and hit[0] is base:
-        return hit[1]
-    if len(_SPLITS) >= 4096:
-        _SPLITS.clear()
-    # 0 < g2 < dies is what validation checks of kv.g2_dies; nothing else depends on it
-    cfg = base.model_copy(update={"kv": base.kv.model_copy(update={"g2_dies": g2})})
-    _SPLITS[(id(base), g2)] = (base, cfg)
-    return cfg
-
-
-def _split_latency(system, model, context, precision, overrides, base, g2) -> tuple[float | None, int, tuple]:
+def _split_latency(system, model, context, precision, overrides, g2) -> tuple[float | None, int, tuple]:
     """(decode latency in fast mode, exactly as evaluate() computes it, or None when it is OOM; the split's
     kv.g2_dies; (builder, decode program)) of one G1/G2 split."""
-    sys_cfg = _split_config(system, base, overrides, g2)
+    sys_cfg = load_system(system, {**overrides, "g2_dies": g2})
     spec = _model(model)
     prec = get_precision(precision or sys_cfg.default_precision)
     if check(sys_cfg, spec, prec, context).oom:
@@ -192,7 +172,7 @@ def _auto_split(system, model, context, precision, mode, overrides, with_timelin
                          key="system", value=f"{system}:auto", allowed="kvnand-d:auto")
     best_g2, best_t, best_built = None, None, None
     for g2 in range(1, base.flash.dies):
-        t, g2_dies, built = _split_latency(system, model, context, precision, overrides, base, g2)
+        t, g2_dies, built = _split_latency(system, model, context, precision, overrides, g2)
         if t is not None and (best_t is None or t < best_t):
             best_g2, best_t, best_built = g2_dies, t, built
     if best_g2 is None:
