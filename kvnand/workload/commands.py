@@ -22,22 +22,19 @@ def graph(
 
     m = load_model(model)
     if output:
-        import os
-        import tempfile
+        from pathlib import Path
 
         import networkx as nx
 
         from kvnand.errors import InputError
+        from kvnand.report import atomic_path
 
         g = layer_dag(m, precision, context)
-        d = os.path.dirname(os.path.abspath(output))
-        if not os.path.isdir(d):
+        if not Path(output).resolve().parent.is_dir():
             raise InputError("the output directory does not exist", key="--output", value=output,
                              allowed="a file path in an existing directory")
-        fd, tmp = tempfile.mkstemp(dir=d, suffix=".graphml.tmp")
-        os.close(fd)
-        nx.write_graphml(g, tmp)
-        os.replace(tmp, output)  # nothing half-written is left behind
+        with atomic_path(output) as tmp:  # nothing half-written is left behind
+            nx.write_graphml(g, tmp)
         typer.echo(f"wrote {output}: {g.number_of_nodes()} operators, {g.number_of_edges()} edges (one layer)")
         return
     from rich.console import Console
