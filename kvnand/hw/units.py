@@ -6,10 +6,6 @@ from kvnand.config.schema import Dram, Link, Npu
 from kvnand.sim.program import Pipe, single_stage
 
 
-def transfer_pipe(label: str, bytes_: float, rate: float, overhead: float = 0.0) -> Pipe:
-    return single_stage(label, overhead + bytes_ / rate)
-
-
 def dram_rate(dram: Dram) -> float:
     return dram.channels * dram.rate_per_channel
 

@@ -178,17 +178,3 @@ def _count(node, k: float, acts: dict[str, float]) -> None:
     elif isinstance(node, Pipeline):
         _count(node.a, k * node.n, acts)
         _count(node.b, k * node.n, acts)
-
-
-def tasks(node):
-    """Every distinct task object of the program (loops not unrolled)."""
-    if isinstance(node, Task):
-        yield node
-    elif isinstance(node, (Seq, Par)):
-        for p in node.parts:
-            yield from tasks(p)
-    elif isinstance(node, Loop):
-        yield from tasks(node.body)
-    elif isinstance(node, Pipeline):
-        yield from tasks(node.a)
-        yield from tasks(node.b)
