@@ -30,14 +30,15 @@ def _model(name: str):
 
 def _run(program, mode: str, counts: bool = True):
     """(latency, stage breakdown, bound breakdown, busy, timeline or None, action counts or None)"""
+    actions = count_actions(program).actions if counts else None  # counting is independent of timing
     if mode == "fast":
-        ev = fast.evaluate(program, with_work=False, with_counts=counts)  # counts in the same walk
-        return ev.time, ev.stage, ev.bound, ev.busy, None, ev.counts if counts else None
+        ev = fast.evaluate(program, with_work=False)
+        return ev.time, ev.stage, ev.bound, ev.busy, None, actions
     from kvnand.sim import event
 
     tl = event.simulate(program, page_level=(mode == "page"))
     stage, bound, busy = event.breakdown(tl)
-    return tl.makespan, stage, bound, busy, tl, count_actions(program).actions if counts else None
+    return tl.makespan, stage, bound, busy, tl, actions
 
 
 def _bottleneck(bound: dict[str, float]) -> str:

@@ -27,10 +27,6 @@ def _merge(*ds):
     return out
 
 
-def _scale(d, k):
-    return {a: v * k for a, v in d.items()}
-
-
 @dataclass
 class Eval:
     time: float
@@ -38,11 +34,7 @@ class Eval:
     bound: dict = field(default_factory=dict)    # critical-path time by limiting physical resource
     busy: dict = field(default_factory=dict)     # occupancy by system resource
     work: dict = field(default_factory=dict)     # (resource, stage, bound) -> occupancy, for attributing periods
-    counts: dict = field(default_factory=dict)   # action counts (as program.count_actions), when asked for
 
-    def scaled(self, k: float) -> Eval:
-        return Eval(self.time * k, _scale(self.stage, k), _scale(self.bound, k), _scale(self.busy, k),
-                    _scale(self.work, k))
 
 
 def _resource_view(work: dict, resource: str, total: float) -> tuple[dict, dict]:
@@ -68,19 +60,15 @@ def _add_scaled(into: dict, d: dict, k: float) -> None:
 
 
 class _Acc:
-    """Running sums of a subtree: stage, bound, busy and (when someone needs it) work; action counts go
-    straight to the program's total, times `k` (the trip count of the enclosing loops), as count_actions does."""
+    """Running sums of a subtree: stage, bound, busy and (when someone needs it) work."""
 
-    __slots__ = ("stage", "bound", "busy", "work", "counts", "k")
+    __slots__ = ("stage", "bound", "busy", "work")
 
-    def __init__(self, work: bool, counts: dict | None, k: float, busy: dict | None = None,
-                 shared_work: dict | None = None):
+    def __init__(self, work: bool, busy: dict | None = None, shared_work: dict | None = None):
         self.stage: dict = {}
         self.bound: dict = {}
         self.busy: dict = {} if busy is None else busy
         self.work: dict | None = shared_work if shared_work is not None else ({} if work else None)
-        self.counts = counts
-        self.k = k
 
 
 def _walk(node, acc: _Acc) -> float:
@@ -100,16 +88,11 @@ def _walk(node, acc: _Acc) -> float:
             for r, o in occ:
                 key = (r, st, label)
                 work[key] = work.get(key, 0.0) + o
-        counts = acc.counts
-        if counts is not None:
-            k = acc.k
-            for a, v in dict(node.counts).items():  # a repeated action keeps its last value
-                counts[a] = counts.get(a, 0.0) + v * k
         return d
     if isinstance(node, Seq):
         return sum([_walk(p, acc) for p in node.parts])
     if isinstance(node, Loop):
-        sub = _Acc(acc.work is not None, acc.counts, acc.k * node.n)
+        sub = _Acc(acc.work is not None)
         t = _walk(node.body, sub)
         n = node.n
         _add_scaled(acc.stage, sub.stage, n)
@@ -119,7 +102,7 @@ def _walk(node, acc: _Acc) -> float:
             _add_scaled(acc.work, sub.work, n)
         return t * n
     if isinstance(node, Pipeline):
-        sub = _Acc(True, acc.counts, acc.k * node.n)
+        sub = _Acc(True)
         lat = _walk(node.a, sub) + _walk(node.b, sub)
         if node.n <= 1:
             _add(acc.stage, sub.stage)
@@ -144,7 +127,7 @@ def _walk(node, acc: _Acc) -> float:
         work: dict = {}
         parts = []
         for p in node.parts:
-            sub = _Acc(True, acc.counts, acc.k, busy, work)
+            sub = _Acc(True, busy, work)
             parts.append((_walk(p, sub), sub))
         longest_t, longest = max(parts, key=lambda p: p[0])
         res, res_t = max(busy.items(), key=lambda kv: kv[1]) if busy else ("", 0.0)
@@ -162,17 +145,15 @@ def _walk(node, acc: _Acc) -> float:
     raise TypeError(f"not a program node: {node!r}")
 
 
-def evaluate(node, *, with_work: bool = True, with_counts: bool = False) -> Eval:
+def evaluate(node, *, with_work: bool = True) -> Eval:
     """Time, critical-path breakdowns by stage and by limiting resource, and busy time per resource.
 
-    `with_work=False` leaves `Eval.work` empty at the top level (it is only needed inside Par/Pipeline);
-    `with_counts=True` fills `Eval.counts` with `count_actions(node).actions` (same sums) in the same walk."""
-    acc = _Acc(with_work, {} if with_counts else None, 1.0)
+    `with_work=False` leaves `Eval.work` empty at the top level (it is only needed inside Par/Pipeline)."""
+    acc = _Acc(with_work)
     t = _walk(node, acc)
-    return Eval(t, acc.stage, acc.bound, acc.busy, acc.work if acc.work is not None else {},
-                acc.counts if acc.counts is not None else {})
+    return Eval(t, acc.stage, acc.bound, acc.busy, acc.work if acc.work is not None else {})
 
 
 def latency(node) -> float:
     """The time of `evaluate(node)` (for ranking candidates, where the breakdowns are not needed)."""
-    return _walk(node, _Acc(False, None, 1.0))
+    return _walk(node, _Acc(False))
