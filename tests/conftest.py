@@ -139,3 +139,25 @@ def kvnand_cli(tmp_path, monkeypatch, capsys):
         return code, out, err
 
     return run
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Golden result records (tests/test_golden.py). `pytest --regen-golden` rewrites them before any test runs;
+# nothing else ever does (a missing or stale golden file fails the tests instead).
+# ---------------------------------------------------------------------------------------------------------
+def pytest_addoption(parser):
+    parser.addoption("--regen-golden", action="store_true", default=False,
+                     help="re-evaluate every golden case and rewrite tests/golden/*.json, then run the tests")
+
+
+def pytest_sessionstart(session):
+    if session.config.getoption("--regen-golden"):
+        from golden import regenerate
+
+        regenerate(log=lambda line: None)
+
+
+def pytest_report_header(config):
+    if config.getoption("--regen-golden"):
+        return "golden records: tests/golden/*.json regenerated (--regen-golden)"
+    return None
