@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow  # runs the whole quick benchmark suite in a subprocess
 def test_quick_benchmarks_run_and_print_the_table(tmp_path):
     env = {**os.environ, "KVNAND_CACHE_DIR": str(tmp_path / "cache")}
     env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")

@@ -443,6 +443,7 @@ def _documents(draw):
     return yaml.safe_dump(doc, allow_unicode=True)
 
 
+@pytest.mark.slow  # 200 generated YAML documents, each loaded from a file
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_documents())
 def test_fuzz_yaml_documents_only_raise_input_error(tmp_path_factory, text):

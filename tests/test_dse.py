@@ -56,6 +56,7 @@ def test_shipped_spaces_load():
     assert d.system == "kvnand-c16" and dict(d.overrides)["flash.die.cell.mode"] == "SLC"
 
 
+@pytest.mark.slow  # a full study plus its exports
 def test_study_end_to_end(tmp_path):
     space = load_space(SMOKE)
     s = run(space, tmp_path, trials=24, log=_quiet)
@@ -138,6 +139,7 @@ def _wait_for(pred, timeout: float):
     raise AssertionError("timed out")
 
 
+@pytest.mark.slow  # a 2-worker study killed and resumed in subprocesses
 def test_kill9_then_resume(tmp_path):
     """Kill -9 one worker mid-trial, then the whole run; resuming keeps every finished trial, fails the
     killed ones (stale heartbeat) and stops at exactly the budget."""

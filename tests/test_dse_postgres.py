@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from kvnand.dse.objectives import dominates
@@ -22,6 +23,7 @@ def _kvnand(*args: str, **kw) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
 
 
+@pytest.mark.slow  # two `kvnand dse run` processes against a real server
 def test_two_processes_share_one_study(postgres_url, tmp_path):
     budget = 30
     procs = [_kvnand("dse", "run", str(SMOKE), "--storage", postgres_url, "--study", "shared", "--trials",

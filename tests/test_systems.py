@@ -33,6 +33,8 @@ def test_every_system_runs_every_zoo_model_or_says_oom(system):
             json.dumps({k: v for k, v in r.items() if not k.startswith("_")})
 
 
+# slow: the event engine over the whole zoo (the golden records keep event mode in the quick loop)
+@pytest.mark.slow
 @pytest.mark.parametrize("system", system_names())
 def test_every_system_runs_every_zoo_model_in_event_mode(system):
     for model in zoo_names():
