@@ -6,6 +6,7 @@ event) -> action counts -> energy. `kvnand-d:auto` evaluates every G1/G2 split a
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from typing import Any
 
@@ -15,7 +16,7 @@ from kvnand.errors import InputError
 from kvnand.mapping.capacity import check
 from kvnand.sim import fast
 from kvnand.sim.program import count_actions
-from kvnand.systems.builder import Builder
+from kvnand.systems.builder import Builder, heads_per_phase
 from kvnand.workload.model import load_model
 from kvnand.workload.precision import get_precision
 
@@ -82,6 +83,7 @@ def _evaluate(system: str, model: str, context: int, precision: str | None, mode
         "system": system, "model": spec.name, "context": context, "precision": prec.name,
         "mode": mode, "oom": fit.oom, "oom_reason": fit.reason, "max_context": fit.max_context,
         "tokens_per_s": None, "latency_s": None, "energy_j_per_token": None, "ttft_s": None,
+        "power_w": None, "power_breakdown_w": {},
         "breakdown_s": {}, "breakdown_by_resource_s": {}, "busy_s": {}, "energy_breakdown_j": {},
         "bottleneck": None, "capacity": fit.stores, "config": _config_summary(sys_cfg, overrides),
     }
@@ -91,6 +93,10 @@ def _evaluate(system: str, model: str, context: int, precision: str | None, mode
         b, program = prebuilt
     else:
         b = Builder(sys_cfg, spec, prec, context)
+        on_chip = b.on_chip_error()
+        if on_chip is not None:
+            record.update(oom=True, oom_reason=on_chip)
+            return record
         program = b.decode_step()
     latency, stage, bound, busy, tl, counts = _run(program, mode)
     energy, ebreak = price(counts, sys_cfg, latency)
@@ -113,24 +119,36 @@ def _evaluate(system: str, model: str, context: int, precision: str | None, mode
     lay = b.layout
     record.update({
         "tokens_per_s": 1.0 / latency, "latency_s": latency, "energy_j_per_token": energy, "ttft_s": ttft,
+        "power_w": energy / latency, "power_breakdown_w": {k: v / latency for k, v in ebreak.items()},
         "prefill_tokens": n_pre,
         "breakdown_s": stage, "breakdown_by_resource_s": bound, "busy_s": busy,
         "utilization": {r: t / latency for r, t in busy.items()},
         "energy_breakdown_j": ebreak, "bottleneck": _bottleneck(bound), "actions": counts,
     })
     if lay is not None:
-        record["kv_mapping"] = {
-            "mapping": lay.mapping, "planes": lay.planes, "planes_per_stream": lay.planes_per_stream,
-            "tokens_per_page_fill": lay.tokens_per_page_fill, "program_chunk_bytes": lay.program_chunk(),
-            "programs_per_token": lay.programs_per_token()[1],
-            "partial_programs_per_page": lay.partial_programs_per_page(),
-        }
+        record["kv_mapping"] = {**lay.summary(), **kv_page_reads(counts, b)}
     if b.split_alpha is not None:
         record["config"]["read_compute_fraction"] = b.split_alpha
     if with_timeline:
         record["_timeline"] = tl
         record["_program"] = program
     return record
+
+
+def kv_page_reads(counts: dict, b: Builder) -> dict:
+    """KV page reads of one decode step: in total (the sensed KV bits that energy and read disturb use)
+    and on the busiest plane summed over the attention phases (what sets their time)."""
+    lay, g = b.layout, b.kvgroup
+    if lay is None or b.s.placement.attention == "npu" and b.s.kv.store == "dram":
+        return {}
+    hp = heads_per_phase(b.s, b.m)
+    rounds = b.logit_rounds() if hp == b.m.kv_heads else 1
+    busiest, _ = lay.phase_reads(b.L, math.ceil(hp / rounds))
+    phases = 2 * b.m.layers * math.ceil(b.m.kv_heads / hp) * rounds
+    total = counts.get(b.kv_sense_action(), 0.0) / (8 * g.page_bytes)
+    return {"page_reads_per_token": total, "busiest_plane_page_reads_per_token": busiest * phases,
+            "useful_kv_bytes_per_token": b.m.kv_bytes_per_token(b.p) * b.L,
+            "sensed_kv_bytes_per_token": total * g.page_bytes}
 
 
 def _config_summary(s, overrides) -> dict:
@@ -158,6 +176,8 @@ def _split_latency(system, model, context, precision, overrides, g2) -> tuple[fl
     if check(sys_cfg, spec, prec, context).oom:
         return None, sys_cfg.kv.g2_dies, ()
     b = Builder(sys_cfg, spec, prec, context)
+    if b.on_chip_error() is not None:
+        return None, sys_cfg.kv.g2_dies, ()
     program = b.decode_step()
     return fast.latency(program), sys_cfg.kv.g2_dies, (b, program)
 

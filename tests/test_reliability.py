@@ -12,7 +12,7 @@ import pytest
 
 from kvnand.config.loader import load_system
 from kvnand.errors import InputError
-from kvnand.mapping.kv import KvLayout, enumerate_layout
+from kvnand.mapping.kv import KvLayout, enumerate_layout, naive_plane
 from kvnand.reliability import ecc, refresh_overhead, reliability
 from kvnand.reliability.disturb import heads_per_phase, kv_blocks, streams_per_block, workload
 from kvnand.reliability.profile import DAYS_PER_YEAR, SECONDS_PER_DAY, Session, get_profile, session
@@ -32,23 +32,23 @@ def _brute_force(lay: KvLayout, ppb: int, g: int, s: Session, heads: int) -> tup
 
         def pages_of(plane, pid, offset):  # a unit may straddle two pages of the generation-order stream
             end = (pid * lay.page + offset + lay.unit - 1) // lay.page
-            return [(q % lay.planes, q) for q in range(pid, int(end) + 1)]
+            return [(naive_plane(q, lay.planes), q) for q in range(pid, int(end) + 1)]
 
         def lane_index(plane, pid):
             return plane, pid // lay.planes
     else:
         block = ppb // g
-        rank: dict = {}
-        for (l_, h, kv, _), (plane, _, _) in units.items():
-            streams = rank.setdefault(plane, {})
-            streams.setdefault((l_, h, kv), len(streams))
+        assert lay.group_bytes_per_page % lay.unit == 0  # these cases keep units inside one page
 
         def pages_of(plane, pid, offset):
             return [(plane, pid)]
 
         def lane_index(plane, pid):
-            _, l_, h, kv, _, pis = pid
-            return (plane, rank[plane][(l_, h, kv)] // g), pis
+            # a lane: g shares whose pages sit at the same position j of their stripe on this plane (their
+            # page sequences are alike), sharing blocks; the page is the k-th of its share on the plane
+            _, _, share, i = pid
+            p = lay.planes_per_stream
+            return (plane, i % p, share // p // g), i // p
     phases: dict = {}
     for (l_, h, kv, t), where in units.items():
         for plane, pid in pages_of(*where):
@@ -83,9 +83,9 @@ def test_block_reads_equal_decode_steps_that_touch_them(case):
     lay, ppb, blocks_per_plane, heads, (out, turns) = CASES[case]
     s = session(get_profile("chat", {"profile.output_tokens": out, "profile.turns": turns}), 24)
     blocks, _ = kv_blocks(lay, ppb, blocks_per_plane, s, heads)
-    per_stream = math.ceil(math.ceil(24 / lay.planes_per_stream) * lay.unit / lay.page)
-    g = streams_per_block(int(lay.streams_per_plane()), per_stream, ppb, blocks_per_plane) if (
-        lay.mapping == "page") else 1
+    n, p = lay.group_pages(24), lay.planes_per_stream
+    hosted = math.ceil(math.ceil(lay.groups_per_set / lay.read_amplification) * min(p, n) / p)
+    g = streams_per_block(hosted, math.ceil(n / p), ppb, blocks_per_plane) if lay.mapping == "page" else 1
     assert (g > 1) == ("share" in case)
     brute, sessions = _brute_force(lay, ppb, g, s, heads)
     expected: Counter = Counter()
@@ -223,3 +223,51 @@ def test_cli_json(run):
 def test_cli_bad_input_exits_2_naming_the_key(run, args, key):
     code, out, err = run(*args)
     assert code == 2 and f"key '{key}'" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------ one count of KV page reads
+@pytest.mark.parametrize("system", ["kvnand-c16", "kvnand-d", "base2", "csd-offload"])
+@pytest.mark.parametrize("mapping", ["page", "naive"])
+def test_timing_energy_and_read_disturb_use_the_same_kv_page_reads(system, mapping):
+    """The page reads of one decode step at context L, counted three ways: the attention tasks' items (time),
+    the sensed KV bits (energy) and the per-block reads of a one-step session (read disturb)."""
+    import kvnand
+    from kvnand.evaluation import kv_page_reads
+    from kvnand.reliability.disturb import _groups
+    from kvnand.sim.program import Task
+    from kvnand.systems.builder import Builder
+    from kvnand.workload.precision import get_precision
+
+    L, model = 3000, "llama3.1-8b"
+    r = kvnand.evaluate(system, model, L, overrides={"mapping": mapping})
+    km = r["kv_mapping"]
+    cfg = load_system(system, {"mapping": mapping})
+    spec, prec = load_model(model), get_precision(cfg.default_precision)
+    b = Builder(cfg, spec, prec, L)
+    page_bits = 8 * b.kvgroup.page_bytes
+    # energy: the priced sensed-bit action
+    assert r["actions"][b.kv_sense_action()] / page_bits == pytest.approx(km["page_reads_per_token"], rel=1e-12)
+    assert kv_page_reads(r["actions"], b) == {k: km[k] for k in kv_page_reads(r["actions"], b)}
+    # time: the busiest-plane items of the attention tasks, summed over the step
+    items: list = []
+
+    def walk(node, k):
+        if isinstance(node, Task):
+            if node.stage == "attention" and node.name in ("logit", "attend", "csd.attention"):
+                items.append(node.items * k)
+        elif hasattr(node, "parts"):
+            for p in node.parts:
+                walk(p, k)
+        elif hasattr(node, "body"):
+            walk(node.body, k * node.n)
+        else:
+            walk(node.a, k * node.n)
+            walk(node.b, k * node.n)
+
+    walk(b.decode_step(), 1)
+    if system != "csd-offload":  # the drive streams K and V as one burst of 2 x busiest pages
+        assert sum(items) == pytest.approx(km["busiest_plane_page_reads_per_token"], rel=1e-12)
+    # read disturb: every KV block's reads in a session of one decode step at context L
+    one_step = Session(((L, L + 1),), L + 1)
+    kv = next(g.kv for g in _groups(cfg, spec, prec, one_step) if g.kv is not None)
+    assert float((kv.reads * kv.count).sum()) == pytest.approx(km["page_reads_per_token"], rel=1e-9)

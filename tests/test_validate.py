@@ -16,7 +16,8 @@ import pytest
 from kvnand import validate as v
 from kvnand.errors import InputError
 
-ROW_KEYS = {"id", "source", "metric", "expected", "simulated", "rel_error", "tolerance", "status", "passed"}
+ROW_KEYS = {"id", "source", "metric", "expected", "simulated", "rel_error", "tolerance", "check", "status",
+            "passed"}
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -102,9 +103,10 @@ def test_exit_code_contract(shipped):
     assert proc.returncode == (1 if enforced_failed else 0), proc.stderr
 
 
-def test_mape_is_mean_abs_rel_error_of_enforced_numeric_rows(shipped):
+def test_mape_is_mean_abs_rel_error_of_enforced_numeric_band_rows(shipped):
     _, out = shipped
-    errs = [abs(r["rel_error"]) for r in out["cases"] if r["status"] == "enforced" and r["rel_error"] is not None]
+    errs = [abs(r["rel_error"]) for r in out["cases"]
+            if r["status"] == "enforced" and r["check"] == "band" and r["rel_error"] is not None]
     assert out["mape"] == pytest.approx(sum(errs) / len(errs))
 
 
@@ -364,6 +366,9 @@ KNOWN_ENFORCED_MISSES = {
     "base1-oom-100k/llama3.1-8b",            # the paper's Base-1 DRAM capacity claims are inconsistent
     "base1-oom-100k/mixtral-8x7b",           # (same)
     "kvnand-d-over-base2-100k/mixtral-8x7b",  # the paper's Mixtral appears to read all experts per token
+    "kvnand-d-over-base2-100k/opt-30b",      # 5376 streams in a 5 MB SoC buffer: 2 layers per page, Base-2 hit harder
+    "kvnand-d-beats-c-100k/llama3.1-8b",     # GQA-4: C's page reads stay pure and its logits fit the NPU SRAM
+    "kvnand-d-beats-c-100k/mixtral-8x7b",    # (same)
 }
 
 

@@ -265,6 +265,9 @@ class Placement(Part):
 class Schedule(Part):
     hg_pipeline: bool = False           # overlap QKV of head-group i+1 with attention of head-group i
     head_parallel: bool = True          # all heads of a stage run at once on their planes
+    # with hg_pipeline: the O-projection rows of head group i run on the weights' dies while head group i+1
+    # is in attention (legal: O is a sum over head groups); the partial sums are gathered once per layer
+    overlap_o_proj: bool = True
 
 
 class System(Part):

@@ -178,7 +178,6 @@ def _point_report(space, d, p, keys: list[str]) -> dict:
     rec = dict(_point(d.system, p.model, p.context, d.precision, d.overrides))
     rec["weight"] = p.weight
     rec["capacity_use"] = max(s["used_bytes"] / s["capacity_bytes"] for s in rec["capacity"].values())
-    rec["power_w"] = None if rec["oom"] else rec["energy_j_per_token"] / rec["latency_s"]
     if not rec["oom"] and any(metric(k).needs_reliability for k in keys):
         r = _reliability(d.system, p.model, p.context, d.precision, d.overrides, space.spec.workload.profile)
         rec["reliability"] = r

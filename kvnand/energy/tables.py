@@ -15,6 +15,7 @@ def action_prices(s: System) -> dict[str, tuple[float, str]]:
     if s.flash is not None:
         f = s.flash
         prices["flash.sense_bits"] = (f.die.energy.read_per_bit, "flash array read")
+        prices["flash.kv_sense_bits"] = (f.die.energy.read_per_bit, "flash array read")
         prices["flash.program_bits"] = (f.die.energy.program_per_bit, "flash program")
         prices["flash.program_ops"] = (0.0, "flash program")
         prices["flash.ecc_decode_bits"] = (f.ecc.decode_energy_per_bit, "ECC")

@@ -1,27 +1,52 @@
-"""KV-cache placement on flash planes: page-level (KVNAND Sec. IV-D) and naive (generation order).
+"""KV-cache placement on flash planes under the device's write granularity.
 
 A stream is the K (or V) of one (layer, KV head); a unit is one token of a stream (head_dim x bytes).
 
-Page-level: each stream is striped over `planes_per_stream` planes, whole tokens round-robin, and
-only that stream's tokens share a page. KVNAND-C (head parallelism): the KV planes form 2k sets, the K
-of head h on one set and its V on another, so P = planes / 2k (the paper's
-t = page_size * (dies * planes / 2k) / unit tokens per page fill). KVNAND-D and Base-2: every stream is
-striped over all KV planes, so one head group's attention uses every plane of the group.
-Layers: a plane holds the same (head, K|V) for every layer; its KV buffer is split into one slot per
-stream it hosts, and a full slot is flushed by a partial-page program into the stream's open page
-(ASSUMPTION, documented in validation/NOTES.md: the paper does not say how layers fit 8 KB; this costs
-extra program operations, not extra reads; NOP limits are reported, not enforced).
+**Write granularity (device physics).** A program cannot be smaller than one ECC codeword (parity is
+computed over the whole codeword and cannot be rewritten: programming only moves cells out of the erased
+state) nor than page / NOP (a page accepts at most NOP partial programs). So the minimum program is
+`min_program = codeword x ceil(max(page / NOP, codeword) / codeword)`.
 
-Naive: the units of a token are written in generation order (layer, K|V, head), packed into pages,
-pages striped round-robin over the KV planes. Reading one (layer, K|V) touches pages shared with
-other streams: the read amplification the page-level mapping removes.
+**Page-level mapping (KVNAND Sec. IV-D).** Each stream lives on a plane set: with head parallelism
+(KVNAND-C) the KV planes form 2k sets, K of head h on one set and its V on another, P = planes / 2k
+planes per set (the paper's t = page x (dies x planes / 2k) / unit tokens per page fill); otherwise
+(KVNAND-D, Base-2, CSD) one set of all KV planes. The FTL stripes a stream over its set at page
+granularity (page i of a stream on plane (offset + i) mod P, offsets staggered over layers), as flash
+striping is done: a plane buffers a stream's data only while it is that stream's target, so a plane's
+buffer serves ceil(streams of its set / P) streams at a time, not all of them.
+Streams that one attention phase reads together on one set (e.g. all KV heads of a layer when a
+non-pipelined design reads them at once) form a *co-read group*: sharing a page costs them nothing.
+
+**Slot and read amplification A.** The staging buffer (the per-plane KV buffer for KVNAND-C; the SoC
+buffer for D, Base-2 and the CSD's DRAM) is split into equal static slots, one per co-read group that
+can be receiving data at once. When a slot holds at least one minimum program, a group fills its own
+pages (A = 1) with programs of min(page, slot rounded down to codewords). When it does not, a program
+must carry A = ceil(min_program / slot) groups (consecutive layers of the same heads): each page then
+holds A groups, and an attention phase senses A pages for every page's worth of data it uses. The FTL
+mixes rather than pads: padding a group's slot up to a program would reach min_program / slot instead
+of its ceiling (equal whenever slot divides the program, as in every shipped configuration where A > 1)
+at the cost of the same fraction of KV capacity, and capacity sets the longest context of a DRAM-free
+device. A is applied to page reads (busiest plane and total), hence sensed bits, ECC decodes, energy
+and read disturb (a mixed page is read once per phase of each group it holds); programs per token
+follow from the program size.
+
+**Naive mapping (the ablation).** A log-structured FTL appends each token's units in generation order
+(layer, K|V, head) to one log and fills whole pages; each new page goes to the next plane of a rotated
+round-robin (the starting plane of every stripe advances by one, as FTLs do so that a fixed record
+stride does not alias onto a few planes). Reading one (layer, K|V) touches pages shared with other
+streams: the read amplification the page-level mapping removes.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
+
+
+def min_program_bytes(page: float, nop: int, codeword: float) -> float:
+    """Smallest legal program: whole codewords, at least page / NOP."""
+    return codeword * math.ceil(max(page / nop, codeword) / codeword - 1e-12)
 
 
 @dataclass(frozen=True)
@@ -32,48 +57,125 @@ class KvLayout:
     kv_heads: int
     unit: float                 # bytes of one token of one stream
     page: float                 # page data bytes
-    split_kv_sets: bool         # page: K and V of a head on disjoint plane sets (head-parallel C)
-    buffer_per_plane: float = 0.0   # per-plane KV buffer (C); 0 when writes are staged in the SoC
-    soc_buffer: float = 0.0         # SoC staging buffer (D, Base-2, CSD)
+    split_kv_sets: bool         # page: K and V of a head on disjoint plane sets (head-parallel C), when the
+                                # group has at least one plane per (head, K|V); else striped over all planes
+    staging_bytes: float = math.inf   # bytes of one staging buffer available to KV writes
+    per_plane_staging: bool = False   # True: one buffer per plane (C); False: one shared buffer (SoC)
+    codeword: float = 0.0             # ECC codeword data bytes (0: programs limited by NOP only)
+    nop: int = 1 << 30                # partial programs a page accepts
+    heads_per_phase: int = 1          # KV heads one attention phase reads together
 
     # ---- geometry of the page-level mapping ----
     @property
+    def split(self) -> bool:
+        return self.split_kv_sets and self.planes >= 2 * self.kv_heads
+
+    @property
     def sets(self) -> int:
         """Plane sets a stream can be assigned to (2k for head-parallel C, 1 when striped over all)."""
-        return min(2 * self.kv_heads, self.planes) if self.split_kv_sets else 1
+        return 2 * self.kv_heads if self.split else 1
 
     @property
     def planes_per_stream(self) -> int:
         return max(1, self.planes // self.sets)
 
     @property
-    def tokens_per_page_fill(self) -> float:
-        """Tokens after which every plane of a stream has filled one page (the paper's t)."""
-        return self.page * self.planes_per_stream / self.unit
-
-    @property
     def streams(self) -> int:
         return 2 * self.layers * self.kv_heads
 
-    def streams_per_plane(self) -> float:
+    @property
+    def co_read(self) -> int:
+        """Streams of one (layer, K|V) that a phase reads together on one set."""
+        return 1 if self.split else max(1, min(self.heads_per_phase, self.kv_heads))
+
+    @property
+    def groups(self) -> int:
+        """Co-read groups (the units the FTL writes and a phase reads)."""
+        return 2 * self.layers * math.ceil(self.kv_heads / self.co_read)
+
+    @property
+    def groups_per_set(self) -> int:
+        return math.ceil(self.groups / self.sets)
+
+    # ---- write granularity ----
+    @property
+    def min_program(self) -> float:
+        return min_program_bytes(self.page, self.nop, self.codeword or self.page / min(self.nop, 1 << 20))
+
+    @cached_property
+    def _sharing(self) -> tuple[int, int]:
+        """(A, groups one staging buffer holds at a time). A program needs min_program bytes of buffer.
+        One shared buffer (SoC) holds every group: A groups' slots must make a program. A per-plane
+        buffer holds the shares (A groups mixed in one page) that target its plane: each needs a
+        program's worth, so A is the fewest groups per share that fit the plane's buffer."""
+        m, g = self.min_program, self.groups
         if self.mapping == "naive":
-            return 1.0  # generation order: one open page per plane at a time
-        if self.split_kv_sets:
-            # a set hosts ceil(2k / sets) (head, K|V) pairs, each for every layer
-            return math.ceil(2 * self.kv_heads / self.sets) * self.layers
-        return float(self.streams)
+            return 1, 1
+        if not self.per_plane_staging:
+            if self.staging_bytes >= m * g:
+                return 1, g
+            return min(g, math.ceil(m * g / self.staging_bytes - 1e-9)), g
+        fits = math.floor(self.staging_bytes / m + 1e-9)   # shares one plane buffer can stage
+        per_set, p = self.groups_per_set, self.planes_per_stream
+        a = next((a for a in range(1, per_set + 1) if math.ceil(per_set / (a * p)) <= fits), per_set)
+        return a, a * math.ceil(per_set / (a * p))
+
+    @property
+    def staging_fits(self) -> bool:
+        """Whether the staging buffer can hold the programs the layout needs (else: a capacity error)."""
+        if self.mapping == "naive":
+            return True
+        a, active = self._sharing
+        return a * self.slot >= self.min_program * (1 - 1e-9)
+
+    @property
+    def active_groups(self) -> int:
+        """Groups whose data one staging buffer holds at a time."""
+        return self._sharing[1]
+
+    @property
+    def slot(self) -> float:
+        return self.staging_bytes / self.active_groups
+
+    @property
+    def read_amplification(self) -> int:
+        """A: co-read groups that share every page (1 when a slot holds a minimum program)."""
+        return self._sharing[0]
+
+    @property
+    def layout(self) -> str:
+        if self.mapping == "naive":
+            return "generation-order log (naive)"
+        a = self.read_amplification
+        return "one group per page" if a == 1 else f"{a} layers per page (mixed)"
+
+    @property
+    def program_bytes(self) -> float:
+        """Bytes one program operation writes."""
+        if self.mapping == "naive":
+            return self.page
+        if self.read_amplification > 1:
+            return self.min_program
+        if self.slot >= self.page:
+            return self.page
+        cw = self.codeword or self.min_program
+        return max(self.min_program, math.floor(self.slot / cw + 1e-12) * cw)
+
+    @property
+    def group_bytes_per_page(self) -> float:
+        return self.page / self.read_amplification
+
+    @property
+    def tokens_per_page_fill(self) -> float:
+        """Tokens after which every plane of a set has filled one page (the paper's t when A = 1)."""
+        return self.group_bytes_per_page * self.planes_per_stream / (self.unit * self.co_read)
 
     # ---- reads ----
-    def _pages(self, tokens: float) -> float:
-        return math.ceil(tokens * self.unit / self.page - 1e-9) if tokens > 0 else 0
-
-    def _stream_pages(self, context: int) -> tuple[int, int]:
-        """(pages on the busiest plane, pages on all planes) of one page-level stream."""
-        p = self.planes_per_stream
-        q, r = divmod(context, p)
-        busiest = self._pages(q + 1 if r else q)
-        total = r * self._pages(q + 1) + (p - r) * self._pages(q)
-        return busiest, total
+    def group_pages(self, context: int) -> int:
+        """Pages sensed to read one co-read group over `context` tokens."""
+        if context <= 0:
+            return 0
+        return math.ceil(self.co_read * context * self.unit / self.group_bytes_per_page - 1e-9)
 
     def phase_reads(self, context: int, heads: int) -> tuple[float, float]:
         """Page reads to fetch K (or V) of `heads` KV heads of one layer over `context` tokens:
@@ -81,34 +183,48 @@ class KvLayout:
         if context <= 0 or heads <= 0:
             return 0.0, 0.0
         if self.mapping == "page":
-            busiest, total = self._stream_pages(context)
-            k_sets = min(self.kv_heads, self.sets) if self.split_kv_sets else 1
-            per_set = math.ceil(heads / k_sets)
-            return float(per_set * busiest), float(heads * total)
+            n = self.group_pages(context)
+            return float(math.ceil(n / self.planes_per_stream)), float(math.ceil(heads / self.co_read) * n)
         return naive_phase_reads(self.planes, self.layers, self.kv_heads, self.unit, self.page, context, heads)
 
     # ---- writes ----
-    def program_chunk(self) -> float:
-        """Bytes written by one program operation on a plane."""
-        if self.mapping == "naive":
-            return self.page
-        per_stream = (self.buffer_per_plane / self.streams_per_plane() if self.buffer_per_plane
-                      else self.soc_buffer / self.streams)
-        return min(self.page, per_stream) if per_stream > 0 else self.page
-
     def programs_per_token(self) -> tuple[float, float]:
         """(program operations per token on the busiest plane, in total), amortized over page fills."""
-        bytes_per_token = self.streams * self.unit
-        total = bytes_per_token / self.program_chunk()
+        total = self.streams * self.unit / self.program_bytes
         return total / self.planes, total
 
     def partial_programs_per_page(self) -> float:
-        return self.page / self.program_chunk()
+        return math.ceil(self.page / self.program_bytes - 1e-9)
+
+    def summary(self) -> dict:
+        """The `kv_mapping` record of a result."""
+        return {"mapping": self.mapping, "planes": self.planes, "planes_per_stream": self.planes_per_stream,
+                "tokens_per_page_fill": self.tokens_per_page_fill, "min_program_bytes": self.min_program,
+                "staging_slot_bytes": self.slot if self.mapping == "page" else None,
+                "read_amplification": self.read_amplification, "layout": self.layout,
+                "program_chunk_bytes": self.program_bytes, "programs_per_token": self.programs_per_token()[1],
+                "partial_programs_per_page": self.partial_programs_per_page(), "nop": min(self.nop, 1 << 20)}
+
+
+def attention_working_set(q_per_kv: int, head_dim: int, act_bytes: float, psum_bytes: float, page: float,
+                          kv_bytes: float, pairs_per_plane: int) -> float:
+    """Bytes a plane's buffer holds for in-flash attention besides KV staging: per hosted (head, K|V)
+    stream set, the query vectors (K planes), the partial outputs (V planes) and two chunks (double
+    buffered) of logits / probabilities for the tokens of one page, for the h/k query heads."""
+    q = q_per_kv * head_dim * act_bytes
+    out = q_per_kv * head_dim * psum_bytes
+    chunk = 2 * (page / (head_dim * kv_bytes)) * q_per_kv * act_bytes
+    return pairs_per_plane * (max(q, out) + chunk)
 
 
 def naive_phase_reads(planes, layers, kv_heads, unit, page, context, heads) -> tuple[float, float]:
     return _naive_cached(int(planes), int(layers), int(kv_heads), float(unit), float(page), int(context),
                          int(heads))
+
+
+def naive_plane(page_id, planes: int):
+    """Plane of a log page: round-robin, the starting plane of each stripe advanced by one."""
+    return (page_id + page_id // planes) % planes
 
 
 @lru_cache(maxsize=1024)
@@ -122,11 +238,8 @@ def _naive_cached(planes, layers, kv_heads, unit, page, context, heads):
     first = np.floor(start / page).astype(np.int64)
     last = np.floor((start + width - 1) / page).astype(np.int64)
     counts = last - first + 1
-    # distinct pages: consecutive tokens may share a page when records are smaller than a page
-    ids = np.concatenate([np.arange(a, b + 1) for a, b in zip(first, last, strict=True)]) if (
-        context < 2048) else _page_ids(first, counts)
-    ids = np.unique(ids)
-    per_plane = np.bincount(ids % planes, minlength=planes)
+    ids = np.unique(_page_ids(first, counts))
+    per_plane = np.bincount(naive_plane(ids, planes), minlength=planes)
     return float(per_plane.max()), float(ids.size)
 
 
@@ -142,7 +255,8 @@ def enumerate_layout(layout: KvLayout, context: int) -> dict:
     """Explicit placement of every (layer, head, kv, token) unit: {(l, h, kv, t): (plane, page_id, offset)}.
 
     For tests on small configurations: every byte mapped once, no page over-filled, and page reads per
-    phase equal `phase_reads`.
+    phase equal `phase_reads`. Page-level page ids are ("g", set, group-of-A, page index); a unit may
+    straddle two pages of its group (offset + unit > group bytes per page), as in the naive log.
     """
     out = {}
     if layout.mapping == "naive":
@@ -152,25 +266,26 @@ def enumerate_layout(layout: KvLayout, context: int) -> dict:
                 for kv in range(2):
                     for h in range(layout.kv_heads):
                         page_id = int(pos // layout.page)
-                        out[(lyr, h, kv, t)] = (page_id % layout.planes, page_id, pos - page_id * layout.page)
+                        out[(lyr, h, kv, t)] = (naive_plane(page_id, layout.planes), page_id,
+                                                pos - page_id * layout.page)
                         pos += layout.unit
         return out
-    p = layout.planes_per_stream
-    per_page = layout.page / layout.unit
+    p, a, g = layout.planes_per_stream, layout.read_amplification, layout.co_read
+    per_page = layout.group_bytes_per_page
+    where = {}                                               # stream -> (set, group key, member)
     for lyr in range(layout.layers):
-        for h in range(layout.kv_heads):
-            for kv in range(2):
-                if layout.split_kv_sets:
-                    pair = kv * layout.kv_heads + h          # K sets first, then V sets
-                    s = pair % layout.sets
-                    base_plane = s * p
-                else:
-                    base_plane = 0
-                for t in range(context):
-                    plane = base_plane + t % p
-                    local = t // p                          # token index within this plane's stream
-                    page_in_stream = int(local // per_page)
-                    offset = (local - page_in_stream * per_page) * layout.unit
-                    page_id = ("s", lyr, h, kv, plane, page_in_stream)
-                    out[(lyr, h, kv, t)] = (plane, page_id, offset)
+        for kv in range(2):
+            for h in range(layout.kv_heads):
+                s = kv * layout.kv_heads + h if layout.split else 0  # K sets first, then V sets
+                where[(lyr, h, kv)] = (s, (lyr, kv, h // g), h % g)  # co-read group and position in it
+    ranks: dict = {}                                         # groups of a set in write order (layer first)
+    for s, key, _ in sorted(where.values()):
+        ranks.setdefault(s, {}).setdefault(key, len(ranks[s]))
+    for (lyr, h, kv), (s, key, member) in where.items():
+        share, slot_in_page = divmod(ranks[s][key], a)       # A consecutive groups share pages
+        for t in range(context):
+            pos = (t * g + member) * layout.unit             # byte position in the group's data
+            i = int(pos // per_page)
+            plane = s * p + (share + i) % p                  # page-granular striping, staggered by share
+            out[(lyr, h, kv, t)] = (plane, ("g", s, share, i), slot_in_page * per_page + pos - i * per_page)
     return out

@@ -36,7 +36,7 @@ from kvnand.config.schema import System
 from kvnand.errors import InputError
 from kvnand.hw.flash import FlashGroup
 from kvnand.mapping.capacity import Fit, check
-from kvnand.mapping.kv import KvLayout
+from kvnand.mapping.kv import KvLayout, naive_plane
 from kvnand.reliability.profile import Profile, Session, get_profile, session
 from kvnand.systems.builder import Builder, heads_per_phase
 from kvnand.workload.model import ModelSpec, load_model
@@ -253,19 +253,24 @@ def streams_per_block(streams: int, pages: int, ppb: int, blocks: int) -> int:
 
 
 def _page_level(lay: KvLayout, ppb: int, blocks_per_plane: int, s: Session) -> tuple[Blocks, KvLanes]:
-    p, unit, page = lay.planes_per_stream, int(lay.unit), int(lay.page)
-    pos = np.arange(min(p, s.context))                       # a stream's plane positions that hold tokens
-    pages = _ceil_div(_ceil_div(s.context - pos, p) * unit, page)
-    g = streams_per_block(int(lay.streams_per_plane()), int(pages.max()), ppb, blocks_per_plane)
+    """Page-level lanes: a share (the A co-read groups that fill pages together) on one plane of its set.
+    Page i of a share sits on position i mod P; it is read once per step by each of its A groups."""
+    p, a = lay.planes_per_stream, lay.read_amplification
+    n_pages = lay.group_pages(s.context)
+    pos = np.arange(min(p, n_pages))
+    pages = _ceil_div(n_pages - pos, p)                      # pages of a share on each plane position
+    tokens_per_page = lay.group_bytes_per_page / (lay.co_read * lay.unit)
+    shares_per_set = math.ceil(lay.groups_per_set / a)
+    shares = shares_per_set * lay.sets
+    hosted = math.ceil(shares_per_set * len(pos) / p)        # shares with pages on one plane
+    g = streams_per_block(hosted, int(pages.max()), ppb, blocks_per_plane)
     block = ppb // g
     parts = []
     for n in np.unique(pages):
         rows = pos[pages == n]
-        first_local = np.arange(n) * page // unit            # first token of each page on its plane
-        v = steps_reading(first_local[None, :] * p + rows[:, None], s)
-        parts.append(_lane_blocks(v, block, g, lay.streams / g))
-    n_max = int(pages.max())
-    return Blocks.join(parts), KvLanes(lay.streams / g * len(pos), n_max / block)
+        first = np.floor((rows[:, None] + np.arange(n)[None, :] * p) * tokens_per_page + 1e-9).astype(np.int64)
+        parts.append(_lane_blocks(a * steps_reading(first, s), block, g, shares / g))
+    return Blocks.join(parts), KvLanes(shares / g * len(pos), int(pages.max()) / block)
 
 
 def _naive_table(lay: KvLayout, heads: int) -> tuple[int, int, np.ndarray, np.ndarray]:
@@ -310,11 +315,14 @@ def _naive(lay: KvLayout, ppb: int, s: Session, heads: int) -> tuple[Blocks, KvL
     for q0 in range(0, periods, step):
         q = np.arange(q0, min(periods, q0 + step))[:, None, None] * t0
         v[q0 * pp:(q0 + q.shape[0]) * pp] = (counts * steps_reading(q + offsets, s)).sum(axis=-1).ravel()
-    # pages go round-robin over the planes: plane r holds pages r, r + planes, ...
+    # pages go to planes by the log's rotated round-robin (kvnand.mapping.kv.naive_plane); per plane the
+    # pages keep their order, and every stripe of `planes` pages puts one page on each plane
     n = _ceil_div(total, lay.planes)
-    v = np.pad(v[:total], (0, n * lay.planes - total)).reshape(n, lay.planes)
-    full = total - (n - 1) * lay.planes                     # planes holding n pages; the next ones n - 1
-    parts = [_lane_blocks(np.ascontiguousarray(v[:, :full].T), ppb, 1, 1.0)]
-    if n > 1 and full < lay.planes:
-        parts.append(_lane_blocks(np.ascontiguousarray(v[:-1, full:].T), ppb, 1, 1.0))
+    order = np.argsort(naive_plane(np.arange(n * lay.planes), lay.planes), kind="stable")
+    v = np.pad(v[:total], (0, n * lay.planes - total))[order].reshape(lay.planes, n).T
+    full = np.zeros(lay.planes, bool)                       # planes holding n pages; the others n - 1
+    full[naive_plane(np.arange((n - 1) * lay.planes, total), lay.planes)] = True
+    parts = [_lane_blocks(np.ascontiguousarray(v[:, full].T), ppb, 1, 1.0)]
+    if n > 1 and not full.all():
+        parts.append(_lane_blocks(np.ascontiguousarray(v[:-1, ~full].T), ppb, 1, 1.0))
     return Blocks.join(parts), KvLanes(float(min(lay.planes, total)), n / ppb)

@@ -17,7 +17,7 @@ import math
 from kvnand.config.schema import System
 from kvnand.hw.flash import FlashGroup
 from kvnand.hw.units import dram_rate, link_time, npu_matmul_pipe, npu_peak, npu_special_pipe
-from kvnand.mapping.kv import KvLayout
+from kvnand.mapping.kv import KvLayout, attention_working_set
 from kvnand.mapping.weights import tile_gemv
 from kvnand.sim.program import Loop, Pipe, Pipeline, Seq, Task, single_stage
 from kvnand.workload.model import ModelSpec
@@ -55,13 +55,75 @@ class Builder:
         g = self.kvgroup
         if g is None:
             return None
-        colocated = self.s.kv.store == "colocated"
-        per_plane = self.s.flash.logic.kv_buffer if colocated and self.s.flash.logic else 0.0
-        soc = self.s.kv.buffer.size if self.s.kv.buffer else 0.0
-        return KvLayout(self.s.kv.mapping, g.planes, self.m.layers, self.m.kv_heads,
-                        self.m.head_dim * self.p.kv_bytes, g.page_bytes,
-                        split_kv_sets=colocated and self.s.schedule.head_parallel,
-                        buffer_per_plane=per_plane, soc_buffer=soc)
+        s, m = self.s, self.m
+        colocated = s.kv.store == "colocated"
+        # head parallelism gives every (head, K|V) its own plane set when there are enough planes
+        split = colocated and s.schedule.head_parallel and g.planes >= 2 * m.kv_heads
+        hp = heads_per_phase(s, m)
+        kw = {}
+        if colocated and s.flash.logic is not None:
+            # KV is staged in the plane's own buffer, beside what in-flash attention keeps there
+            kw = {"staging_bytes": s.flash.logic.kv_buffer - self.plane_working_set(split, hp),
+                  "per_plane_staging": True}
+        elif s.kv.buffer is not None:
+            kw = {"staging_bytes": s.kv.buffer.size}
+        return KvLayout(s.kv.mapping, g.planes, m.layers, m.kv_heads, m.head_dim * self.p.kv_bytes, g.page_bytes,
+                        split_kv_sets=split, codeword=g.array.ecc.codeword_data,
+                        nop=g.die.geometry.partial_programs_per_page, heads_per_phase=hp, **kw)
+
+    def plane_working_set(self, split: bool, hp: int) -> float:
+        """Bytes of a KV plane's buffer that in-flash attention needs (query, partial outputs, chunks)."""
+        m, g = self.m, self.kvgroup
+        pairs = 1 if split else hp
+        return attention_working_set(m.heads // m.kv_heads, m.head_dim, self.p.act_bytes,
+                                     self.s.flash.logic.psum_bytes, g.page_bytes, self.p.kv_bytes, pairs)
+
+    def on_chip_error(self) -> str | None:
+        """The first on-chip memory the dataflow overflows (reported like an OOM), or None."""
+        s, m, lay = self.s, self.m, self.layout
+        logic = s.flash.logic if s.flash is not None else None
+        if lay is not None and s.placement.attention == "flash_pe" and logic is not None:
+            split = lay.split
+            need = self.plane_working_set(split, lay.heads_per_phase)
+            if need > logic.kv_buffer:
+                return (f"per-plane KV buffer: in-flash attention needs {need / 1024:.2f} KiB (query, partial "
+                        f"outputs, logit chunks) > {logic.kv_buffer / 1024:.2f} KiB")
+        if lay is not None and lay.mapping == "page" and not lay.staging_fits:
+            where = "per-plane KV buffer" if lay.per_plane_staging else "SoC KV staging buffer"
+            return (f"{where}: {max(lay.staging_bytes, 0) / 1024:.2f} KiB left for KV writes cannot stage one "
+                    f"minimum program ({lay.min_program:.0f} B) per active page")
+        if logic is not None and logic.global_buffer > 0 and s.placement.weights == "flash_pe":
+            for name, in_dim, out_dim in self._gemvs():
+                til = tile_gemv(self.wgroup, in_dim, out_dim, self.p.weight_bytes)
+                need = in_dim * self.p.act_bytes + til.cols_per_die * logic.psum_bytes
+                if need > logic.global_buffer:
+                    return (f"die global buffer: GEMV {name} needs {need / 1024:.1f} KiB (input vector + partial "
+                            f"sums of {til.cols_per_die} columns) > {logic.global_buffer / 1024:.1f} KiB")
+        if self.logit_rounds() > heads_per_phase(s, m):  # not even one KV head's logits fit
+            return (f"NPU SRAM: the logits of one head group at {self.L} tokens "
+                    f"({self._logit_bytes(1) / 2**20:.2f} MiB) exceed {s.npu.sram / 2**20:.2f} MiB")
+        return None
+
+    def _gemvs(self):
+        m = self.m
+        up = (2 if m.mlp == "swiglu" else 1) * m.ffn * m.top_k
+        yield "qkv", m.hidden, (m.heads + 2 * m.kv_heads) * m.head_dim
+        yield "o_proj", m.heads * m.head_dim, m.hidden
+        yield "ffn_up", m.hidden, up
+        yield "ffn_down", m.ffn * m.top_k, m.hidden
+        for mat in m.outer_matrices():
+            yield mat.name, mat.in_dim, mat.out_dim
+
+    def _logit_bytes(self, kv_heads: int) -> float:
+        return kv_heads * (self.m.heads // self.m.kv_heads) * self.L * self.p.act_bytes
+
+    def logit_rounds(self) -> int:
+        """Rounds an attention phase needs so that the logits row of every query head softmax works on at
+        once fits the NPU SRAM (head-parallel C otherwise holds every head's row of a layer at once)."""
+        sram = self.s.npu.sram
+        if not sram or self.s.placement.attention == "csd":
+            return 1
+        return max(1, math.ceil(self._logit_bytes(heads_per_phase(self.s, self.m)) / sram - 1e-12))
 
     def xfer(self, name: str, stage: str, bytes_per_channel: float, total_bytes: float,
              commands: int = 1) -> Task:
@@ -79,10 +141,16 @@ class Builder:
         """Energy-table prefix of a die group: IFC dies price as 'flash', plain dies as 'nand' or 'csd'."""
         return "flash" if g.name in ("ifc", "g1", "g2") else g.name
 
-    def _sense_counts(self, g: FlashGroup, pages: float, macs: float) -> tuple:
+    def kv_sense_action(self) -> str:
+        """The action that counts sensed KV bits (IFC dies also sense weights, counted apart)."""
+        prefix = self.part(self.kvgroup)
+        return "flash.kv_sense_bits" if prefix == "flash" else f"{prefix}.sense_bits"
+
+    def _sense_counts(self, g: FlashGroup, pages: float, macs: float, kv: bool = False) -> tuple:
         prefix = self.part(g)
         ecc_bits = pages * g.page_bytes * 8 * (1 + g.array.ecc.codeword_parity / g.array.ecc.codeword_data)
-        c = [(f"{prefix}.sense_bits", pages * g.page_bytes * 8), (f"{prefix}.macs", macs)]
+        sense = self.kv_sense_action() if kv else f"{prefix}.sense_bits"
+        c = [(sense, pages * g.page_bytes * 8), (f"{prefix}.macs", macs)]
         c.append((f"{prefix}.ecc_decode_bits" if g.array.ecc.location == "on_die" else "ctrl.ecc_decode_bits",
                   ecc_bits))
         return tuple(c)
@@ -185,7 +253,7 @@ class Builder:
 
         def phase(name):
             return Task(name, "attention", (g.name,), g.compute_pipe(macs_per_page), busiest,
-                        self._sense_counts(g, total, macs))
+                        self._sense_counts(g, total, macs, kv=True))
 
         q_bytes = q_heads * m.head_dim * a
         logits = q_heads * L * a
@@ -212,20 +280,25 @@ class Builder:
         return Task(name, "attention", ("nand", "ch"), pipe, items, counts)
 
     def _csd_attention(self, kv_heads, q_heads, macs, kv_bytes):
+        """InstAttention-style: the drive streams K then V pages of the head group through its channels into
+        its attention engine; consecutive head groups stream back to back, so only the first pays the
+        read pipeline's fill (the task's drain overlaps the next one's first pages)."""
         g, a, m = self.kvgroup, self.p.act_bytes, self.m
         busiest, total = self.layout.phase_reads(self.L, kv_heads)
-        link = self.s.link
+        link, rate = self.s.link, self.s.csd.macs_per_s
         qv = q_heads * m.head_dim * a
-        pipe = g.readout_pipe()
-        engine_t = 2 * macs / self.s.csd.macs_per_s
-        t_read = 2 * pipe.makespan(busiest)  # K then V through the drive's channels
-        limiter = "CSD flash channels" if t_read >= 2 * engine_t else "CSD attention engine"
-        t = max(t_read, 2 * engine_t) + self.L * q_heads / self.s.csd.macs_per_s  # + softmax in the engine
+        # K then V pages through the drive's channels into the engine, which spends its share of the Logit and
+        # Attend MACs and of the softmax (at its MAC rate: an assumption) on each page
+        items = 2 * busiest
+        engine_t = (2 * macs + self.L * q_heads) / rate / items
+        read = g.readout_pipe()
+        pipe = Pipe(read.names + ("CSD attention engine",), read.times + (engine_t,),
+                    read.holds + (("attention engine",),))
         counts = (("csd.sense_bits", 2 * total * g.page_bytes * 8), ("csd.io_bits", 2 * total * g.page_bytes * 8),
                   ("csd.macs", 2 * macs), ("ctrl.ecc_decode_bits", 2 * total * g.page_bytes * 8))
         return Seq((Task("q.link", "attention", ("link",), single_stage("PCIe link", link_time(link, 3 * qv)), 1,
                          (("link.bits", 3 * qv * 8),)),
-                    Task("csd.attention", "attention", ("csd",), single_stage(limiter, t), 1, counts, limiter=limiter),
+                    Task("csd.attention", "attention", ("csd",), pipe, items, counts),
                     Task("o.link", "attention", ("link",), single_stage("PCIe link", link_time(link, qv)), 1,
                          (("link.bits", qv * 8),))))
 
@@ -279,21 +352,33 @@ class Builder:
         return bcast, compute, Seq(tail)
 
     def _attention_block(self):
-        m = self.m
+        """QKV and attention of a layer, plus the O-projection when it joins the head-group pipeline."""
+        m, sch = self.m, self.s.schedule
         heads = heads_per_phase(self.s, m)
         bcast, compute, rest = self._qkv(heads)
         if heads == m.kv_heads:
-            return [bcast, compute, rest, self.attention(heads)]
-        if self.s.schedule.hg_pipeline and self.s.kv.store != "colocated":
-            # KVNAND-D style: QKV of HG i+1 (weights' dies) overlaps attention of HG i (KV's home); the
-            # QKV input vector is the same for every head group, so it is broadcast once
-            return [bcast, Pipeline(compute, Seq((rest, self.attention(1))), m.kv_heads, name="head groups")]
-        return [bcast, Loop(Seq((compute, rest, self.attention(1))), m.kv_heads, name="head groups (serial)")]
+            r = self.logit_rounds()
+            attn = self.attention(heads) if r == 1 else Loop(self.attention(math.ceil(heads / r)), r,
+                                                             name="attention rounds (NPU SRAM)")
+            return [bcast, compute, rest, attn, self.gemv("o_proj", "o_proj", m.heads * m.head_dim, m.hidden)]
+        if sch.hg_pipeline and self.s.kv.store != "colocated":
+            # discrete designs: QKV of HG i+1 (weights' dies) overlaps attention of HG i (KV's home); the QKV
+            # input vector is the same for every head group, so it is broadcast once
+            if not sch.overlap_o_proj:
+                return [bcast, Pipeline(compute, Seq((rest, self.attention(1))), m.kv_heads, name="head groups"),
+                        self.gemv("o_proj", "o_proj", m.heads * m.head_dim, m.hidden)]
+            # O-projection rows of HG i run on the weights' dies as soon as its attention output is back; the
+            # partial sums accumulate in the dies' global buffers and leave once per layer
+            o_in, o_compute, o_out = self.gemv_parts("o_proj", "o_proj", (m.heads // m.kv_heads) * m.head_dim,
+                                                     m.hidden)
+            return [bcast, Pipeline(compute, Seq((rest, self.attention(1), o_in, o_compute)), m.kv_heads,
+                                    name="head groups"), o_out]
+        return [bcast, Loop(Seq((compute, rest, self.attention(1))), m.kv_heads, name="head groups (serial)"),
+                self.gemv("o_proj", "o_proj", m.heads * m.head_dim, m.hidden)]
 
     def layer(self):
         m = self.m
         parts = [self.npu_vec("attn_norm", "npu_vector", m.hidden), *self._attention_block(),
-                 self.gemv("o_proj", "o_proj", m.heads * m.head_dim, m.hidden),
                  self.npu_vec("residual", "npu_vector", 2 * m.hidden)]
         if m.is_moe:
             parts.append(Task("router", "ffn", ("npu",),
