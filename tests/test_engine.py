@@ -8,7 +8,7 @@ from kvnand.config.loader import load_system
 from kvnand.energy.tables import action_prices, price
 from kvnand.hw.flash import FlashGroup
 from kvnand.sim import event, fast
-from kvnand.sim.program import Par, Pipe, Pipeline, Seq, Task, count_actions, single_stage
+from kvnand.program import Par, Pipe, Pipeline, Seq, Task, count_actions, single_stage
 
 US = 1e-6
 
@@ -142,7 +142,7 @@ def test_every_counted_action_has_a_price():
 
 
 def test_counts_multiply_through_loops_and_pipelines():
-    from kvnand.sim.program import Loop
+    from kvnand.program import Loop
 
     t = Task("t", "x", ("g",), single_stage("s", 1.0), 1, (("flash.sense_bits", 5.0),))
     prog = Loop(Seq((t, Pipeline(t, t, 3))), 4)

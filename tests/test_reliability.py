@@ -234,7 +234,7 @@ def test_timing_energy_and_read_disturb_use_the_same_kv_page_reads(system, mappi
     import kvnand
     from kvnand.evaluation import kv_page_reads
     from kvnand.reliability.disturb import _groups
-    from kvnand.sim.program import Task
+    from kvnand.program import Task
     from kvnand.systems.builder import Builder
     from kvnand.workload.precision import get_precision
 

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 
 from kvnand.config.schema import FlashArray
-from kvnand.sim.program import Pipe
+from kvnand.program import Pipe
 
 
 @dataclass(frozen=True)

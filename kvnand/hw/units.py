@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kvnand.config.schema import Dram, Link, Npu
-from kvnand.sim.program import Pipe, single_stage
+from kvnand.program import Pipe, single_stage
 
 
 def dram_rate(dram: Dram) -> float:

@@ -1,1 +1,1 @@
-"""Engines: one program (kvnand.sim.program) evaluated in closed form (fast) or by events (event)."""
+"""Engines: one program (kvnand.program) evaluated in closed form (fast) or by events (event)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 
-from kvnand.sim.program import Loop, Par, Pipe, Pipeline, Seq, Task
+from kvnand.program import Loop, Par, Pipe, Pipeline, Seq, Task
 
 
 def step_items(pipe: Pipe, items: int) -> float:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kvnand.sim.program import Loop, Par, Pipeline, Seq, Task
+from kvnand.program import Loop, Par, Pipeline, Seq, Task
 
 
 def _merge(*ds):

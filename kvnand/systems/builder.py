@@ -19,7 +19,7 @@ from kvnand.hw.flash import FlashGroup
 from kvnand.hw.units import dram_rate, link_time, npu_matmul_pipe, npu_peak, npu_special_pipe
 from kvnand.mapping.kv import KvLayout, attention_working_set
 from kvnand.mapping.weights import tile_gemv
-from kvnand.sim.program import Loop, Pipe, Pipeline, Seq, Task, single_stage
+from kvnand.program import Loop, Pipe, Pipeline, Seq, Task, single_stage
 from kvnand.workload.model import ModelSpec
 from kvnand.workload.precision import Precision
 
