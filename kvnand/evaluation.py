@@ -14,8 +14,8 @@ from kvnand.config.loader import load_system
 from kvnand.energy.tables import price
 from kvnand.errors import InputError
 from kvnand.mapping.capacity import check
-from kvnand.sim import fast
 from kvnand.program import count_actions
+from kvnand.sim import fast
 from kvnand.systems.builder import Builder, heads_per_phase
 from kvnand.workload.model import load_model
 from kvnand.workload.precision import get_precision

@@ -7,8 +7,8 @@ import pytest
 from kvnand.config.loader import load_system
 from kvnand.energy.tables import action_prices, price
 from kvnand.hw.flash import FlashGroup
-from kvnand.sim import event, fast
 from kvnand.program import Par, Pipe, Pipeline, Seq, Task, count_actions, single_stage
+from kvnand.sim import event, fast
 
 US = 1e-6
 

@@ -233,8 +233,8 @@ def test_timing_energy_and_read_disturb_use_the_same_kv_page_reads(system, mappi
     the sensed KV bits (energy) and the per-block reads of a one-step session (read disturb)."""
     import kvnand
     from kvnand.evaluation import kv_page_reads
-    from kvnand.reliability.disturb import _groups
     from kvnand.program import Task
+    from kvnand.reliability.disturb import _groups
     from kvnand.systems.builder import Builder
     from kvnand.workload.precision import get_precision
 
