@@ -13,10 +13,9 @@ from typing import Any
 from kvnand.config.loader import load_system
 from kvnand.energy.tables import price
 from kvnand.errors import InputError
-from kvnand.mapping.capacity import check
+from kvnand.lowering.step import Lowering, check_composition, fit, heads_per_phase
 from kvnand.program import count_actions
 from kvnand.sim import fast
-from kvnand.systems.builder import Builder, heads_per_phase
 from kvnand.workload.model import load_model
 from kvnand.workload.precision import get_precision
 
@@ -78,21 +77,22 @@ def _evaluate(system: str, model: str, context: int, precision: str | None, mode
     sys_cfg = load_system(system, overrides)
     spec = _model(model)
     prec = get_precision(precision or sys_cfg.default_precision)
-    fit = check(sys_cfg, spec, prec, context)
+    check_composition(sys_cfg)
+    fitted = fit(sys_cfg, spec, prec, context)
     record: dict[str, Any] = {
         "system": system, "model": spec.name, "context": context, "precision": prec.name,
-        "mode": mode, "oom": fit.oom, "oom_reason": fit.reason, "max_context": fit.max_context,
+        "mode": mode, "oom": fitted.oom, "oom_reason": fitted.reason, "max_context": fitted.max_context,
         "tokens_per_s": None, "latency_s": None, "energy_j_per_token": None, "ttft_s": None,
         "power_w": None, "power_breakdown_w": {},
         "breakdown_s": {}, "breakdown_by_resource_s": {}, "busy_s": {}, "energy_breakdown_j": {},
-        "bottleneck": None, "capacity": fit.stores, "config": _config_summary(sys_cfg, overrides),
+        "bottleneck": None, "capacity": fitted.stores, "config": _config_summary(sys_cfg, overrides),
     }
-    if fit.oom:
+    if fitted.oom:
         return record
     if prebuilt is not None:
         b, program = prebuilt
     else:
-        b = Builder(sys_cfg, spec, prec, context)
+        b = Lowering(sys_cfg, spec, prec, context)
         on_chip = b.on_chip_error()
         if on_chip is not None:
             record.update(oom=True, oom_reason=on_chip)
@@ -114,7 +114,7 @@ def _evaluate(system: str, model: str, context: int, precision: str | None, mode
     n_pre = prefill_tokens or context
     # the prefill program does not depend on the builder's context: reuse the decode step's builder (its
     # KV layout and die groups) when the prompt is the context, as it is by default
-    pre = (b if n_pre == context else Builder(sys_cfg, spec, prec, n_pre)).prefill(n_pre)
+    pre = (b if n_pre == context else Lowering(sys_cfg, spec, prec, n_pre)).prefill(n_pre)
     ttft = fast.latency(pre) if mode == "fast" else _run(pre, mode, counts=False)[0]
     lay = b.layout
     record.update({
@@ -135,7 +135,7 @@ def _evaluate(system: str, model: str, context: int, precision: str | None, mode
     return record
 
 
-def kv_page_reads(counts: dict, b: Builder) -> dict:
+def kv_page_reads(counts: dict, b: Lowering) -> dict:
     """KV page reads of one decode step: in total (the sensed KV bits that energy and read disturb use)
     and on the busiest plane summed over the attention phases (what sets their time)."""
     lay, g = b.layout, b.kvgroup
@@ -173,9 +173,10 @@ def _split_latency(system, model, context, precision, overrides, g2) -> tuple[fl
     sys_cfg = load_system(system, {**overrides, "g2_dies": g2})
     spec = _model(model)
     prec = get_precision(precision or sys_cfg.default_precision)
-    if check(sys_cfg, spec, prec, context).oom:
+    check_composition(sys_cfg)
+    if fit(sys_cfg, spec, prec, context).oom:
         return None, sys_cfg.kv.g2_dies, ()
-    b = Builder(sys_cfg, spec, prec, context)
+    b = Lowering(sys_cfg, spec, prec, context)
     if b.on_chip_error() is not None:
         return None, sys_cfg.kv.g2_dies, ()
     program = b.decode_step()

@@ -87,14 +87,14 @@ def test_two_dies_contending_for_one_channel_serialize():
 
 
 def test_broadcast_of_input_vector_costs_one_transfer_per_channel():
-    from kvnand.systems.builder import Builder
+    from kvnand.lowering.step import Lowering
     from kvnand.workload.model import load_model
     from kvnand.workload.precision import get_precision
 
     for dpc in (1, 2, 4):
         s = load_system("kvnand-c16", {"dies": 8 * dpc})
-        b = Builder(s, load_model("llama3.1-8b"), get_precision("bf16"), 128)
-        bcast, _, _ = b.gemv_parts("qkv", "qkv", 4096, 6144)
+        b = Lowering(s, load_model("llama3.1-8b"), get_precision("bf16"), 128)
+        bcast, _, _ = b.weights.gemv_parts(b, "qkv", "qkv", 4096, 6144)
         # 4096 bf16 activations to every die of a channel at once: independent of dies per channel
         assert bcast.duration == pytest.approx(0.1 * US + 4096 * 2 / 4.8e9)
         assert dict(bcast.counts)["ch.bits"] == pytest.approx(4096 * 2 * 8 * 8)

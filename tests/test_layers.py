@@ -32,7 +32,7 @@ LAYERS = (
     ("program",),  # the IR: pipes, tasks and their composition
     ("hw",),
     ("mapping",),
-    ("systems", "lowering"),
+    ("lowering",),
     ("sim",),
     ("energy", "cost"),  # cost prices memory from the config alone, as energy prices actions
     ("reliability",),

@@ -233,9 +233,9 @@ def test_timing_energy_and_read_disturb_use_the_same_kv_page_reads(system, mappi
     the sensed KV bits (energy) and the per-block reads of a one-step session (read disturb)."""
     import kvnand
     from kvnand.evaluation import kv_page_reads
+    from kvnand.lowering.step import Lowering
     from kvnand.program import Task
     from kvnand.reliability.disturb import _groups
-    from kvnand.systems.builder import Builder
     from kvnand.workload.precision import get_precision
 
     L, model = 3000, "llama3.1-8b"
@@ -243,7 +243,7 @@ def test_timing_energy_and_read_disturb_use_the_same_kv_page_reads(system, mappi
     km = r["kv_mapping"]
     cfg = load_system(system, {"mapping": mapping})
     spec, prec = load_model(model), get_precision(cfg.default_precision)
-    b = Builder(cfg, spec, prec, L)
+    b = Lowering(cfg, spec, prec, L)
     page_bits = 8 * b.kvgroup.page_bytes
     # energy: the priced sensed-bit action
     assert r["actions"][b.kv_sense_action()] / page_bits == pytest.approx(km["page_reads_per_token"], rel=1e-12)

@@ -1,17 +1,21 @@
 """Capacity: weights and KV(context) against every memory that holds them; OOM with its reason.
 
-Each store is checked in page units (a partly used page is spent). The result names the memory that ran
-out, by how much, and the longest context that fits.
+The placement (kvnand.lowering's weights and KV homes) names the memories and what each holds; this module
+checks them. The result names the memory that ran out, by how much, and the longest context that fits.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from kvnand.config.schema import System
-from kvnand.workload.model import ModelSpec
-from kvnand.workload.precision import Precision
+
+class Store(NamedTuple):
+    name: str
+    capacity_bytes: float
+    fixed_bytes: float          # held whatever the context (weights)
+    bytes_per_token: float      # KV cache
 
 
 @dataclass(frozen=True)
@@ -22,34 +26,10 @@ class Fit:
     stores: dict                # memory -> {"capacity_bytes", "used_bytes"}
 
 
-def _dies_bytes(array, dies: int) -> float:
-    return dies * array.die.geometry.die_bytes
-
-
-def check(system: System, model: ModelSpec, precision: Precision, context: int) -> Fit:
-    s = system
-    w = model.weight_bytes(precision)
-    kv_tok = model.kv_bytes_per_token(precision)
-    stores: dict[str, tuple[float, float, float]] = {}   # name -> (capacity, fixed bytes, bytes per token)
-    kv = s.kv.store
-    if s.placement.weights == "host":
-        stores["host DRAM"] = (s.host_dram.channels * s.host_dram.capacity_per_channel, w, 0.0)
-    elif kv == "colocated":
-        stores["IFC flash (weights + KV)"] = (_dies_bytes(s.flash, s.flash.dies), w, kv_tok)
-    elif kv == "flash_group":
-        g1 = s.flash.dies - s.kv.g2_dies
-        stores[f"G1 flash ({g1} dies, weights)"] = (_dies_bytes(s.flash, g1), w, 0.0)
-        stores[f"G2 flash ({s.kv.g2_dies} dies, KV)"] = (_dies_bytes(s.flash, s.kv.g2_dies), 0.0, kv_tok)
-    else:
-        stores["IFC flash (weights)"] = (_dies_bytes(s.flash, s.flash.dies), w, 0.0)
-    if kv == "dram":
-        stores["DRAM (KV)"] = (s.dram.channels * s.dram.capacity_per_channel, 0.0, kv_tok)
-    elif kv in ("nand", "csd"):
-        name = "plain NAND (KV)" if kv == "nand" else "CSD flash (KV)"
-        stores[name] = (_dies_bytes(s.nand, s.nand.dies), 0.0, kv_tok)
+def check(stores: list[Store], context: int) -> Fit:
     max_ctx = math.inf
     reason = None
-    for name, (cap, fixed, per_tok) in stores.items():
+    for name, cap, fixed, per_tok in stores:
         used = fixed + per_tok * context
         fits_ctx = math.floor((cap - fixed) / per_tok) if per_tok else (math.inf if fixed <= cap else -1)
         max_ctx = min(max_ctx, fits_ctx)
@@ -60,4 +40,5 @@ def check(system: System, model: ModelSpec, precision: Precision, context: int) 
                       f"(short by {(used - cap) / 1e9:.2f} GB)")
     max_ctx = int(max(0, min(max_ctx, 10**12)))
     return Fit(reason is not None, reason, max_ctx,
-               {k: {"capacity_bytes": c, "used_bytes": f + t * context} for k, (c, f, t) in stores.items()})
+               {s.name: {"capacity_bytes": s.capacity_bytes, "used_bytes": s.fixed_bytes + s.bytes_per_token * context}
+                for s in stores})

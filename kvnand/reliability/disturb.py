@@ -35,10 +35,10 @@ from kvnand.config.loader import load_system
 from kvnand.config.schema import System
 from kvnand.errors import InputError
 from kvnand.hw.flash import FlashGroup
-from kvnand.mapping.capacity import Fit, check
+from kvnand.lowering.step import Lowering, check_composition, fit, heads_per_phase
+from kvnand.mapping.capacity import Fit
 from kvnand.mapping.kv import KvLayout, naive_plane
 from kvnand.reliability.profile import Profile, Session, get_profile, session
-from kvnand.systems.builder import Builder, heads_per_phase
 from kvnand.workload.model import ModelSpec, load_model
 from kvnand.workload.precision import Precision, get_precision
 
@@ -157,10 +157,11 @@ def workload(system: str, model: str, context: int, *, precision: str | None = N
     cfg = load_system(system, sys_over)
     spec = load_model(model)
     prec = get_precision(precision or cfg.default_precision)
-    fit = check(cfg, spec, prec, context)
+    check_composition(cfg)
+    fitted = fit(cfg, spec, prec, context)
     sess = session(prof, context)
-    groups = () if fit.oom else _groups(cfg, spec, prec, sess)
-    return Workload(system, sys_over, cfg, spec, prec, prof, sess, fit, groups)
+    groups = () if fitted.oom else _groups(cfg, spec, prec, sess)
+    return Workload(system, sys_over, cfg, spec, prec, prof, sess, fitted, groups)
 
 
 def system_overrides(overrides: dict) -> dict:
@@ -169,7 +170,7 @@ def system_overrides(overrides: dict) -> dict:
 
 
 def _groups(cfg: System, spec: ModelSpec, prec: Precision, sess: Session) -> tuple[GroupStress, ...]:
-    b = Builder(cfg, spec, prec, sess.context)
+    b = Lowering(cfg, spec, prec, sess.context)
     wg = b.wgroup if cfg.placement.weights != "host" else None
     kg = b.kvgroup
     weights = weight_blocks(spec, prec, wg, sess) if wg is not None else None

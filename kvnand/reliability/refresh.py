@@ -25,10 +25,10 @@ import numpy as np
 
 from kvnand.energy.tables import price
 from kvnand.errors import InputError
+from kvnand.lowering.step import energy_prefix
 from kvnand.reliability import ecc as ecc_model
 from kvnand.reliability.disturb import GroupStress, Workload, workload
 from kvnand.reliability.profile import Profile, prefixed
-from kvnand.systems.builder import Builder
 
 TRIGGERS = ("reads", "rber")
 
@@ -114,7 +114,7 @@ def _cost(w: Workload, g: GroupStress, pages: float, erases: float) -> tuple[flo
     ecc = grp.array.ecc
     bits = pages * grp.page_bytes * 8
     ecc_bits = bits * (1 + ecc.codeword_parity / ecc.codeword_data)
-    part = Builder.part(grp)
+    part = energy_prefix(grp)
     counts = {f"{part}.sense_bits": bits, f"{part}.program_bits": bits}
     if ecc.location == "on_die":
         decode = grp.ecc_decode_time()

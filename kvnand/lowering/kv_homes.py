@@ -1,0 +1,243 @@
+"""Where the KV cache lives: its die groups and memories, how new K/V get there and how they are programmed.
+
+- `colocated`: on the same IFC dies as the weights (KVNAND-C); staged in each plane's own buffer.
+- `flash_group`: on a G2 group of IFC dies, the weights on G1 (KVNAND-D); staged in the SoC buffer.
+- `dram`: in DRAM next to the NPU (Base-1, Cambricon-LLM).
+- `nand`: on plain NAND dies read out over their interface (Base-2); staged in the SoC buffer.
+- `csd`: in a computational storage drive behind a link (InstAttention); staged in the drive's DRAM.
+"""
+
+from __future__ import annotations
+
+import math
+
+from kvnand.hw.flash import FlashGroup
+from kvnand.hw.units import dram_rate, link_time, npu_matmul_pipe, npu_peak
+from kvnand.lowering.registry import Registry
+from kvnand.mapping.capacity import Store
+from kvnand.program import Pipe, Seq, Task, single_stage
+
+KV_HOMES: Registry = Registry("kv.store")
+
+
+def _dies_bytes(array, dies: int) -> float:
+    return dies * array.die.geometry.die_bytes
+
+
+def weight_groups(system) -> FlashGroup | None:
+    """The die group holding the weights when they are in IFC flash and not split off (all dies)."""
+    return FlashGroup("ifc", system.flash, system.flash.dies) if system.flash is not None else None
+
+
+class KvHome:
+    name = ""
+    staged_in_soc = False       # new K/V wait in the SoC buffer (kv.buffer) and cross the channel in chunks
+    encodes_on_logic_die = False  # the ECC encoder of the IFC logic die encodes KV programs (else the controller)
+    on_ifc_dies = False         # the IFC dies' PEs can attend over it in place
+    in_drive = False            # a computational storage drive holds it (and can attend over it)
+    npu_readable = False        # the NPU can read it (npu_phase)
+    shares_weight_dies = False  # the weights' dies hold it too: no pipelining of head groups across units
+
+    def npu_phase(self, lw, name: str, kv_heads: int, macs: float) -> Task | None:
+        """One attention phase (Logit or Attend) on the NPU reading this home's KV, or None if the NPU
+        cannot read it."""
+        return None
+
+    def missing(self, system) -> str | None:
+        return None
+
+    def groups(self, system) -> tuple[FlashGroup | None, FlashGroup | None]:
+        """(weights' die group, KV's die group)."""
+        return weight_groups(system), None
+
+    def stores(self, system, weight_bytes: float, kv_per_token: float, weights) -> list[Store]:
+        """Memories and what they hold: (name, capacity, fixed bytes, bytes per token)."""
+        return [weights.weight_store(system, weight_bytes), *self.kv_stores(system, kv_per_token)]
+
+    def kv_stores(self, system, kv_per_token: float) -> list[Store]:
+        return []
+
+    def append(self, lw, nbytes: float) -> Task:
+        """New K and V of one layer's head groups (`nbytes`) on their way to the KV home."""
+        raise NotImplementedError
+
+    def program(self, lw) -> Seq:
+        """Programs of one token's KV, amortized: staged bytes cross the channel when a program is full and
+        each program holds its plane for tPROG (the busiest plane's share per token)."""
+        g, lay = lw.kvgroup, lw.layout
+        if g is None:
+            return Seq(())
+        per_plane, total_ops = lay.programs_per_token()
+        bytes_tok = lay.streams * lay.unit
+        t = per_plane * g.die.cell.tPROG
+        on_die = self.encodes_on_logic_die and g.array.ecc.location == "on_die"
+        part = lw.part(g)
+        counts = [(f"{part}.program_bits", bytes_tok * 8),
+                  ("flash.ecc_encode_bits" if on_die else "ctrl.ecc_encode_bits", bytes_tok * 8),
+                  (f"{part}.program_ops", total_ops)]
+        parts = []
+        if self.staged_in_soc:
+            parts.append(lw.xfer("kv.flush", "kv_write", bytes_tok / g.channels_used, bytes_tok,
+                                 commands=math.ceil(total_ops / g.channels_used)))
+            counts.append(("socbuf.bits", bytes_tok * 8))
+        parts.append(Task("kv.program", "kv_write", (g.name,), single_stage("array program", t), 1, tuple(counts)))
+        return Seq(tuple(parts))
+
+    def prefill_write(self, lw, kv_bytes: float) -> Task:
+        """The prompt's KV written to its home after the prefill."""
+        g = lw.kvgroup
+        pages_per_plane = math.ceil(kv_bytes / (g.page_bytes * g.planes))
+        t_prog = pages_per_plane * g.die.cell.tPROG
+        t_in = kv_bytes / (g.channels_used * g.array.channel.rate)
+        counts = ((f"{lw.part(g)}.program_bits", kv_bytes * 8), ("ch.bits", kv_bytes * 8))
+        return Task("kv.program", "prefill", (g.name, "ch"), Pipe(("transfer in", "array program"), (t_in, t_prog),
+                                                                 (("bus",), ("array",))), 1, counts)
+
+
+def _soc_append(lw, nbytes: float) -> Task:
+    return Task("kv.soc_buffer", "kv_write", ("npu",), single_stage("SoC SRAM", 0.0), 1, (("socbuf.bits", nbytes * 8),))
+
+
+@KV_HOMES.register("colocated")
+class Colocated(KvHome):
+    encodes_on_logic_die = True
+    on_ifc_dies = True
+    shares_weight_dies = True
+
+    def missing(self, system):
+        if system.flash is None or system.placement.weights == "host":
+            return "weights in IFC flash to share its dies with (placement.weights flash_pe or flash_split)"
+        return None
+
+    def groups(self, system):
+        g = weight_groups(system)
+        return g, g
+
+    def stores(self, system, weight_bytes, kv_per_token, weights):
+        return [Store("IFC flash (weights + KV)", _dies_bytes(system.flash, system.flash.dies), weight_bytes,
+                      kv_per_token)]
+
+    def append(self, lw, nbytes):
+        return lw.xfer("kv.to_planes", "kv_write", nbytes / lw.kvgroup.channels_used, nbytes)
+
+
+@KV_HOMES.register("flash_group")
+class G2Group(KvHome):
+    staged_in_soc = True
+    on_ifc_dies = True
+
+    def missing(self, system):
+        if system.flash is None or system.placement.weights == "host":
+            return "weights in IFC flash on the G1 dies (placement.weights flash_pe or flash_split)"
+        if system.kv.buffer is None:
+            return "an SoC buffer that stages new K/V before they are programmed (kv.buffer)"
+        return None
+
+    def groups(self, system):
+        g2 = system.kv.g2_dies
+        return FlashGroup("g1", system.flash, system.flash.dies - g2), FlashGroup("g2", system.flash, g2)
+
+    def stores(self, system, weight_bytes, kv_per_token, weights):
+        g2 = system.kv.g2_dies
+        g1 = system.flash.dies - g2
+        return [Store(f"G1 flash ({g1} dies, weights)", _dies_bytes(system.flash, g1), weight_bytes, 0.0),
+                Store(f"G2 flash ({g2} dies, KV)", _dies_bytes(system.flash, g2), 0.0, kv_per_token)]
+
+    def append(self, lw, nbytes):
+        return _soc_append(lw, nbytes)
+
+
+@KV_HOMES.register("dram")
+class DramHome(KvHome):
+    npu_readable = True
+
+    def missing(self, system):
+        return None if system.dram is not None else "DRAM for the KV cache (dram:)"
+
+    def kv_stores(self, system, kv_per_token):
+        return [Store("DRAM (KV)", system.dram.channels * system.dram.capacity_per_channel, 0.0, kv_per_token)]
+
+    def npu_phase(self, lw, name, kv_heads, macs):
+        """The NPU streams the KV of the phase's heads out of DRAM as its matmul operand."""
+        dram = lw.s.dram
+        kv_bytes = kv_heads * lw.L * lw.m.head_dim * lw.p.kv_bytes
+        res = ("npu", "dram") + (("ch",) if dram.shares_flash_channels else ())
+        pipe = npu_matmul_pipe(lw.s.npu, macs, lw.p.mac_kind, kv_bytes, dram_rate(dram), label="NPU PE array")
+        return Task(name, "attention", res, pipe, 1, (("dram.bits", kv_bytes * 8), ("npu.ops", 2 * macs)))
+
+    def append(self, lw, nbytes):
+        res = ("dram",) + (("ch",) if lw.s.dram.shares_flash_channels else ())
+        return Task("kv.dram", "kv_write", res, single_stage("DRAM", nbytes / dram_rate(lw.s.dram)), 1,
+                    (("dram.bits", nbytes * 8),))
+
+    def prefill_write(self, lw, kv_bytes):
+        return Task("kv.dram", "prefill", ("dram",), single_stage("DRAM", kv_bytes / dram_rate(lw.s.dram)), 1,
+                    (("dram.bits", kv_bytes * 8),))
+
+
+@KV_HOMES.register("nand")
+class PlainNand(KvHome):
+    staged_in_soc = True
+    npu_readable = True
+
+    def missing(self, system):
+        if system.nand is None:
+            return "plain NAND dies for the KV cache (nand:)"
+        if system.kv.buffer is None:
+            return "an SoC buffer that stages new K/V before they are programmed (kv.buffer)"
+        return None
+
+    def groups(self, system):
+        return weight_groups(system), FlashGroup("nand", system.nand, system.nand.dies)
+
+    def kv_stores(self, system, kv_per_token):
+        return [Store("plain NAND (KV)", _dies_bytes(system.nand, system.nand.dies), 0.0, kv_per_token)]
+
+    def npu_phase(self, lw, name, kv_heads, macs):
+        """The phase's KV pages read out of the plain dies (multi-plane batches over die I/O and the channel)
+        into the NPU; the slower of readout and NPU compute sets the time."""
+        g = lw.kvgroup
+        busiest, total = lw.layout.phase_reads(lw.L, kv_heads)
+        pipe, items = g.readout_pipe(), busiest  # one page per plane per multi-plane batch
+        npu_t = 2 * macs / npu_peak(lw.s.npu, lw.p.mac_kind)
+        if npu_t > pipe.makespan(items):
+            pipe, items = single_stage("NPU PE array", npu_t), 1
+        # the bits cross the channel once: charged at the die's interface energy, not again as channel bits
+        bits = total * g.page_bytes * 8
+        counts = (("nand.sense_bits", bits), ("nand.io_bits", bits), ("npu.ops", 2 * macs),
+                  ("ctrl.ecc_decode_bits", bits))
+        return Task(name, "attention", ("nand", "ch"), pipe, items, counts)
+
+    def append(self, lw, nbytes):
+        return _soc_append(lw, nbytes)
+
+
+@KV_HOMES.register("csd")
+class Csd(KvHome):
+    in_drive = True
+
+    def missing(self, system):
+        if system.nand is None or system.link is None:
+            return "the drive's flash (nand:) and its link to the host (link:)"
+        if system.kv.buffer is None:
+            return "the drive's DRAM buffer that stages KV writes (kv.buffer)"
+        return None
+
+    def groups(self, system):
+        return weight_groups(system), FlashGroup("csd", system.nand, system.nand.dies)
+
+    def kv_stores(self, system, kv_per_token):
+        return [Store("CSD flash (KV)", _dies_bytes(system.nand, system.nand.dies), 0.0, kv_per_token)]
+
+    def append(self, lw, nbytes):
+        return Task("kv.link", "kv_write", ("link",), single_stage("PCIe link", link_time(lw.s.link, nbytes)),
+                    1, (("link.bits", nbytes * 8), ("csdbuf.bits", nbytes * 8)))
+
+    def prefill_write(self, lw, kv_bytes):
+        g = lw.kvgroup
+        pages_per_plane = math.ceil(kv_bytes / (g.page_bytes * g.planes))
+        t_prog = pages_per_plane * g.die.cell.tPROG
+        t_in = max(kv_bytes / (g.channels_used * g.array.channel.rate), link_time(lw.s.link, kv_bytes))
+        counts = ((f"{lw.part(g)}.program_bits", kv_bytes * 8), ("link.bits", kv_bytes * 8))
+        return Task("kv.program", "prefill", ("csd", "link"), Pipe(("transfer in", "array program"), (t_in, t_prog),
+                                                                   (("bus",), ("array",))), 1, counts)

@@ -1,0 +1,264 @@
+"""Lower one decode step (or one prefill) of a model on a system to a program.
+
+The system's placement picks one strategy per axis from the registries (where weights live, where KV
+lives, where attention runs); this module composes them into a layer and a step: the head-group schedule
+(pipelined QKV of HG i+1 with attention of HG i, and the O-projection of HG i, when weights and KV are on
+different units; all heads at once with head parallelism; else one after another), attention rounds when
+the NPU SRAM cannot hold every logits row at once, the LM head, and the amortized KV programs. Every task
+names the physical resources it holds; the engines only schedule.
+
+System resources: "ifc" (the weight dies of a co-located design), "g1"/"g2" (KVNAND-D groups), "ch"
+(the flash channels), "npu", "dram", "nand" (plain NAND dies), "link" (PCIe), "csd" (the drive),
+"host" (host DRAM).
+"""
+
+from __future__ import annotations
+
+import math
+
+from kvnand.config.schema import System
+from kvnand.errors import InputError
+from kvnand.hw.flash import FlashGroup
+from kvnand.hw.units import npu_matmul_pipe, npu_special_pipe
+from kvnand.lowering.attention import ATTENTION_SITES
+from kvnand.lowering.kv_homes import KV_HOMES
+from kvnand.lowering.weights import WEIGHT_HOMES
+from kvnand.mapping.capacity import Fit, check
+from kvnand.mapping.kv import KvLayout, attention_working_set
+from kvnand.mapping.weights import tile_gemv
+from kvnand.program import Loop, Pipeline, Seq, Task, single_stage
+from kvnand.workload.model import ModelSpec
+from kvnand.workload.precision import Precision
+
+
+def check_composition(system: System) -> None:
+    """One clear error when the registries cannot lower this system's placement."""
+    weights, home = WEIGHT_HOMES[system.placement.weights], KV_HOMES[system.kv.store]
+    site = ATTENTION_SITES[system.placement.attention]
+    for key, value, why in (("placement.weights", weights.name, weights.missing(system)),
+                            ("kv.store", home.name, home.missing(system)),
+                            ("placement.attention", site.name, site.missing(system, home))):
+        if why is not None:
+            raise InputError(f"system '{system.name}': {key} '{value}' needs {why}", key=key, value=value)
+
+
+def heads_per_phase(system: System, model: ModelSpec) -> int:
+    """KV heads one attention phase works on: one head group at a time when head groups are pipelined
+    (or run serially), every KV head at once with head parallelism."""
+    if system.schedule.hg_pipeline and not KV_HOMES[system.kv.store].shares_weight_dies:
+        return 1
+    return model.kv_heads if system.schedule.head_parallel else 1
+
+
+def fit(system: System, model: ModelSpec, precision: Precision, context: int) -> Fit:
+    """Weights and KV at `context` tokens against the memories the placement puts them in."""
+    home = KV_HOMES[system.kv.store]
+    stores = home.stores(system, model.weight_bytes(precision), model.kv_bytes_per_token(precision),
+                         WEIGHT_HOMES[system.placement.weights])
+    return check(stores, context)
+
+
+def energy_prefix(g: FlashGroup) -> str:
+    """Energy-table prefix of a die group: IFC dies price as 'flash', plain dies as 'nand' or 'csd'."""
+    return "flash" if g.name in ("ifc", "g1", "g2") else g.name
+
+
+class Lowering:
+    def __init__(self, system: System, model: ModelSpec, precision: Precision, context: int):
+        self.s, self.m, self.p, self.L = system, model, precision, context
+        self.weights = WEIGHT_HOMES[system.placement.weights]
+        self.kv_home = KV_HOMES[system.kv.store]
+        self.site = ATTENTION_SITES[system.placement.attention]
+        self.split_alpha: float | None = None  # READ_COMPUTE fraction chosen by flash_split, for the record
+        self.wgroup, self.kvgroup = self.kv_home.groups(system)
+        self.layout = self._kv_layout()
+
+    # ------------------------------------------------------------------ placement of the KV pages
+    def _kv_layout(self) -> KvLayout | None:
+        g = self.kvgroup
+        if g is None:
+            return None
+        s, m = self.s, self.m
+        # head parallelism gives every (head, K|V) its own plane set when there are enough planes
+        split = self.kv_home.shares_weight_dies and s.schedule.head_parallel and g.planes >= 2 * m.kv_heads
+        hp = heads_per_phase(s, m)
+        kw = {}
+        if not self.kv_home.staged_in_soc and self.kv_home.on_ifc_dies and s.flash.logic is not None:
+            # KV is staged in the plane's own buffer, beside what in-flash attention keeps there
+            kw = {"staging_bytes": s.flash.logic.kv_buffer - self.plane_working_set(split, hp),
+                  "per_plane_staging": True}
+        elif s.kv.buffer is not None:
+            kw = {"staging_bytes": s.kv.buffer.size}
+        return KvLayout(s.kv.mapping, g.planes, m.layers, m.kv_heads, m.head_dim * self.p.kv_bytes, g.page_bytes,
+                        split_kv_sets=split, codeword=g.array.ecc.codeword_data,
+                        nop=g.die.geometry.partial_programs_per_page, heads_per_phase=hp, **kw)
+
+    def plane_working_set(self, split: bool, hp: int) -> float:
+        """Bytes of a KV plane's buffer that in-flash attention needs (query, partial outputs, chunks)."""
+        m = self.m
+        return attention_working_set(m.heads // m.kv_heads, m.head_dim, self.p.act_bytes,
+                                     self.s.flash.logic.psum_bytes, self.kvgroup.page_bytes, self.p.kv_bytes,
+                                     1 if split else hp)
+
+    def on_chip_error(self) -> str | None:
+        """The first on-chip memory the dataflow overflows (reported like an OOM), or None."""
+        s, m, lay = self.s, self.m, self.layout
+        logic = s.flash.logic if s.flash is not None else None
+        if lay is not None and self.site.name == "flash_pe" and logic is not None:
+            need = self.plane_working_set(lay.split, lay.heads_per_phase)
+            if need > logic.kv_buffer:
+                return (f"per-plane KV buffer: in-flash attention needs {need / 1024:.2f} KiB (query, partial "
+                        f"outputs, logit chunks) > {logic.kv_buffer / 1024:.2f} KiB")
+        if lay is not None and lay.mapping == "page" and not lay.staging_fits:
+            where = "per-plane KV buffer" if lay.per_plane_staging else "SoC KV staging buffer"
+            return (f"{where}: {max(lay.staging_bytes, 0) / 1024:.2f} KiB left for KV writes cannot stage one "
+                    f"minimum program ({lay.min_program:.0f} B) per active page")
+        if logic is not None and logic.global_buffer > 0 and self.weights.name == "flash_pe":
+            for name, in_dim, out_dim in self._gemvs():
+                til = tile_gemv(self.wgroup, in_dim, out_dim, self.p.weight_bytes)
+                need = in_dim * self.p.act_bytes + til.cols_per_die * logic.psum_bytes
+                if need > logic.global_buffer:
+                    return (f"die global buffer: GEMV {name} needs {need / 1024:.1f} KiB (input vector + partial "
+                            f"sums of {til.cols_per_die} columns) > {logic.global_buffer / 1024:.1f} KiB")
+        if self.logit_rounds() > heads_per_phase(s, m):  # not even one KV head's logits fit
+            return (f"NPU SRAM: the logits of one head group at {self.L} tokens "
+                    f"({self._logit_bytes(1) / 2**20:.2f} MiB) exceed {s.npu.sram / 2**20:.2f} MiB")
+        return None
+
+    def _gemvs(self):
+        m = self.m
+        up = (2 if m.mlp == "swiglu" else 1) * m.ffn * m.top_k
+        yield "qkv", m.hidden, (m.heads + 2 * m.kv_heads) * m.head_dim
+        yield "o_proj", m.heads * m.head_dim, m.hidden
+        yield "ffn_up", m.hidden, up
+        yield "ffn_down", m.ffn * m.top_k, m.hidden
+        for mat in m.outer_matrices():
+            yield mat.name, mat.in_dim, mat.out_dim
+
+    def _logit_bytes(self, kv_heads: int) -> float:
+        return kv_heads * (self.m.heads // self.m.kv_heads) * self.L * self.p.act_bytes
+
+    def logit_rounds(self) -> int:
+        """Rounds an attention phase needs so that the logits row of every query head softmax works on at
+        once fits the NPU SRAM (head-parallel C otherwise holds every head's row of a layer at once)."""
+        sram = self.s.npu.sram
+        if not sram or self.site.name == "csd":
+            return 1
+        return max(1, math.ceil(self._logit_bytes(heads_per_phase(self.s, self.m)) / sram - 1e-12))
+
+    # ------------------------------------------------------------------ shared task makers
+    def xfer(self, name: str, stage: str, bytes_per_channel: float, total_bytes: float,
+             commands: int = 1) -> Task:
+        """A transfer over the flash channels (all channels in parallel, busiest channel's bytes)."""
+        ch = self.s.flash.channel if self.s.flash else self.s.nand.channel
+        t = commands * ch.command_overhead + bytes_per_channel / ch.rate
+        return Task(name, stage, ("ch",), single_stage("channel bus", t), 1, (("ch.bits", total_bytes * 8),))
+
+    def npu_vec(self, name: str, stage: str, elements: float) -> Task:
+        return Task(name, stage, ("npu",), npu_special_pipe(self.s.npu, elements), 1,
+                    (("npu.special", elements),))
+
+    def softmax(self, q_heads: int) -> Task:
+        return self.npu_vec("softmax", "softmax", q_heads * self.L)
+
+    part = staticmethod(energy_prefix)
+
+    def kv_sense_action(self) -> str:
+        """The action that counts sensed KV bits (IFC dies also sense weights, counted apart)."""
+        prefix = self.part(self.kvgroup)
+        return "flash.kv_sense_bits" if prefix == "flash" else f"{prefix}.sense_bits"
+
+    def sense_counts(self, g: FlashGroup, pages: float, macs: float, kv: bool = False) -> tuple:
+        prefix = self.part(g)
+        ecc_bits = pages * g.page_bytes * 8 * (1 + g.array.ecc.codeword_parity / g.array.ecc.codeword_data)
+        sense = self.kv_sense_action() if kv else f"{prefix}.sense_bits"
+        return ((sense, pages * g.page_bytes * 8), (f"{prefix}.macs", macs),
+                (f"{prefix}.ecc_decode_bits" if g.array.ecc.location == "on_die" else "ctrl.ecc_decode_bits",
+                 ecc_bits))
+
+    # ------------------------------------------------------------------ a layer, a step
+    def gemv(self, name: str, stage: str, in_dim: int, out_dim: int) -> Seq:
+        return Seq(self.weights.gemv_parts(self, name, stage, in_dim, out_dim))
+
+    def attention(self, kv_heads: int) -> Seq:
+        """Logit, softmax, attend for `kv_heads` KV heads (and their query heads) of one layer."""
+        q_heads = kv_heads * (self.m.heads // self.m.kv_heads)
+        return self.site.lower(self, kv_heads, q_heads, q_heads * self.L * self.m.head_dim)
+
+    def _qkv(self, kv_heads: int):
+        """QKV GEMV of `kv_heads` head groups, split into (input broadcast, compute, rest)."""
+        m = self.m
+        q_heads = kv_heads * (m.heads // m.kv_heads)
+        bcast, compute, out = self.weights.gemv_parts(self, "qkv", "qkv", m.hidden,
+                                                      (q_heads + 2 * kv_heads) * m.head_dim)
+        tail = (out, self.npu_vec("rope", "npu_vector", (q_heads + kv_heads) * m.head_dim),
+                self.kv_home.append(self, 2 * kv_heads * m.head_dim * self.p.kv_bytes))
+        return bcast, compute, Seq(tail)
+
+    def _attention_block(self):
+        """QKV and attention of a layer, plus the O-projection when it joins the head-group pipeline."""
+        m, sch = self.m, self.s.schedule
+        heads = heads_per_phase(self.s, m)
+        bcast, compute, rest = self._qkv(heads)
+        o_full = (m.heads * m.head_dim, m.hidden)
+        if heads == m.kv_heads:
+            r = self.logit_rounds()
+            attn = self.attention(heads) if r == 1 else Loop(self.attention(math.ceil(heads / r)), r,
+                                                             name="attention rounds (NPU SRAM)")
+            return [bcast, compute, rest, attn, self.gemv("o_proj", "o_proj", *o_full)]
+        if sch.hg_pipeline and not self.kv_home.shares_weight_dies:
+            # discrete designs: QKV of HG i+1 (weights' dies) overlaps attention of HG i (KV's home); the QKV
+            # input vector is the same for every head group, so it is broadcast once
+            if not sch.overlap_o_proj:
+                return [bcast, Pipeline(compute, Seq((rest, self.attention(1))), m.kv_heads, name="head groups"),
+                        self.gemv("o_proj", "o_proj", *o_full)]
+            # O-projection rows of HG i run on the weights' dies as soon as its attention output is back; the
+            # partial sums accumulate in the dies' global buffers and leave once per layer
+            o_in, o_compute, o_out = self.weights.gemv_parts(self, "o_proj", "o_proj",
+                                                             (m.heads // m.kv_heads) * m.head_dim, m.hidden)
+            return [bcast, Pipeline(compute, Seq((rest, self.attention(1), o_in, o_compute)), m.kv_heads,
+                                    name="head groups"), o_out]
+        return [bcast, Loop(Seq((compute, rest, self.attention(1))), m.kv_heads, name="head groups (serial)"),
+                self.gemv("o_proj", "o_proj", *o_full)]
+
+    def layer(self) -> Seq:
+        m = self.m
+        parts = [self.npu_vec("attn_norm", "npu_vector", m.hidden), *self._attention_block(),
+                 self.npu_vec("residual", "npu_vector", 2 * m.hidden)]
+        if m.is_moe:
+            parts.append(Task("router", "ffn", ("npu",),
+                              npu_matmul_pipe(self.s.npu, m.hidden * m.experts, self.p.mac_kind), 1,
+                              (("npu.ops", 2 * m.hidden * m.experts),)))
+        up_cols = (2 if m.mlp == "swiglu" else 1) * m.ffn * m.top_k
+        parts += [self.gemv("ffn_up", "ffn", m.hidden, up_cols),
+                  self.npu_vec("ffn_act", "npu_vector", up_cols),
+                  self.gemv("ffn_down", "ffn", m.ffn * m.top_k, m.hidden),
+                  self.npu_vec("residual", "npu_vector", m.hidden)]
+        return Seq(tuple(parts), name="layer")
+
+    def decode_step(self) -> Seq:
+        m = self.m
+        head = [self.npu_vec("final_norm", "npu_vector", m.hidden)]
+        for mat in m.outer_matrices():
+            if mat.name != "project_in":
+                head.append(self.gemv(mat.name, "lm_head", mat.in_dim, mat.out_dim))
+        if any(x.name == "project_in" for x in m.outer_matrices()):
+            mat = next(x for x in m.outer_matrices() if x.name == "project_in")
+            head.insert(0, self.gemv("project_in", "lm_head", mat.in_dim, mat.out_dim))
+        head.append(self.npu_vec("sample", "npu_vector", m.vocab))
+        return Seq((Loop(self.layer(), m.layers, name="layers"), *head, self.kv_home.program(self)),
+                   name="decode step")
+
+    def prefill(self, n: int) -> Seq:
+        """Prefill of n prompt tokens: GEMMs on the NPU (or host) with weights streamed once per layer,
+        causal attention on the NPU, the prompt's KV written to its home."""
+        m, p = self.m, self.p
+        per_layer_w = sum(x.in_dim * x.out_dim * x.active for x in m.matrices())
+        stream = self.weights.prefill_stream(self, per_layer_w * n, per_layer_w * p.weight_bytes)
+        attn_macs = m.heads * m.head_dim * n * (n + 1) / 2 * 2
+        attn = Task("layer.attention", "prefill", ("npu",), npu_matmul_pipe(self.s.npu, attn_macs, p.mac_kind), 1,
+                    (("npu.ops", 2 * attn_macs),))
+        soft = self.npu_vec("layer.softmax", "prefill", m.heads * n * (n + 1) / 2)
+        layer = Seq((stream, attn, soft))
+        write = self.kv_home.prefill_write(self, m.kv_bytes_per_token(p) * n)
+        return Seq((Loop(layer, m.layers, name="layers"), write), name="prefill")

@@ -1,1 +1,0 @@
-"""Systems under comparison: one builder turns a System composition (YAML) into a step program."""
