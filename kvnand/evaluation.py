@@ -103,8 +103,8 @@ def _evaluate(system: str, model: str, context: int, precision: str | None, mode
     if refresh:
         from kvnand.reliability.refresh import refresh_overhead
 
-        r = refresh_overhead(system, model, context, precision,
-                             overrides={**overrides, "profile.tokens_per_s": 1.0 / latency}, profile=refresh)
+        r = refresh_overhead(system, model, context, precision, overrides=overrides, profile=refresh,
+                             tokens_per_s=1.0 / latency)
         latency += r["seconds_per_token"]
         energy += r["joules_per_token"]
         stage = {**stage, "refresh": r["seconds_per_token"]}
@@ -210,3 +210,29 @@ def _auto_split(system, model, context, precision, mode, overrides, with_timelin
     final["system"] = f"{system}:auto"
     final["config"]["split"] = f"{final['config']['g1_dies']}+{best_g2}"
     return final
+
+
+def evaluate_reliability(system: str, model: str, context: int, *, precision: str | None = None,
+                         mapping: str | None = None, profile="continuous", overrides: dict | None = None) -> dict:
+    """kvnand.reliability.reliability() of a point, with what only evaluate() knows: the G1/G2 split a
+    ':auto' system picks for speed (the one whose flash is aged) and, when the profile gives no decode rate,
+    the system's own rate at the session's mean decode context."""
+    from kvnand.reliability import reliability
+    from kvnand.reliability.disturb import system_overrides
+    from kvnand.reliability.profile import get_profile, session
+
+    overrides = dict(overrides or {})
+    sys_over = {**system_overrides(overrides), **({"mapping": mapping} if mapping is not None else {})}
+    if system.endswith(":auto"):
+        chosen = evaluate(system, model, context, precision=precision, overrides=sys_over)["config"]
+        system = system.removesuffix(":auto")
+        if "g2_dies" in chosen:
+            overrides["g2_dies"] = chosen["g2_dies"]
+            sys_over["g2_dies"] = chosen["g2_dies"]
+    rate = None
+    prof = get_profile(profile, overrides)
+    if prof.tokens_per_s is None and isinstance(context, int) and not isinstance(context, bool) and context > 0:
+        rate = evaluate(system, model, session(prof, context).mean_decode_context, precision=precision,
+                        overrides=sys_over)["tokens_per_s"]
+    return reliability(system, model, context, precision=precision, mapping=mapping, profile=profile,
+                       overrides=overrides, tokens_per_s=rate)

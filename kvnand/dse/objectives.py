@@ -78,12 +78,14 @@ def check_metric_key(key: str, space, error: Callable[..., InputError]) -> None:
 
 
 def reliability_fn():
-    """kvnand.reliability.reliability, or None while that module is not built."""
+    """kvnand.evaluation.evaluate_reliability, or None while kvnand.reliability is not built."""
     try:
-        from kvnand.reliability import reliability
+        import kvnand.reliability  # noqa: F401
     except ImportError:
         return None
-    return reliability
+    from kvnand.evaluation import evaluate_reliability
+
+    return evaluate_reliability
 
 
 # ---------------------------------------------------------------------- evaluation (cached per process)

@@ -14,18 +14,19 @@ import math
 
 
 def reliability(system: str, model: str, context: int, *, precision: str | None = None, mapping: str | None = None,
-                profile="continuous", overrides: dict | None = None) -> dict:
+                profile="continuous", overrides: dict | None = None, tokens_per_s: float | None = None) -> dict:
     """One point's reliability record (keys of DESIGN.md's `kvnand.reliability/1` results, and more).
 
     `max_reads_per_block` is the largest count a KV block reaches between erases without refresh (None
     when the KV cache is not in flash); weight blocks have no such bound and are reported per token.
-    `overrides` takes system `--set` keys plus `profile.*` and `refresh.*` keys.
+    `overrides` takes system `--set` keys plus `profile.*` and `refresh.*` keys. The decode rate is the
+    profile's, else `tokens_per_s` (kvnand.evaluation.evaluate_reliability measures the system's own).
     """
     from kvnand.reliability import endurance, refresh
     from kvnand.reliability.disturb import workload
 
     w = workload(system, model, context, precision=precision, mapping=mapping, overrides=overrides,
-                 profile=profile)
+                 profile=profile, tokens_per_s=tokens_per_s)
     policy = refresh.get_policy(overrides)
     rec = {"system": system, "model": w.model.name, "context": context, "mapping": w.mapping,
            "precision": w.precision.name, "profile": w.profile.name, "oom": w.fit.oom, "oom_reason": w.fit.reason,
@@ -97,11 +98,11 @@ def _group_record(w, g, p, wr, tokens_per_day: float) -> dict:
 
 
 def refresh_overhead(system: str, model: str, context: int, precision: str | None = None,
-                     overrides: dict | None = None, profile="continuous") -> dict:
+                     overrides: dict | None = None, profile="continuous", tokens_per_s: float | None = None) -> dict:
     """Refresh cost per decode token (see kvnand.reliability.refresh.refresh_overhead)."""
     from kvnand.reliability.refresh import refresh_overhead as _overhead
 
-    return _overhead(system, model, context, precision, overrides, profile)
+    return _overhead(system, model, context, precision, overrides, profile, tokens_per_s)
 
 
 def _kv_cell(cfg):

@@ -35,7 +35,7 @@ def reliability(
     """
     from kvnand.cli import emit_json, parse_sets
     from kvnand.errors import InputError
-    from kvnand.reliability import reliability as point
+    from kvnand.evaluation import evaluate_reliability as point
     from kvnand.reliability.disturb import MAPPINGS, system_overrides
     from kvnand.reliability.profile import get_profile
     from kvnand.reliability.refresh import get_policy

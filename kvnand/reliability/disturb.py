@@ -120,24 +120,29 @@ class Workload:
     session: Session
     fit: Fit
     groups: tuple[GroupStress, ...]
+    rate: float | None = None       # decode tokens/s measured by the caller (evaluate), if the profile has none
 
     @property
     def mapping(self) -> str | None:
         return self.system.kv.mapping if any(g.kv is not None for g in self.groups) else None
 
     def tokens_per_s(self) -> float:
-        """The profile's decode rate, else the system's own at the session's mean decode context."""
+        """The profile's decode rate, else the one the caller measured (kvnand.evaluation.evaluate_reliability
+        passes the system's own rate at the session's mean decode context)."""
         if self.profile.tokens_per_s is not None:
             return self.profile.tokens_per_s
-        from kvnand.evaluation import evaluate
-
-        return evaluate(self.system_name, self.model.name, self.session.mean_decode_context,
-                        precision=self.precision.name, overrides=self.system_overrides)["tokens_per_s"]
+        if self.rate is None:
+            raise InputError("a decode rate is needed for per-day figures", key="profile.tokens_per_s",
+                             allowed="a rate in the profile, or kvnand.evaluation.evaluate_reliability(), "
+                                     "which measures the system's own")
+        return self.rate
 
 
 def workload(system: str, model: str, context: int, *, precision: str | None = None, mapping: str | None = None,
-             overrides: dict | None = None, profile: str | Profile = "continuous") -> Workload:
-    """Resolve a point. `overrides` holds system `--set` keys plus `profile.*` and `refresh.*` keys."""
+             overrides: dict | None = None, profile: str | Profile = "continuous",
+             tokens_per_s: float | None = None) -> Workload:
+    """Resolve a point of a concrete system (a ':auto' split is chosen by the caller). `overrides` holds
+    system `--set` keys plus `profile.*` and `refresh.*` keys."""
     overrides = dict(overrides or {})
     prof = get_profile(profile, overrides)
     sys_over = system_overrides(overrides)
@@ -148,12 +153,9 @@ def workload(system: str, model: str, context: int, *, precision: str | None = N
     if isinstance(context, bool) or not isinstance(context, int) or context < 1:
         raise InputError("context must be a positive number of tokens", key="context", value=context)
     if system.endswith(":auto"):
-        # the G1/G2 split evaluate() picks for speed is the one whose flash we age
-        from kvnand.evaluation import evaluate
-
-        chosen = evaluate(system, model, context, precision=precision, overrides=sys_over)["config"]
-        system = system.removesuffix(":auto")
-        sys_over["g2_dies"] = chosen.get("g2_dies", sys_over.get("g2_dies"))
+        raise InputError("reliability ages one concrete split: choose it first (kvnand.evaluation."
+                         "evaluate_reliability resolves ':auto' to the split evaluate() picks)", key="system",
+                         value=system)
     cfg = load_system(system, sys_over)
     spec = load_model(model)
     prec = get_precision(precision or cfg.default_precision)
@@ -161,7 +163,7 @@ def workload(system: str, model: str, context: int, *, precision: str | None = N
     fitted = fit(cfg, spec, prec, context)
     sess = session(prof, context)
     groups = () if fitted.oom else _groups(cfg, spec, prec, sess)
-    return Workload(system, sys_over, cfg, spec, prec, prof, sess, fitted, groups)
+    return Workload(system, sys_over, cfg, spec, prec, prof, sess, fitted, groups, tokens_per_s)
 
 
 def system_overrides(overrides: dict) -> dict:

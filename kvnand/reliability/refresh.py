@@ -131,11 +131,13 @@ def _cost(w: Workload, g: GroupStress, pages: float, erases: float) -> tuple[flo
 
 
 def refresh_overhead(system: str, model: str, context: int, precision: str | None = None,
-                     overrides: dict | None = None, profile: str | Profile = "continuous") -> dict:
+                     overrides: dict | None = None, profile: str | Profile = "continuous",
+                     tokens_per_s: float | None = None) -> dict:
     """Refresh cost of one point per decode token, for evaluate(): seconds, joules, programs, and refreshes
-    per day. Per-token figures need no decode rate. refreshes_per_day uses the profile's tokens_per_s or,
-    if it has none, calls kvnand.evaluate; pass `profile.tokens_per_s` when calling from inside evaluate."""
-    w = workload(system, model, context, precision=precision, overrides=overrides, profile=profile)
+    per day. Per-token figures need no decode rate; refreshes_per_day uses the profile's tokens_per_s, else
+    `tokens_per_s`."""
+    w = workload(system, model, context, precision=precision, overrides=overrides, profile=profile,
+                 tokens_per_s=tokens_per_s)
     if w.fit.oom:
         return {"oom": True, "seconds_per_token": None, "joules_per_token": None, "programs_per_token": None,
                 "erases_per_token": None, "refreshes_per_day": None}
