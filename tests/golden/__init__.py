@@ -17,6 +17,11 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REGEN_HINT = "regenerate with `python -m tests.golden --regen` (or `pytest --regen-golden`) and review the diff"
 REL_TOL = 1e-9
+# Event-mode breakdown entries are differences of absolute times along the critical path, so their precision
+# is that of the makespan, not their own: an entry of microseconds in a step of seconds moves at ~1e-9 relative
+# when the same work is split into two tasks. Every float also passes within ABS_TOL_OF_LATENCY x the record's
+# latency (1e-12 of a step).
+ABS_TOL_OF_LATENCY = 1e-12
 # Stored floats keep 12 significant digits: far inside REL_TOL, and a regenerated file does not churn in
 # digits no comparison looks at.
 STORED_DIGITS = 12
@@ -127,9 +132,13 @@ def _kind(x: Any) -> str:
     return "number" if isinstance(x, float) else type(x).__name__  # bool stays apart from int
 
 
-def diff(old: Any, new: Any, path: str = "") -> Iterator[tuple[str, Any, Any]]:
-    """(key path, golden value, new value) of every leaf that moved. Floats agree within REL_TOL (NaN equals
-    NaN); ints, strings, bools and None must be equal and keep their type; keys must match exactly."""
+def diff(old: Any, new: Any, path: str = "", abs_tol: float | None = None) -> Iterator[tuple[str, Any, Any]]:
+    """(key path, golden value, new value) of every leaf that moved. Floats agree within REL_TOL or within
+    ABS_TOL_OF_LATENCY x the record's latency (NaN equals NaN); ints, strings, bools and None must be equal
+    and keep their type; keys must match exactly."""
+    if abs_tol is None:
+        latency = old.get("latency_s") if isinstance(old, dict) else None
+        abs_tol = ABS_TOL_OF_LATENCY * latency if isinstance(latency, float) else 0.0
     if isinstance(old, dict) and isinstance(new, dict):
         for k in sorted(old.keys() | new.keys()):
             sub = f"{path}.{k}" if path else k
@@ -138,14 +147,14 @@ def diff(old: Any, new: Any, path: str = "") -> Iterator[tuple[str, Any, Any]]:
             elif k not in old:
                 yield sub, "<missing>", new[k]
             else:
-                yield from diff(old[k], new[k], sub)
+                yield from diff(old[k], new[k], sub, abs_tol)
     elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
         for i, (a, b) in enumerate(zip(old, new, strict=True)):
-            yield from diff(a, b, f"{path}[{i}]")
+            yield from diff(a, b, f"{path}[{i}]", abs_tol)
     elif _kind(old) != _kind(new):
         yield path, old, new
     elif isinstance(old, float):
-        if not (math.isclose(old, new, rel_tol=REL_TOL, abs_tol=0.0) or (math.isnan(old) and math.isnan(new))):
+        if not (math.isclose(old, new, rel_tol=REL_TOL, abs_tol=abs_tol) or (math.isnan(old) and math.isnan(new))):
             yield path, old, new
     elif old != new:
         yield path, old, new
