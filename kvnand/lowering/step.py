@@ -27,8 +27,12 @@ from kvnand.mapping.capacity import Fit, check
 from kvnand.mapping.kv import KvLayout, attention_working_set
 from kvnand.mapping.weights import tile_gemv
 from kvnand.program import Loop, Pipeline, Seq, Task, single_stage
+from kvnand.workload.graph import Operator, head_operators, layer_operators, prologue_operators
 from kvnand.workload.model import ModelSpec
 from kvnand.workload.precision import Precision
+
+# the layer operators the attention block lowers together (see Lowering._attention_block)
+ATTENTION_BLOCK = ("qkv", "rope", "kv_append", "logit", "softmax", "attend", "o_proj")
 
 
 def check_composition(system: System) -> None:
@@ -221,32 +225,31 @@ class Lowering:
         return [bcast, Loop(Seq((compute, rest, self.attention(1))), m.kv_heads, name="head groups (serial)"),
                 self.gemv("o_proj", "o_proj", *o_full)]
 
+    def _place(self, op: Operator, stage: str) -> Task | Seq:
+        """A vector operator on the NPU's special-function units, the MoE router on the NPU's PE array, a
+        GEMV on the weights' home."""
+        if op.kind == "vector":
+            return self.npu_vec(op.name, "npu_vector", op.elements)
+        if op.name == "router":
+            return Task("router", stage, ("npu",), npu_matmul_pipe(self.s.npu, op.macs, self.p.mac_kind), 1,
+                        (("npu.ops", 2 * op.macs),))
+        return self.gemv(op.name, stage, op.in_dim, op.out_dim)
+
     def layer(self) -> Seq:
-        m = self.m
-        parts = [self.npu_vec("attn_norm", "npu_vector", m.hidden), *self._attention_block(),
-                 self.npu_vec("residual", "npu_vector", 2 * m.hidden)]
-        if m.is_moe:
-            parts.append(Task("router", "ffn", ("npu",),
-                              npu_matmul_pipe(self.s.npu, m.hidden * m.experts, self.p.mac_kind), 1,
-                              (("npu.ops", 2 * m.hidden * m.experts),)))
-        up_cols = (2 if m.mlp == "swiglu" else 1) * m.ffn * m.top_k
-        parts += [self.gemv("ffn_up", "ffn", m.hidden, up_cols),
-                  self.npu_vec("ffn_act", "npu_vector", up_cols),
-                  self.gemv("ffn_down", "ffn", m.ffn * m.top_k, m.hidden),
-                  self.npu_vec("residual", "npu_vector", m.hidden)]
+        """The workload's layer operators in order; QKV through the O-projection form the attention block,
+        scheduled by head groups."""
+        parts = []
+        for op in layer_operators(self.m, self.p, self.L):
+            if op.name == "qkv":
+                parts += self._attention_block()
+            elif op.name not in ATTENTION_BLOCK:
+                parts.append(self._place(op, "ffn"))
         return Seq(tuple(parts), name="layer")
 
     def decode_step(self) -> Seq:
-        m = self.m
-        head = [self.npu_vec("final_norm", "npu_vector", m.hidden)]
-        for mat in m.outer_matrices():
-            if mat.name != "project_in":
-                head.append(self.gemv(mat.name, "lm_head", mat.in_dim, mat.out_dim))
-        if any(x.name == "project_in" for x in m.outer_matrices()):
-            mat = next(x for x in m.outer_matrices() if x.name == "project_in")
-            head.insert(0, self.gemv("project_in", "lm_head", mat.in_dim, mat.out_dim))
-        head.append(self.npu_vec("sample", "npu_vector", m.vocab))
-        return Seq((Loop(self.layer(), m.layers, name="layers"), *head, self.kv_home.program(self)),
+        prologue = [self._place(op, "lm_head") for op in prologue_operators(self.m, self.p)]
+        head = [self._place(op, "lm_head") for op in head_operators(self.m, self.p)]
+        return Seq((*prologue, Loop(self.layer(), self.m.layers, name="layers"), *head, self.kv_home.program(self)),
                    name="decode step")
 
     def prefill(self, n: int) -> Seq:

@@ -17,7 +17,7 @@ def graph(
     output: Annotated[str | None, typer.Option(help="write the layer DAG as GraphML to this file")] = None,
 ):
     """Per-layer summary of the decode-step operator graph (FLOPs, bytes, kind), or GraphML for other tools."""
-    from kvnand.workload.graph import head_operators, layer_dag, layer_operators, step_flops
+    from kvnand.workload.graph import head_operators, layer_dag, layer_operators, prologue_operators, step_flops
     from kvnand.workload.model import load_model
 
     m = load_model(model)
@@ -44,7 +44,7 @@ def graph(
                     f"x{m.layers} layers")
     for col in ("operator", "kind", "MFLOP", "weights (MB)", "KV (MB)", "act in (KB)", "act out (KB)", "after"):
         t.add_column(col, justify="left" if col in ("operator", "kind", "after") else "right")
-    for o in layer_operators(m, precision, context) + head_operators(m, precision):
+    for o in prologue_operators(m, precision) + layer_operators(m, precision, context) + head_operators(m, precision):
         t.add_row(o.name, o.kind, f"{o.flops / 1e6:.2f}", f"{o.weight_bytes / 1e6:.2f}", f"{o.kv_bytes / 1e6:.2f}",
                   f"{o.act_in_bytes / 1e3:.1f}", f"{o.act_out_bytes / 1e3:.1f}", ", ".join(o.deps))
     Console().print(t)

@@ -1,8 +1,9 @@
-"""The operator graph of one decode step (or a prefill of n tokens), per layer, as a networkx DAG.
+"""The operator list of one decode step (or a prefill of n tokens), per layer, also as a networkx DAG.
 
 Each operator knows its kind (gemv, gemm, attention, vector, kv_write), FLOPs (2 x MACs), the bytes of
-its operands (weights, KV, activations) and which weight matrices it applies. Systems decide where each
-kind runs; the graph itself is hardware-free.
+its operands (weights, KV, activations), which weight matrices it applies and, for a GEMV, its shape.
+This list is what gets simulated: kvnand.lowering walks it and places each operator on the system's
+units (`kvnand graph` shows it); the list itself is hardware-free.
 """
 
 from __future__ import annotations
@@ -25,19 +26,29 @@ class Operator:
     elements: float = 0.0             # vector ops: elements processed
     matrices: tuple[Matrix, ...] = ()
     deps: tuple[str, ...] = ()
+    in_dim: int = 0                   # GEMV shape y = x W: input length and output columns
+    out_dim: int = 0
 
     @property
     def flops(self) -> float:
         return 2 * self.macs + self.elements
 
 
-def _gemv(name, mats, p: Precision, tokens: int, deps) -> Operator:
+def _gemv(name, mats, p: Precision, tokens: int, deps, summed: bool = False) -> Operator:
+    """Matrices applied to one input, their columns side by side (q|k|v, gate|up, the routed experts'
+    up projections); `summed`: one matrix whose active copies take different inputs and add their
+    outputs (the routed experts' down projections), i.e. their rows stacked."""
     macs = sum(m.in_dim * m.out_dim * m.active for m in mats) * tokens
     wb = sum(m.in_dim * m.out_dim * m.active for m in mats) * p.weight_bytes
     kind = "gemv" if tokens == 1 else "gemm"
-    return Operator(name, kind, macs, weight_bytes=wb, act_in_bytes=mats[0].in_dim * p.act_bytes * tokens,
-                    act_out_bytes=sum(m.out_dim * m.active for m in mats) * p.act_bytes * tokens,
-                    matrices=tuple(mats), deps=deps)
+    if summed:
+        (mat,) = mats
+        in_dim, out_dim = mat.in_dim * mat.active, mat.out_dim
+    else:
+        in_dim, out_dim = mats[0].in_dim, sum(m.out_dim * m.active for m in mats)
+    return Operator(name, kind, macs, weight_bytes=wb, act_in_bytes=in_dim * p.act_bytes * tokens,
+                    act_out_bytes=out_dim * p.act_bytes * tokens, matrices=tuple(mats), deps=deps,
+                    in_dim=in_dim, out_dim=out_dim)
 
 
 def layer_operators(m: ModelSpec, precision: Precision | str, context: int, tokens: int = 1) -> list[Operator]:
@@ -73,7 +84,7 @@ def layer_operators(m: ModelSpec, precision: Precision | str, context: int, toke
             first = "router"
         ops += [_gemv("ffn_up", [mats["gate"], mats["up"]], p, tokens, (first,)),
                 Operator("ffn_act", "vector", 0, elements=2 * m.ffn * m.top_k * tokens, deps=("ffn_up",)),
-                _gemv("ffn_down", [mats["down"]], p, tokens, ("ffn_act",))]
+                _gemv("ffn_down", [mats["down"]], p, tokens, ("ffn_act",), summed=True)]
     else:
         ops += [_gemv("ffn_up", [mats["fc1"]], p, tokens, ("ffn_norm",)),
                 Operator("ffn_act", "vector", 0, elements=m.ffn * tokens, deps=("ffn_up",)),
@@ -82,8 +93,15 @@ def layer_operators(m: ModelSpec, precision: Precision | str, context: int, toke
     return ops
 
 
+def prologue_operators(m: ModelSpec, precision: Precision | str) -> list[Operator]:
+    """Operators before the first layer: OPT's projection of the token embedding to the hidden size."""
+    outer = {x.name: x for x in m.outer_matrices()}
+    return [_gemv("project_in", [outer["project_in"]], get_precision(precision), 1, ())] if "project_in" in outer \
+        else []
+
+
 def head_operators(m: ModelSpec, precision: Precision | str, tokens: int = 1) -> list[Operator]:
-    """Operators outside the layers: final norm, OPT projections, LM head (only the last token in prefill)."""
+    """Operators after the layers: final norm, OPT's projection out, LM head (only the last token in prefill)."""
     p = get_precision(precision)
     outer = {x.name: x for x in m.outer_matrices()}
     ops = [Operator("final_norm", "vector", 0, elements=m.hidden * tokens)]
@@ -97,7 +115,7 @@ def head_operators(m: ModelSpec, precision: Precision | str, tokens: int = 1) ->
 def step_flops(m: ModelSpec, precision: Precision | str, context: int) -> float:
     """FLOPs of one decode step (2 x MACs of every GEMV and attention; vector ops excluded)."""
     layer = sum(2 * o.macs for o in layer_operators(m, precision, context))
-    return m.layers * layer + sum(2 * o.macs for o in head_operators(m, precision))
+    return m.layers * layer + sum(2 * o.macs for o in prologue_operators(m, precision) + head_operators(m, precision))
 
 
 def layer_dag(m: ModelSpec, precision: Precision | str, context: int, tokens: int = 1):
