@@ -24,6 +24,20 @@ class Format(StrEnum):
     json = "json"
 
 
+def _version(value: bool) -> None:
+    if value:
+        from kvnand import __version__
+
+        typer.echo(f"kvnand {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False):
+    """Cycle-approximate model of in-flash computing (3D NAND + logic die) for LLM inference."""
+
+
 def emit_json(obj) -> None:
     typer.echo(json.dumps(obj, indent=2, default=float))
 

@@ -85,6 +85,7 @@ def _evaluate(system: str, model: str, context: int, precision: str | None, mode
         "breakdown_s": {}, "breakdown_by_resource_s": {}, "busy_s": {}, "energy_breakdown_j": {},
         "bottleneck": None, "capacity": fit.stores, "config": _config_summary(sys_cfg, overrides),
     }
+    record.update(_memories(system, overrides))
     if fit.oom:
         return record
     if prebuilt is not None:
@@ -131,6 +132,14 @@ def _evaluate(system: str, model: str, context: int, precision: str | None, mode
         record["_timeline"] = tl
         record["_program"] = program
     return record
+
+
+def _memories(system: str, overrides: dict) -> dict:
+    """Memory cost and the capacity of each memory (kvnand.cost), in every record, OOM or not."""
+    from kvnand.cost import memory_cost
+
+    c = memory_cost(system, overrides)
+    return {"cost_usd": c["cost_usd"], "memories": c["memories"]}
 
 
 def _config_summary(s, overrides) -> dict:
