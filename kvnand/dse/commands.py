@@ -83,7 +83,7 @@ def pareto(
 
     st = load_existing(storage, study)
     objectives, dirs = objective_directions(st)
-    rows = export.rows_from_study(st)
+    rows = export.rows_from_study(st, objectives)
     front = export.pareto(rows, dirs)
     if format == PFormat.csv:
         typer.echo(export.rows_csv(front, objectives), nl=False)

@@ -42,9 +42,12 @@ class Row:
         return (self.report or {}).get("metrics", {})
 
 
-def rows_from_study(study) -> list[Row]:
-    """Every taken trial of a study (WAITING and surplus trials are not designs that ran)."""
+def rows_from_study(study, objectives: list[str]) -> list[Row]:
+    """Every taken trial of a study (WAITING and surplus trials are not designs that ran). An infeasible
+    trial told optuna the worst values; its row has the values it measured (from its report)."""
     from optuna.trial import TrialState
+
+    from kvnand.dse.study import stored_constraints
 
     rows = []
     for t in study.get_trials(deepcopy=False):
@@ -53,10 +56,18 @@ def rows_from_study(study) -> list[Row]:
         violated = list(t.user_attrs.get("violated", []))
         if t.state == TrialState.FAIL:
             violated.append(f"failed: {t.user_attrs.get('error', 'worker died (heartbeat went stale)')}")
-        feasible = t.state == TrialState.COMPLETE and all(v <= 0 for v in t.constraints.values())
-        rows.append(Row(t.number, t.state.name, dict(t.params), list(t.values) if t.values else None, feasible,
-                        violated, t.user_attrs.get("known_design"), t.user_attrs.get("report")))
+        feasible = t.state == TrialState.COMPLETE and all(v <= 0 for v in stored_constraints(t))
+        report = t.user_attrs.get("report")
+        values = list(t.values) if t.values else None
+        if values and not feasible and report and "metrics" in report:
+            values = [_measured(report["metrics"].get(o), v) for o, v in zip(objectives, values, strict=True)]
+        rows.append(Row(t.number, t.state.name, dict(t.params), values, feasible, violated,
+                        t.user_attrs.get("known_design"), report))
     return rows
+
+
+def _measured(value: float | None, told: float) -> float:
+    return told if value is None else float(value)
 
 
 def pareto(rows: list[Row], directions: list[str]) -> list[Row]:

@@ -27,7 +27,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from kvnand.dse.objectives import MAXIMIZE, MINIMIZE, constraint_names, evaluate_design, metric
+from kvnand.dse.objectives import MAXIMIZE, MINIMIZE, constraint_names, evaluate_design, metric, worst
 from kvnand.dse.space import Space, load_space
 from kvnand.errors import InputError
 
@@ -100,6 +100,21 @@ def _sqlite_connect(path: str):
     return conn
 
 
+def stored_constraints(trial) -> list[float]:
+    """The constraint values the objective stored on a (frozen) trial, in `constraint_names` order."""
+    from optuna.samplers._base import _CONSTRAINTS_KEY
+
+    return list(trial.system_attrs.get(_CONSTRAINTS_KEY) or [])
+
+
+def _store_constraints(trial, values: list[float]) -> None:
+    """Constraints as one list under optuna's own key, the format its samplers write and optuna-dashboard
+    reads (`Trial.set_constraint` writes one key per constraint, which the dashboard ignores)."""
+    from optuna.samplers._base import _CONSTRAINTS_KEY
+
+    trial.storage.set_trial_system_attr(trial._trial_id, _CONSTRAINTS_KEY, values)
+
+
 def make_sampler(space: Space, seed: int):
     import optuna
 
@@ -107,12 +122,13 @@ def make_sampler(space: Space, seed: int):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # multivariate/group TPE is "experimental"
         if kind == "nsga2":
-            return optuna.samplers.NSGAIISampler(seed=seed)
+            return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=stored_constraints)
         if kind == "random":
             return optuna.samplers.RandomSampler(seed=seed)
         # group=True: conditional parameters (e.g. G2 only for KVNAND-D) are modelled jointly
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
-                                          n_startup_trials=max(10, len(space.known_designs())))
+                                          n_startup_trials=max(10, len(space.known_designs())),
+                                          constraints_func=stored_constraints)
 
 
 def directions(space: Space) -> list[str]:
@@ -193,9 +209,10 @@ class Objective:
             raise
         trial.set_user_attr("violated", ev.violated)
         trial.set_user_attr("report", ev.report)
-        for key, v in ev.constraints.items():
-            trial.set_constraint(key, v)
-        return ev.values
+        _store_constraints(trial, [ev.constraints[k] for k in constraint_names(self.space)])
+        # an infeasible design's objectives are undefined to optuna (the worst value), so no optuna tool puts
+        # it on a front; what it measured stays in its report (and in trials.csv)
+        return ev.values if ev.feasible else [worst(k) for k in self.space.spec.objectives]
 
 
 def work(space_file: str, url: str, name: str, budget: int, seed: int, log=None) -> None:
@@ -273,7 +290,7 @@ def run(space: Space, out: Path, *, trials: int | None = None, workers: int = 1,
     still_running = settle(study, hb)
     elapsed = time.monotonic() - t0
     new = _finished(study) - done_before
-    rows = export.rows_from_study(study)
+    rows = export.rows_from_study(study, list(space.spec.objectives))
     summary = export.write_outputs(out, rows, list(space.spec.objectives), directions(space))
     summary.update({
         "study": name, "storage": public_url(url), "budget": budget, "workers": workers,
