@@ -56,8 +56,9 @@ def models(
     if format == Format.json:
         emit_json({"schema": "kvnand.models/1", "models": records})
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from kvnand.report.terminal import show
 
     t = Table(title=f"models ({precision})")
     for col in ("name", "family", "params (B)", "active (B)", "layers", "heads/kv", "head_dim",
@@ -67,7 +68,7 @@ def models(
         t.add_row(r["name"], r["family"], f"{r['params'] / 1e9:.2f}", f"{r['active_params'] / 1e9:.2f}",
                   str(r["layers"]), f"{r['heads']}/{r['kv_heads']}", str(r["head_dim"]),
                   f"{r['weight_bytes'] / 1e9:.2f}", f"{r['kv_bytes_per_token'] / 1024:.0f}")
-    Console().print(t)
+    show(t, optional=("head_dim", "heads/kv", "layers", "family"))
 
 
 @app.command("show-config")
