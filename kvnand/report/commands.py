@@ -74,6 +74,16 @@ def _trace(points: list[sweep.Point], results: list[dict], precision, overrides)
     return json.dumps(chrome_trace([(label, r["_timeline"])]), separators=(",", ":"))
 
 
+def _references(results: list[dict], mode: str, overrides: dict, cache: Cache, refresh: str | None) -> list[dict]:
+    """The reference systems at the precisions other systems ran at, so every speedup is at equal precision."""
+    from kvnand.report.table import missing_references
+
+    out = []
+    for prec, pts in missing_references(results).items():
+        out += sweep.run(pts, precision=prec, mode=mode, overrides=overrides, cache=cache, refresh=refresh)
+    return out
+
+
 @app.command()
 def report(
     systems: Annotated[str, typer.Option(help="comma-separated system presets (kvnand-d:auto picks the best "
@@ -84,7 +94,8 @@ def report(
     precision: Annotated[str | None, typer.Option(help="bf16, w8a8 or w4a16 (default: each system's)")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="key.path=value override (repeatable)")] = None,
     format: Annotated[Format, typer.Option("--format")] = Format.table,
-    plot: Annotated[Path | None, typer.Option(help="figure FILE.png|svg (+ FILE-energy, FILE-breakdown)")] = None,
+    plot: Annotated[Path | None, typer.Option(help="figure FILE.png|svg|pdf: tokens/s (+ FILE-speedup, FILE-energy, "
+                                                   "FILE-breakdown)")] = None,
     trace: Annotated[Path | None, typer.Option(help="Chrome trace JSON (Perfetto) of the first point that fits, "
                                                     "in event mode")] = None,
     mode: Annotated[Mode, typer.Option(help="fast (analytic) or event (scheduled timeline)")] = Mode.fast,
@@ -118,6 +129,7 @@ def report(
     cache = Cache(enabled=not no_cache)
     results = sweep.run(points, precision=precision, mode=mode.value, overrides=overrides, cache=cache,
                         refresh=refresh)
+    references = _references(results, mode.value, overrides, cache, refresh)
     trace_json = _trace(points, results, precision, overrides) if trace else None
 
     if format == Format.json:
@@ -125,14 +137,13 @@ def report(
     elif format == Format.csv:
         typer.echo(_as_csv(results), nl=False)
     else:
-        from rich.console import Console
+        from kvnand.report.table import OPTIONAL_COLUMNS, TEXT_COLUMNS, render
+        from kvnand.report.terminal import show
 
-        from kvnand.report.table import render
-
-        console = Console()
-        if not console.is_terminal:
-            console.width = 200  # a redirected table should not wrap at 80 columns
-        console.print(*render(results))
+        tables, note = render(results, references)
+        show(*tables, optional=OPTIONAL_COLUMNS, text_columns=TEXT_COLUMNS)
+        if note:
+            typer.echo(note)
 
     written: list[Path] = []
     if out is not None:
@@ -143,7 +154,7 @@ def report(
     if plot is not None:
         from kvnand.report.figures import write_figures
 
-        written += write_figures(results, plot)
+        written += write_figures(results, plot, references)
     if trace_json is not None:
         write_text(trace, trace_json)
         written.append(trace)
