@@ -55,6 +55,7 @@ def open_storage(url: str, heartbeat_s: int | None = None):
     import optuna
 
     url = _with_driver(url)
+    _check_driver(url)
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:///"):
         kwargs["engine_kwargs"] = {"creator": functools.partial(_sqlite_connect, url.removeprefix("sqlite:///"))}
@@ -86,6 +87,18 @@ def _with_driver(url: str) -> str:
             and importlib.util.find_spec("psycopg2") is not None:
         return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
     return url
+
+
+def _check_driver(url: str) -> None:
+    """A PostgreSQL URL needs a driver, which only the `postgres` extra installs: say so, not SQLAlchemy's
+    module error."""
+    import importlib.util
+
+    scheme = url.partition("://")[0]
+    module = {"postgresql": "psycopg", "postgresql+psycopg": "psycopg", "postgresql+psycopg2": "psycopg2"}.get(scheme)
+    if module is not None and importlib.util.find_spec(module) is None:
+        raise InputError("no PostgreSQL driver is installed: pip install 'kvnand[postgres]'", key="--storage",
+                         value=public_url(url))
 
 
 def _sqlite_connect(path: str):
@@ -135,6 +148,22 @@ def directions(space: Space) -> list[str]:
     return [metric(k).direction for k in space.spec.objectives]
 
 
+def _describe(study, space: Space) -> None:
+    """Objective names and the space itself, on a study just created."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "experimental" since optuna 3.2
+        study.set_metric_names(list(space.spec.objectives))
+    study.set_user_attr(META_KEY, {"space": space.raw, "space_file": space.file, "digest": space.digest,
+                                   "objectives": list(space.spec.objectives),
+                                   "constraints": constraint_names(space)})
+
+
+def optuna_values(space: Space, values: list[float], feasible: bool) -> list[float]:
+    """What optuna is told: an infeasible design's objectives are undefined (the worst value), so no optuna
+    tool puts it on a front; what it measured stays in its report (and in trials.csv)."""
+    return values if feasible else [worst(k) for k in space.spec.objectives]
+
+
 def open_study(space: Space, storage, name: str, seed: int):
     """Create the study (storing the space, enqueueing the published designs) or join an existing one."""
     import optuna
@@ -147,12 +176,7 @@ def open_study(space: Space, storage, name: str, seed: int):
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
         _check_same_space(study, space, name)
         return study
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "experimental" since optuna 3.2
-        study.set_metric_names(list(space.spec.objectives))
-    study.set_user_attr(META_KEY, {"space": space.raw, "space_file": space.file, "digest": space.digest,
-                                   "objectives": list(space.spec.objectives),
-                                   "constraints": constraint_names(space)})
+    _describe(study, space)
     for label, params in space.known_designs():
         study.enqueue_trial(params, user_attrs={"known_design": label}, skip_if_exists=True)
     return study
@@ -184,8 +208,8 @@ class Objective:
     """optuna objective of one worker: budget ticket (stops the worker at the budget), evaluation, user
     attributes, constraints."""
 
-    def __init__(self, space: Space, study, budget: int, log=None):
-        self.space, self.study, self.budget, self.log = space, study, budget, log
+    def __init__(self, space: Space, study, budget: int, log=None, progress=None):
+        self.space, self.study, self.budget, self.log, self.progress = space, study, budget, log, progress
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.last_print = time.monotonic()
 
@@ -199,7 +223,7 @@ class Objective:
             if ahead > self.budget:
                 trial.set_user_attr("surplus", True)
                 raise optuna.TrialPruned("the global trial budget was reached by other workers")
-        if self.log and time.monotonic() - self.last_print > PROGRESS_EVERY_S:
+        if self.log and not self.progress and time.monotonic() - self.last_print > PROGRESS_EVERY_S:
             self.last_print = time.monotonic()
             self.log(f"  {ahead}/{self.budget} trials")
         try:
@@ -210,12 +234,12 @@ class Objective:
         trial.set_user_attr("violated", ev.violated)
         trial.set_user_attr("report", ev.report)
         _store_constraints(trial, [ev.constraints[k] for k in constraint_names(self.space)])
-        # an infeasible design's objectives are undefined to optuna (the worst value), so no optuna tool puts
-        # it on a front; what it measured stays in its report (and in trials.csv)
-        return ev.values if ev.feasible else [worst(k) for k in self.space.spec.objectives]
+        if self.progress:
+            self.progress(ahead)
+        return optuna_values(self.space, ev.values, ev.feasible)
 
 
-def work(space_file: str, url: str, name: str, budget: int, seed: int, log=None) -> None:
+def work(space_file: str, url: str, name: str, budget: int, seed: int, log=None, progress=None) -> None:
     """One worker: run trials of the study until the global budget is taken (progress lines to `log`)."""
     import optuna
 
@@ -225,7 +249,7 @@ def work(space_file: str, url: str, name: str, budget: int, seed: int, log=None)
     study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(space, seed))
     if n_taken(study) >= budget:
         return
-    obj = Objective(space, study, budget, log)
+    obj = Objective(space, study, budget, log, progress)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # optuna's experimental-feature warnings (heartbeat)
         study.optimize(obj, catch=(Exception,))
@@ -250,8 +274,9 @@ def settle(study, heartbeat_s: int) -> list:
 
 # ---------------------------------------------------------------------- a run
 def run(space: Space, out: Path, *, trials: int | None = None, workers: int = 1, storage: str | None = None,
-        study_name: str | None = None, seed: int | None = None, log=print) -> dict:
-    """`kvnand dse run`: join or create the study, run `workers` processes to the budget, export."""
+        study_name: str | None = None, seed: int | None = None, log=print, progress=None) -> dict:
+    """`kvnand dse run`: join or create the study, run `workers` processes to the budget, export.
+    `progress(taken, budget)` is called as trials are taken (else progress lines go to `log`)."""
     import multiprocessing
 
     import optuna
@@ -278,14 +303,14 @@ def run(space: Space, out: Path, *, trials: int | None = None, workers: int = 1,
     done_before, t0 = _finished(study), time.monotonic()
     exit_codes: list[int] = []
     if workers == 1:
-        work(space.file, url, name, budget, seed, log)
+        work(space.file, url, name, budget, seed, log, progress and (lambda n: progress(n, budget)))
     else:
         ctx = multiprocessing.get_context("spawn")  # no forked SQLAlchemy connections
         procs = [ctx.Process(target=work, args=(space.file, url, name, budget, seed + i), daemon=False)
                  for i in range(workers)]
         for p in procs:
             p.start()
-        _wait(procs, study, budget, log)
+        _wait(procs, study, budget, log, progress)
         exit_codes = [p.exitcode for p in procs]
     still_running = settle(study, hb)
     elapsed = time.monotonic() - t0
@@ -309,18 +334,47 @@ def _finished(study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)))
 
 
-def _wait(procs, study, budget: int, log) -> None:
+def _wait(procs, study, budget: int, log, progress=None) -> None:
     last = time.monotonic()
     while any(p.is_alive() for p in procs):
         for p in procs:
             p.join(timeout=0.5)
-        if time.monotonic() - last > PROGRESS_EVERY_S:
+        if progress:
+            progress(n_taken(study), budget)
+        elif time.monotonic() - last > PROGRESS_EVERY_S:
             last = time.monotonic()
             log(f"  {n_taken(study)}/{budget} trials")
     for i, p in enumerate(procs):
         if p.exitcode:
             log(f"warning: worker {i} (pid {p.pid}) exited with code {p.exitcode}; its running trial is failed "
                 "once its heartbeat goes stale")
+
+
+def save_grid(space: Space, out: Path, designs: list[tuple[dict, list[float], bool, dict, dict, str | None]]) -> str:
+    """A grid's designs as a finished optuna study named after the space, in the run folder's study.db
+    (replacing an older grid's), so `dse pareto` and optuna-dashboard open it like a search. `designs`:
+    (params, values, feasible, constraints, user attributes, published label). Returns the storage URL."""
+    import optuna
+    from optuna.samplers._base import _CONSTRAINTS_KEY
+    from optuna.trial import create_trial
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = default_storage(out)
+    storage = open_storage(url)
+    try:
+        optuna.delete_study(study_name=space.name, storage=storage)
+    except KeyError:
+        pass
+    study = optuna.create_study(storage=storage, study_name=space.name, directions=directions(space))
+    _describe(study, space)
+    names = constraint_names(space)
+    study.add_trials([create_trial(
+        params=params, distributions={k: space.distribution(k, params) for k in params},
+        values=optuna_values(space, values, feasible),
+        user_attrs={**attrs, **({"known_design": label} if label else {})},
+        system_attrs={_CONSTRAINTS_KEY: [cons.get(k, 0.0) for k in names]})
+        for params, values, feasible, cons, attrs, label in designs])
+    return url
 
 
 def load_existing(url: str, name: str):

@@ -49,7 +49,7 @@ def _as_csv(results: list[dict]) -> str:
     return buf.getvalue()
 
 
-def _check_output(path: Path | None, option: str, suffixes: tuple[str, ...] = ()) -> None:
+def check_output(path: Path | None, option: str, suffixes: tuple[str, ...] = ()) -> None:
     if path is None:
         return
     if suffixes and path.suffix.lower() not in suffixes:
@@ -120,8 +120,8 @@ def report(
         from kvnand.reliability.profile import get_profile
 
         get_profile(refresh)  # an unknown profile is an InputError before any point runs
-    _check_output(plot, "--plot", SUFFIXES)
-    _check_output(trace, "--trace")
+    check_output(plot, "--plot", SUFFIXES)
+    check_output(trace, "--trace")
     if out is not None and out.exists() and not out.is_dir():
         raise InputError("not a directory", key="--out", value=str(out))
 

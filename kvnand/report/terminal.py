@@ -6,12 +6,16 @@
   is still too wide, the columns the caller marked as optional are dropped (named in a note below it).
 - Numbers are never cut: every column except the free-text ones the caller names keeps its cells whole
   (no wrap, minimum width = its widest cell); free text folds.
+
+`progress_bar` is the one progress bar of long commands (report, dse run, dse grid): on stderr, only on a
+terminal, with elapsed time and an ETA.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from rich import box
 from rich.console import Console
@@ -96,3 +100,31 @@ def vertical(table: Table) -> Table:
             out.add_row(str(col.header), column_cells[i])
         out.add_row("", "")
     return out
+
+
+@contextlib.contextmanager
+def progress_bar(label: str, total: int | None = None) -> Iterator[Callable[..., None] | None]:
+    """Yields update(done, total=None, description=None), or None when stderr is not a terminal."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    con = Console(stderr=True)
+    if not con.is_terminal:
+        yield None
+        return
+    columns = (TextColumn("{task.description:<36}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, console=con, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+
+        def update(done: int, total: int | None = None, description: str | None = None) -> None:
+            bar.update(task, completed=done, **({"total": total} if total is not None else {}),
+                       **({"description": description} if description else {}))
+
+        yield update
