@@ -158,6 +158,60 @@ def report(
     if trace_json is not None:
         write_text(trace, trace_json)
         written.append(trace)
+    if cache.enabled:
+        from kvnand.report.cache import prune
+
+        prune()
     cached = f", {cache.hits} from cache" if cache.hits else ""
     typer.echo(f"kvnand report: {len(results)} point{'s' * (len(results) != 1)}{cached}"
                + (f"; wrote {', '.join(map(str, written))}" if written else ""), err=True)
+
+
+@app.command()
+def fields(format: Annotated[Format, typer.Option("--format", help="table, json or csv")] = Format.table):
+    """Every field of a result record (kvnand.evaluate, report --format json/csv): unit and meaning."""
+    from kvnand.report.fields import FIELDS
+
+    if format == Format.json:
+        typer.echo(json.dumps({"schema": "kvnand.fields/1", "fields": [
+            {"field": k, "unit": u, "meaning": m} for k, (u, m) in FIELDS.items()]}, indent=2))
+        return
+    if format == Format.csv:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerows([("field", "unit", "meaning"), *((k, u, m) for k, (u, m) in FIELDS.items())])
+        typer.echo(buf.getvalue(), nl=False)
+        return
+    from rich.table import Table
+
+    from kvnand.report.terminal import show
+
+    t = Table(title="result record of kvnand.evaluate() and `kvnand report --format json` (<x>: varying keys)")
+    for col in ("field", "unit", "meaning"):
+        t.add_column(col)
+    for k, (u, m) in FIELDS.items():
+        t.add_row(k, u, m)
+    show(t, text_columns=("meaning",))
+
+
+cache_app = typer.Typer(no_args_is_help=True, help="The point cache of `kvnand report` (see `kvnand cache info`).")
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("info")
+def cache_info():
+    """Where the point cache is, how many points it holds and its size against its limit."""
+    from kvnand.report.cache import cache_root, max_bytes, usage
+
+    n, size = usage()
+    typer.echo(f"{cache_root()}: {n} point(s), {size / 1e6:.1f} MB of {max_bytes() / 1e6:.0f} MB "
+               "(KVNAND_CACHE_DIR moves it, KVNAND_CACHE_MAX_MB bounds it)")
+
+
+@cache_app.command("clear")
+def cache_clear():
+    """Delete every cached point."""
+    from kvnand.report.cache import cache_root, clear
+
+    n = clear()
+    typer.echo(f"removed {n} cached point(s) from {cache_root()}")
