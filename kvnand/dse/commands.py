@@ -129,12 +129,13 @@ def _front_table(rows, front, objectives: list[str], dirs: list[str]) -> None:
 def _pareto_json(study, rows, front, objectives, dirs) -> None:
     from kvnand.cli import emit_json
     from kvnand.dse import export
+    from kvnand.dse.objectives import jsonable
 
-    emit_json({"schema": "kvnand.dse.pareto/1", "study": study, "objectives": objectives, "directions": dirs,
+    emit_json(jsonable({"schema": "kvnand.dse.pareto/1", "study": study, "objectives": objectives, "directions": dirs,
                "trials": len(rows), "pareto": [{"number": r.number, "label": r.label,
                                                 "values": dict(zip(objectives, r.values, strict=True)),
                                                 "metrics": r.metrics, "params": r.params} for r in front],
-               "known_designs": export.compare_known(rows, front, objectives, dirs)})
+               "known_designs": export.compare_known(rows, front, objectives, dirs)}))
 
 
 def _fmt(v) -> str:

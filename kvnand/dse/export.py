@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kvnand.dse.objectives import dominates, improvement, non_dominated
+from kvnand.dse.objectives import dominates, improvement, jsonable, non_dominated
 from kvnand.report import atomic_path, write_text
 
 
@@ -156,7 +156,8 @@ def why_infeasible(rows: list[Row]) -> list[dict]:
 
 
 def write_json(path: Path, obj) -> None:
-    write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+    """Standard JSON: undefined values (inf, nan) become null."""
+    write_text(path, json.dumps(jsonable(obj), indent=2, allow_nan=False) + "\n")
 
 
 def rows_csv(rows: list[Row], objectives: list[str]) -> str:

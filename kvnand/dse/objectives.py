@@ -144,7 +144,7 @@ def evaluate_design(space, params: dict[str, Any]) -> Evaluation:
         cons = dict.fromkeys(constraint_names(space), 0.0)
         cons["config"] = 1.0
         return Evaluation([worst(k) for k in space.spec.objectives], cons, [f"config: {exc}"],
-                          {}, _jsonable({"design": d.as_dict(), "params": params, "error": str(exc)}))
+                          {}, jsonable({"design": d.as_dict(), "params": params, "error": str(exc)}))
     metrics: dict[str, float | None] = dict(hw)
     always = [k for k, m in METRICS.items() if m.per_point and not m.needs_reliability]
     for key in dict.fromkeys(always + keys):
@@ -171,7 +171,7 @@ def evaluate_design(space, params: dict[str, Any]) -> Evaluation:
     values = [worst(k) if metrics.get(k) is None else float(metrics[k]) for k in space.spec.objectives]
     report = {"design": d.as_dict(), "params": params, "metrics": metrics, "constraints": cons,
               "violated": violated, "points": points}
-    return Evaluation(values, cons, violated, metrics, _jsonable(report))
+    return Evaluation(values, cons, violated, metrics, jsonable(report))
 
 
 # what a trial keeps of each workload point (optuna stores it per trial: the full record is ~30x larger)
@@ -219,7 +219,7 @@ def worst(key: str) -> float:
     return math.inf if metric(key).direction == MINIMIZE else -math.inf
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
     """A JSON round trip: what optuna stores as a user attribute must serialize (inf/nan become null)."""
     def clean(x):
         if isinstance(x, float) and not math.isfinite(x):
