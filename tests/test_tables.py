@@ -86,3 +86,16 @@ def test_models_piped_is_complete(kvnand_cli, monkeypatch):
     monkeypatch.delenv("COLUMNS", raising=False)
     code, out, _ = kvnand_cli("models")
     assert code == 0 and "…" not in out and "mixtral-8x7b" in out and "KV/token (KiB)" in out
+
+
+def test_report_at_80_columns_is_one_line_per_point(kvnand_cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, err = kvnand_cli("report", "--systems", "base1,base2,kvnand-c16,kvnand-d:auto", "--models",
+                                "llama2-7b,opt-30b", "--contexts", "1k,100k")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) <= 80 and "…" not in out
+    header = next(line for line in lines if line.startswith("model"))
+    assert all(h in header for h in ("precision", "tokens/s", "J/token", "speedup"))  # headers whole
+    assert sum(re.search(r" kvnand-d:auto +bf16 ", line) is not None for line in lines) == 4  # one line per point
+    assert len([line for line in lines if line.strip()]) < 40

@@ -137,14 +137,14 @@ def render(results: list[dict], references: list[dict] = ()):
             )
     out = [t]
     names, rows = geomeans(results, references)
-    if names:
+    if names:  # one row per comparison, one column per context: narrow however many systems are swept
         g = Table(title="geomean decode speedup over models, each system against the reference at its own "
                         "precision (n/N: models where both fit)")
-        g.add_column("context", justify="right")
-        for n in names:
-            g.add_column(n, justify="right")
-        for c, cells in rows:
-            g.add_row(context_label(c), *cells)
+        g.add_column("speedup")
+        for c, _ in rows:
+            g.add_column(context_label(c), justify="right")
+        for i, n in enumerate(names):
+            g.add_row(n, *(cells[i] for _, cells in rows))
         out.append(g)
     return out, _extra_note(list(references))
 

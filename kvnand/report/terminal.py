@@ -46,8 +46,8 @@ def protect(table: Table, text_columns: Iterable[str] = ()) -> Table:
 
 
 def compact(table: Table) -> Table:
-    table.box, table.padding, table.pad_edge, table.show_edge = box.SIMPLE_HEAD, (0, 1), False, False
-    table.collapse_padding = True
+    # one space of padding on the left only (rich mis-measures collapse_padding): two spaces between columns
+    table.box, table.padding, table.pad_edge, table.show_edge = box.SIMPLE_HEAD, (0, 0, 0, 1), False, False
     return table
 
 
