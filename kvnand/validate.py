@@ -627,7 +627,7 @@ def print_table(rows: list[Row], summ: dict) -> None:
         err = f"{r.rel_error:+.1%}" if r.rel_error is not None else "-"
         t.add_row(r.id, r.metric, _fmt(r.expected, r.metric), _fmt(r.simulated, r.metric), err, _band(r), r.status,
                   res, r.detail)
-    show(t, optional=("status", "band", "detail"), text_columns=("detail",))
+    show(t, optional=("status", "band", "detail"), text_columns=("case", "detail"))
     m = summ["mape"]
     typer.echo(f"enforced: {summ['enforced_passed']}/{summ['enforced']} passed; tracked: {summ['tracked_passed']}/"
                f"{summ['tracked']} passed; MAPE (enforced numeric): {'-' if m is None else f'{m:.1%}'}; "

@@ -99,3 +99,17 @@ def test_report_at_80_columns_is_one_line_per_point(kvnand_cli, monkeypatch):
     assert all(h in header for h in ("precision", "tokens/s", "J/token", "speedup"))  # headers whole
     assert sum(re.search(r" kvnand-d:auto +bf16 ", line) is not None for line in lines) == 4  # one line per point
     assert len([line for line in lines if line.strip()]) < 40
+
+
+def test_graph_piped_is_complete(kvnand_cli, monkeypatch):
+    monkeypatch.delenv("COLUMNS", raising=False)
+    code, out, _ = kvnand_cli("graph", "llama3.1-8b")
+    assert code == 0 and "…" not in out and "act out (KB)" in out and "lm_head" in out
+
+
+def test_validate_at_100_columns_folds_ids_not_numbers(kvnand_cli, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")
+    _, out, _ = kvnand_cli("validate")
+    lines = [line for line in out.splitlines() if not line.startswith("enforced:")]  # the table, not the summary
+    assert "…" not in out and max(len(line) for line in lines) <= 100
+    assert any(line.startswith("case") and "simulated" in line for line in lines)  # a table, not blocks

@@ -23,9 +23,19 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+FOLDED_MIN = 12  # the narrowest a free-text column is folded to
 
-def _width(console: Console, table: Table, least: bool = False) -> int:
-    m = Measurement.get(console, console.options.update(width=10_000), table)
+
+def _width(console: Console, table: Table, least: bool = False, text: Iterable[str] = ()) -> int:
+    """The table's natural width, or (`least`) its narrowest, free-text columns folded to FOLDED_MIN."""
+    saved = [(c, c.max_width) for c in table.columns if least and str(c.header) in set(text)]
+    for c, _ in saved:
+        c.max_width = FOLDED_MIN
+    try:
+        m = Measurement.get(console, console.options.update(width=10_000), table)
+    finally:
+        for c, w in saved:
+            c.max_width = w
     return m.minimum if least else m.maximum
 
 
@@ -64,6 +74,7 @@ def show(*tables: Table, con: Console | None = None, optional: Iterable[str] = (
     """Print tables without losing a number (see the module docstring). `optional`: column headers that
     may be dropped, least important last; `text_columns`: free-text headers that may fold."""
     con = con or Console()
+    text_columns = list(text_columns)
     for t in tables:
         protect(t, text_columns)
     if not con.is_terminal and not os.environ.get("COLUMNS"):
@@ -79,7 +90,7 @@ def show(*tables: Table, con: Console | None = None, optional: Iterable[str] = (
             if _width(con, t) <= con.width:
                 break
             dropped += drop_columns(t, [name])
-        if _width(con, t, least=True) > con.width:  # even the compact table cannot fit: one block per row
+        if _width(con, t, least=True, text=text_columns) > con.width:  # even compact, no fit: a block per row
             t.columns[:] = full
             con.print(vertical(t))
             continue
