@@ -135,9 +135,9 @@ class Param(_Strict):
             return None
         return list(self.choices) if isinstance(self.choices, dict) else list(self.choices)
 
-    def contains(self, value: Any, values: dict[str, Any] | None = None) -> bool:
-        """Whether `value` is in the domain; bounds that are expressions are checked only given the other
-        parameters' `values`."""
+    def contains(self, value: Any) -> bool:
+        """Whether `value` is in the domain (a bound that is an expression is not checked here: a design
+        that breaks it is caught as an invalid configuration)."""
         if self.choices is not None:
             return value in self.labels
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -145,15 +145,10 @@ class Param(_Strict):
         if self.int is not None and value != int(value):
             return False
         low, high = self.int or self.float
-        if values is None and (isinstance(low, str) or isinstance(high, str)):
-            return True
-        low, high = eval_bound(low, values or {}), eval_bound(high, values or {})
-        return low <= value <= high
+        return (isinstance(low, str) or low <= value) and (isinstance(high, str) or value <= high)
 
     def grid_values(self, low, high) -> list[Scalar]:
-        """Every value of a discrete domain between evaluated bounds (float ranges need a step)."""
-        if self.choices is not None:
-            return self.labels
+        """Every value of a range between its evaluated bounds (float ranges need a step)."""
         if self.int is not None:
             return list(range(low, high + 1, int(self.step or 1)))
         if self.step is None:
@@ -286,9 +281,13 @@ class Space:
         """(low, high) of a range parameter, its expressions evaluated over the earlier parameters."""
         values = {**self.fixed, **params}
         try:
-            return tuple(eval_bound(b, values) for b in (self.varying[name].int or self.varying[name].float))
+            low, high = (eval_bound(b, values) for b in (self.varying[name].int or self.varying[name].float))
         except ValueError as exc:
             raise InputError(str(exc), file=self.file, key=f"parameters.{name}") from None
+        if low > high:
+            raise InputError(f"range [{low}, {high}] is empty for this design", file=self.file,
+                             key=f"parameters.{name}", value={k: values[k] for k in values if k in params})
+        return low, high
 
     def distribution(self, name: str, params: dict[str, Any]):
         """The optuna distribution of parameter `name` given the earlier parameters (what `suggest` asks)."""
@@ -340,7 +339,7 @@ class Space:
                     nxt.append(c)
                     continue
                 try:
-                    values = p.grid_values(*self.bounds(name, c)) if p.choices is None else p.labels
+                    values = p.labels if p.choices is not None else p.grid_values(*self.bounds(name, c))
                 except ValueError as exc:
                     raise InputError(f"grid mode: {exc}", file=self.file, key=f"parameters.{name}") from None
                 nxt.extend({**c, name: v} for v in values)
