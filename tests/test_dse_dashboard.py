@@ -21,6 +21,14 @@ from kvnand.paths import DSE_ROOT
 dashboard = pytest.importorskip("optuna_dashboard")
 
 
+def test_constraints_key_is_optunas():
+    from optuna.samplers._base import _CONSTRAINTS_KEY
+
+    from kvnand.dse.study import CONSTRAINTS_KEY
+
+    assert CONSTRAINTS_KEY == _CONSTRAINTS_KEY
+
+
 def _get(app, path: str) -> dict:
     env: dict = {"PATH_INFO": path}
     setup_testing_defaults(env)

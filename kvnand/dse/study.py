@@ -32,6 +32,9 @@ from kvnand.dse.space import Space, load_space
 from kvnand.errors import InputError
 
 META_KEY = "kvnand"           # study user attribute holding the space and its digest
+# trial system attribute of the constraint values, a list: optuna's own key (its samplers write it there, and
+# optuna-dashboard reads only that); tests check it equals optuna.samplers._base._CONSTRAINTS_KEY
+CONSTRAINTS_KEY = "constraints"
 PROGRESS_EVERY_S = 5.0
 
 
@@ -115,17 +118,13 @@ def _sqlite_connect(path: str):
 
 def stored_constraints(trial) -> list[float]:
     """The constraint values the objective stored on a (frozen) trial, in `constraint_names` order."""
-    from optuna.samplers._base import _CONSTRAINTS_KEY
-
-    return list(trial.system_attrs.get(_CONSTRAINTS_KEY) or [])
+    return list(trial.system_attrs.get(CONSTRAINTS_KEY) or [])
 
 
 def _store_constraints(trial, values: list[float]) -> None:
     """Constraints as one list under optuna's own key, the format its samplers write and optuna-dashboard
     reads (`Trial.set_constraint` writes one key per constraint, which the dashboard ignores)."""
-    from optuna.samplers._base import _CONSTRAINTS_KEY
-
-    trial.storage.set_trial_system_attr(trial._trial_id, _CONSTRAINTS_KEY, values)
+    trial.storage.set_trial_system_attr(trial._trial_id, CONSTRAINTS_KEY, values)
 
 
 def make_sampler(space: Space, seed: int):
@@ -339,11 +338,12 @@ def _wait(procs, study, budget: int, log, progress=None) -> None:
     while any(p.is_alive() for p in procs):
         for p in procs:
             p.join(timeout=0.5)
-        if progress:
-            progress(n_taken(study), budget)
-        elif time.monotonic() - last > PROGRESS_EVERY_S:
+        if time.monotonic() - last > (1.0 if progress else PROGRESS_EVERY_S):  # each count reads every trial
             last = time.monotonic()
-            log(f"  {n_taken(study)}/{budget} trials")
+            if progress:
+                progress(n_taken(study), budget)
+            else:
+                log(f"  {n_taken(study)}/{budget} trials")
     for i, p in enumerate(procs):
         if p.exitcode:
             log(f"warning: worker {i} (pid {p.pid}) exited with code {p.exitcode}; its running trial is failed "
@@ -355,7 +355,6 @@ def save_grid(space: Space, out: Path, designs: list[tuple[dict, list[float], bo
     (replacing an older grid's), so `dse pareto` and optuna-dashboard open it like a search. `designs`:
     (params, values, feasible, constraints, user attributes, published label). Returns the storage URL."""
     import optuna
-    from optuna.samplers._base import _CONSTRAINTS_KEY
     from optuna.trial import create_trial
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -372,7 +371,7 @@ def save_grid(space: Space, out: Path, designs: list[tuple[dict, list[float], bo
         params=params, distributions={k: space.distribution(k, params) for k in params},
         values=optuna_values(space, values, feasible),
         user_attrs={**attrs, **({"known_design": label} if label else {})},
-        system_attrs={_CONSTRAINTS_KEY: [cons.get(k, 0.0) for k in names]})
+        system_attrs={CONSTRAINTS_KEY: [cons.get(k, 0.0) for k in names]})
         for params, values, feasible, cons, attrs, label in designs])
     return url
 
