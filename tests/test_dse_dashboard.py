@@ -67,3 +67,18 @@ def test_trials_csv_keeps_the_measured_values_of_infeasible_designs(tmp_path):
     rows = list(csv.DictReader(io.StringIO((tmp_path / "trials.csv").read_text())))
     infeasible = [r for r in rows if r["feasible"] == "False"]
     assert any(r["latency_s"] and float(r["latency_s"]) > 0 for r in infeasible)
+
+
+def test_studies_with_per_key_constraints_still_read(tmp_path):
+    """Trials recorded before the list format (Trial.set_constraint) keep their feasibility."""
+    from kvnand.dse import export
+
+    study = optuna.create_study(storage=default_storage(tmp_path), study_name="old", directions=["minimize"])
+
+    def objective(trial):
+        trial.suggest_int("x", 0, 1)
+        trial.set_constraint("capacity", 1.0 if trial.number == 0 else -1.0)
+        return 1.0
+
+    study.optimize(objective, n_trials=2)
+    assert [r.feasible for r in export.rows_from_study(study, ["latency_s"])] == [False, True]

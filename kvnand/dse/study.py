@@ -117,8 +117,9 @@ def _sqlite_connect(path: str):
 
 
 def stored_constraints(trial) -> list[float]:
-    """The constraint values the objective stored on a (frozen) trial, in `constraint_names` order."""
-    return list(trial.system_attrs.get(CONSTRAINTS_KEY) or [])
+    """The constraint values the objective stored on a (frozen) trial, in `constraint_names` order (optuna
+    reads our list and the one-key-per-constraint records of studies made before it)."""
+    return list(trial.constraints.values())
 
 
 def _store_constraints(trial, values: list[float]) -> None:
