@@ -14,7 +14,9 @@ taken, however many workers race.
 
 Crashes: workers send heartbeats; a trial whose worker fell silent for 2 x `heartbeat_s` is marked FAIL
 by any live worker, or by a later run (`kvnand dse run` waits for running trials to finish or go stale
-before it exports). A failed trial counts against the budget and is never re-evaluated silently.
+before it exports; a trial whose worker died before its first heartbeat, so it never named itself, is failed
+3 x `heartbeat_s` after it started). A failed trial counts against the budget and is never re-evaluated
+silently.
 """
 
 from __future__ import annotations
@@ -258,6 +260,8 @@ def work(space_file: str, url: str, name: str, budget: int, seed: int, log=None,
 def settle(study, heartbeat_s: int) -> list:
     """Wait until no trial is RUNNING: live workers finish theirs, dead workers' trials go stale and are
     failed. Returns the trials still running at the deadline (none unless a worker hangs)."""
+    import datetime
+
     from optuna.storages import fail_stale_trials
     from optuna.trial import TrialState
 
@@ -266,6 +270,13 @@ def settle(study, heartbeat_s: int) -> list:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             fail_stale_trials(study)
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        # a worker killed between creating its trial and the first heartbeat leaves a trial that never goes
+        # stale; a live worker names itself on its trial within milliseconds of sampling it
+        old = datetime.datetime.now() - datetime.timedelta(seconds=3 * heartbeat_s)
+        for t in running:
+            if "worker" not in t.user_attrs and t.datetime_start is not None and t.datetime_start < old:
+                study.tell(t.number, state=TrialState.FAIL)
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         if not running or time.monotonic() > deadline:
             return running
