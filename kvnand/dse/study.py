@@ -218,6 +218,9 @@ class Objective:
     def __call__(self, trial):
         import optuna
 
+        # optuna's heartbeat thread may not have written yet: write one now, so a trial that names its worker
+        # always has a heartbeat and goes stale if the worker dies (unnamed ones are failed by settle)
+        trial.storage.record_heartbeat(trial._trial_id)
         trial.set_user_attr("worker", self.worker)
         ahead = sum(taken(t) for t in self.study.get_trials(deepcopy=False) if t.number <= trial.number)
         if ahead >= self.budget:  # this is the last trial of the budget, or one too many
