@@ -8,9 +8,12 @@ Heavy dependencies are imported lazily so that `import kvnand` stays fast.
 __version__ = "0.1.0"
 
 
-def evaluate(*args, **kwargs):
-    """kvnand.evaluation.evaluate (imported on first use; then `kvnand.evaluate` is that function itself)."""
-    from kvnand.evaluation import evaluate as _evaluate
+def __getattr__(name: str):
+    """`kvnand.evaluate` is kvnand.evaluation.evaluate itself (imported on first access), so help() and
+    inspect show its real signature and docstring."""
+    if name == "evaluate":
+        from kvnand.evaluation import evaluate
 
-    globals()["evaluate"] = _evaluate  # later calls skip this wrapper and its import statement
-    return _evaluate(*args, **kwargs)
+        globals()["evaluate"] = evaluate
+        return evaluate
+    raise AttributeError(f"module 'kvnand' has no attribute {name!r}")

@@ -24,6 +24,20 @@ class Format(StrEnum):
     json = "json"
 
 
+def _version(value: bool) -> None:
+    if value:
+        from kvnand import __version__
+
+        typer.echo(f"kvnand {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print the version and exit.")] = False):
+    """Cycle-approximate model of in-flash computing (3D NAND + logic die) for LLM inference."""
+
+
 def emit_json(obj) -> None:
     typer.echo(json.dumps(obj, indent=2, default=float))
 
@@ -42,8 +56,9 @@ def models(
     if format == Format.json:
         emit_json({"schema": "kvnand.models/1", "models": records})
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from kvnand.report.terminal import show
 
     t = Table(title=f"models ({precision})")
     for col in ("name", "family", "params (B)", "active (B)", "layers", "heads/kv", "head_dim",
@@ -53,7 +68,7 @@ def models(
         t.add_row(r["name"], r["family"], f"{r['params'] / 1e9:.2f}", f"{r['active_params'] / 1e9:.2f}",
                   str(r["layers"]), f"{r['heads']}/{r['kv_heads']}", str(r["head_dim"]),
                   f"{r['weight_bytes'] / 1e9:.2f}", f"{r['kv_bytes_per_token'] / 1024:.0f}")
-    Console().print(t)
+    show(t, optional=("head_dim", "heads/kv", "layers", "family"))
 
 
 @app.command("show-config")

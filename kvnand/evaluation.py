@@ -87,6 +87,7 @@ def _evaluate(system: str, model: str, context: int, precision: str | None, mode
         "breakdown_s": {}, "breakdown_by_resource_s": {}, "busy_s": {}, "energy_breakdown_j": {},
         "bottleneck": None, "capacity": fitted.stores, "config": _config_summary(sys_cfg, overrides),
     }
+    record.update(_memories(system, overrides))
     if fitted.oom:
         return record
     if prebuilt is not None:
@@ -149,6 +150,14 @@ def kv_page_reads(counts: dict, b: Lowering) -> dict:
     return {"page_reads_per_token": total, "busiest_plane_page_reads_per_token": busiest * phases,
             "useful_kv_bytes_per_token": b.m.kv_bytes_per_token(b.p) * b.L,
             "sensed_kv_bytes_per_token": total * g.page_bytes}
+
+
+def _memories(system: str, overrides: dict) -> dict:
+    """Memory cost and the capacity of each memory (kvnand.cost), in every record, OOM or not."""
+    from kvnand.cost import memory_cost
+
+    c = memory_cost(system, overrides)
+    return {"cost_usd": c["cost_usd"], "memories": c["memories"]}
 
 
 def _config_summary(s, overrides) -> dict:

@@ -616,21 +616,21 @@ def _band(r: Row) -> str:
 
 
 def print_table(rows: list[Row], summ: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from kvnand.report.terminal import show
 
     t = Table(title="kvnand validate: published results vs the model")
     for col in ("case", "metric", "expected", "simulated", "rel. err", "band", "status", "result", "detail"):
         t.add_column(col, justify="right" if col in ("expected", "simulated", "rel. err", "band") else "left",
-                     overflow="fold", min_width=38 if col == "case" else None)
+                     overflow="fold")
     for r in rows:
         res = "[green]pass[/green]" if r.passed else ("[red]FAIL[/red]" if r.status == "enforced" else
                                                        "[yellow]miss[/yellow]")
         err = f"{r.rel_error:+.1%}" if r.rel_error is not None else "-"
         t.add_row(r.id, r.metric, _fmt(r.expected, r.metric), _fmt(r.simulated, r.metric), err, _band(r), r.status,
                   res, r.detail)
-    con = Console(width=max(200, Console().width))
-    con.print(t)
+    show(t, optional=("status", "band", "detail"), text_columns=("case", "detail"))
     m = summ["mape"]
     typer.echo(f"enforced: {summ['enforced_passed']}/{summ['enforced']} passed; tracked: {summ['tracked_passed']}/"
                f"{summ['tracked']} passed; MAPE (enforced numeric): {'-' if m is None else f'{m:.1%}'}; "

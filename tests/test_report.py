@@ -87,7 +87,8 @@ def test_table_shows_speedup_over_base2_where_base1_is_oom(run):
 
 def test_geomean_of_best_variant_over_base1():
     def rec(system, model, tps):
-        return {"system": system, "model": model, "context": 128, "oom": tps is None, "tokens_per_s": tps}
+        return {"system": system, "model": model, "context": 128, "precision": "bf16", "oom": tps is None,
+                "tokens_per_s": tps}
 
     results = [rec("base1", "a", 1.0), rec("kvnand-c16", "a", 2.0), rec("kvnand-d:auto", "a", 3.0),
                rec("base1", "b", None), rec("kvnand-c16", "b", 8.0), rec("kvnand-d:auto", "b", 4.0)]
@@ -146,7 +147,7 @@ def test_plot_writes_three_nonempty_figures_and_out_dir(run, tmp_path):
     (["--set", "flash.no_such_key=3"], "flash.no_such_key"),
     (["--set", "page_size=lots"], "page_size"),
     (["--precision", "fp8"], "--precision"),
-    (["--plot", "figure.pdf"], "--plot"),
+    (["--plot", "figure.jpg"], "--plot"),
     (["--systems", "base1:auto"], "system"),
 ])
 def test_bad_input_exits_2_naming_the_key_and_writes_nothing(run, tmp_path, args, key):

@@ -18,6 +18,7 @@ SpaceArg = Annotated[Path, typer.Argument(help="Search space YAML (e.g. dse/kvna
 
 
 class PFormat(StrEnum):
+    table = "table"
     csv = "csv"
     json = "json"
 
@@ -40,10 +41,12 @@ def run(
     """Search the space with optuna (resumable; several workers or machines may share one study)."""
     from kvnand.dse.space import load_space
     from kvnand.dse.study import run as run_study
+    from kvnand.report.terminal import progress_bar
 
     space = load_space(space_file)
-    summary = run_study(space, _out(out, space), trials=trials, workers=workers, storage=storage,
-                        study_name=study, seed=seed, log=typer.echo)
+    with progress_bar("dse run: trials") as update:
+        summary = run_study(space, _out(out, space), trials=trials, workers=workers, storage=storage,
+                            study_name=study, seed=seed, log=typer.echo, progress=update)
     _print_summary(summary)
     rate = summary["trials_per_s"]
     typer.echo(f"{summary['trials_this_run']} trials this run in {summary['elapsed_s']:.1f} s"
@@ -62,37 +65,77 @@ def grid(
     """Evaluate every design of a small discrete space; same outputs as `run` plus the Fig. 15 heatmap."""
     from kvnand.dse.grid import run_grid
     from kvnand.dse.space import load_space
+    from kvnand.report.terminal import progress_bar
 
     space = load_space(space_file)
-    summary = run_grid(space, out if out is not None else Path("out") / "dse" / f"{space.name}-grid", workers,
-                       log=typer.echo)
+    with progress_bar("dse grid: designs") as update:
+        summary = run_grid(space, out if out is not None else Path("out") / "dse" / f"{space.name}-grid", workers,
+                           log=typer.echo, progress=update)
     _print_summary(summary)
     typer.echo(f"{summary['designs']} designs in {summary['elapsed_s']:.1f} s ({summary['designs_per_s']:.1f}/s)")
+    typer.echo(f"open the study: {summary['dashboard']} (or kvnand dse pareto --storage {summary['storage']} "
+               f"--study {summary['study']})")
 
 
 @dse.command("pareto")
 def pareto(
     storage: Annotated[str, typer.Option(help="Study storage URL (sqlite:///PATH.db, postgresql://...)")],
     study: Annotated[str, typer.Option(help="Study name")],
-    format: Annotated[PFormat, typer.Option("--format")] = PFormat.csv,
+    format: Annotated[PFormat, typer.Option("--format")] = PFormat.table,
+    plot: Annotated[Path | None, typer.Option(help="Pareto scatter FILE.png|svg|pdf")] = None,
 ):
-    """The feasible Pareto front of a stored study (and how the published designs compare)."""
-    from kvnand.cli import emit_json
+    """The feasible Pareto front of a stored study, from `dse run` or `dse grid` (and how the published
+    designs compare)."""
     from kvnand.dse import export
     from kvnand.dse.study import load_existing, objective_directions
+    from kvnand.report.commands import check_output
+    from kvnand.report.figures import SUFFIXES
 
+    check_output(plot, "--plot", SUFFIXES)
     st = load_existing(storage, study)
     objectives, dirs = objective_directions(st)
-    rows = export.rows_from_study(st)
+    rows = export.rows_from_study(st, objectives)
     front = export.pareto(rows, dirs)
-    if format == PFormat.csv:
+    if plot is not None:
+        export.pareto_figure(plot, rows, front, objectives)
+    if format == PFormat.table:
+        _front_table(rows, front, objectives, dirs)
+    elif format == PFormat.csv:
         typer.echo(export.rows_csv(front, objectives), nl=False)
-        return
-    emit_json({"schema": "kvnand.dse.pareto/1", "study": study, "objectives": objectives, "directions": dirs,
+    else:
+        _pareto_json(study, rows, front, objectives, dirs)
+    if plot is not None:
+        typer.echo(f"wrote {plot}", err=True)
+
+
+def _front_table(rows, front, objectives: list[str], dirs: list[str]) -> None:
+    from rich.table import Table
+
+    from kvnand.report.terminal import show
+
+    feasible = sum(r.feasible for r in rows)
+    t = Table(title=f"Pareto front: {len(front)} of {feasible} feasible designs ({len(rows)} trials)")
+    t.add_column("trial", justify="right")
+    t.add_column("published design")
+    for o, d in zip(objectives, dirs, strict=True):
+        t.add_column(f"{o} ({d[:3]})", justify="right")
+    t.add_column("parameters")
+    for r in front:
+        t.add_row(str(r.number), r.label or "", *(_fmt(v) for v in r.values),
+                  ", ".join(f"{k}={v}" for k, v in r.params.items()))
+    show(t, optional=("published design",), text_columns=("parameters",))
+
+
+def _pareto_json(study, rows, front, objectives, dirs) -> None:
+    from kvnand.cli import emit_json
+    from kvnand.dse import export
+    from kvnand.dse.objectives import jsonable
+
+    emit_json(jsonable({"schema": "kvnand.dse.pareto/1", "study": study, "objectives": objectives, "directions": dirs,
                "trials": len(rows), "pareto": [{"number": r.number, "label": r.label,
                                                 "values": dict(zip(objectives, r.values, strict=True)),
                                                 "metrics": r.metrics, "params": r.params} for r in front],
-               "known_designs": export.compare_known(rows, front, objectives, dirs)})
+               "known_designs": export.compare_known(rows, front, objectives, dirs)}))
 
 
 def _fmt(v) -> str:
@@ -102,6 +145,13 @@ def _fmt(v) -> str:
 def _print_summary(s: dict) -> None:
     objs = s["objectives"]
     typer.echo(f"{s['trials']} designs: {s['feasible']} feasible, {s['infeasible']} infeasible, {s['failed']} failed")
+    if s["infeasible"] and s["infeasible"] >= s["feasible"]:
+        typer.echo(f"warning: most of this space is infeasible ({s['infeasible']} of {s['trials']} designs); "
+                   "loosen the constraints or change the workload or the parameter ranges")
+    for w in s["infeasible_why"]:
+        points = ", ".join(f"{p} in {n}" for p, n in list(w["points"].items())[:4])
+        typer.echo(f"  {w['constraint']}: {w['designs']} design(s)" + (f" (out of memory at {points})" if points
+                                                                       else ""))
     goals = ", ".join(f"{o} ({d[:3]})" for o, d in zip(objs, s["directions"], strict=True))
     typer.echo(f"Pareto front ({len(s['pareto'])} designs; {goals}):")
     for p in s["pareto"]:

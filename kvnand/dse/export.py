@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kvnand.dse.objectives import dominates, improvement, non_dominated
+from kvnand.dse.objectives import dominates, improvement, jsonable, non_dominated, stored_constraints
 from kvnand.report import atomic_path, write_text
 
 
@@ -42,9 +42,11 @@ class Row:
         return (self.report or {}).get("metrics", {})
 
 
-def rows_from_study(study) -> list[Row]:
-    """Every taken trial of a study (WAITING and surplus trials are not designs that ran)."""
+def rows_from_study(study, objectives: list[str]) -> list[Row]:
+    """Every taken trial of a study (WAITING and surplus trials are not designs that ran). An infeasible
+    trial told optuna the worst values; its row has the values it measured (from its report)."""
     from optuna.trial import TrialState
+
 
     rows = []
     for t in study.get_trials(deepcopy=False):
@@ -53,10 +55,18 @@ def rows_from_study(study) -> list[Row]:
         violated = list(t.user_attrs.get("violated", []))
         if t.state == TrialState.FAIL:
             violated.append(f"failed: {t.user_attrs.get('error', 'worker died (heartbeat went stale)')}")
-        feasible = t.state == TrialState.COMPLETE and all(v <= 0 for v in t.constraints.values())
-        rows.append(Row(t.number, t.state.name, dict(t.params), list(t.values) if t.values else None, feasible,
-                        violated, t.user_attrs.get("known_design"), t.user_attrs.get("report")))
+        feasible = t.state == TrialState.COMPLETE and all(v <= 0 for v in stored_constraints(t))
+        report = t.user_attrs.get("report")
+        values = list(t.values) if t.values else None
+        if values and not feasible and report and "metrics" in report:
+            values = [_measured(report["metrics"].get(o), v) for o, v in zip(objectives, values, strict=True)]
+        rows.append(Row(t.number, t.state.name, dict(t.params), values, feasible, violated,
+                        t.user_attrs.get("known_design"), report))
     return rows
+
+
+def _measured(value: float | None, told: float) -> float:
+    return told if value is None else float(value)
 
 
 def pareto(rows: list[Row], directions: list[str]) -> list[Row]:
@@ -108,21 +118,45 @@ def write_outputs(out: Path, rows: list[Row], objectives: list[str], directions:
     if any(r.feasible for r in rows):
         pareto_figure(out / "pareto.png", rows, front, objectives)
         files.append("pareto.png")
-    if heatmap and heatmap_figure(out / "heatmap.png", rows):
+    if heatmap and heatmap_figure(out / "heatmap.png", rows) is not None:
         files.append("heatmap.png")
     return {
         "objectives": objectives, "directions": directions, "out": str(out), "files": files,
         "trials": len(rows), "feasible": sum(r.feasible for r in rows),
         "infeasible": sum(r.state == "COMPLETE" and not r.feasible for r in rows),
         "failed": sum(r.state == "FAIL" for r in rows),
+        "infeasible_why": why_infeasible(rows),
         "pareto": [{"number": r.number, "label": r.label, "values": dict(zip(objectives, r.values, strict=True)),
                     "params": r.params} for r in front],
         "known_designs": known,
     }
 
 
+def why_infeasible(rows: list[Row]) -> list[dict]:
+    """Per violated constraint (most common first): how many designs break it and, for capacity, at which
+    workload points they run out of memory, with counts."""
+    from kvnand.report.sweep import context_label
+
+    out: dict[str, dict] = {}
+    for r in rows:
+        if r.state != "COMPLETE" or r.feasible:
+            continue
+        for v in r.violated:
+            rec = out.setdefault(v.split(":")[0], {"designs": 0, "points": {}})
+            rec["designs"] += 1
+            if v.startswith("capacity"):
+                for p in (r.report or {}).get("points", []):
+                    if p["oom"]:
+                        where = f"{p['model']} @{context_label(p['context'])}"
+                        rec["points"][where] = rec["points"].get(where, 0) + 1
+    return [{"constraint": k, "designs": v["designs"],
+             "points": dict(sorted(v["points"].items(), key=lambda kv: -kv[1]))}
+            for k, v in sorted(out.items(), key=lambda kv: -kv[1]["designs"])]
+
+
 def write_json(path: Path, obj) -> None:
-    write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+    """Standard JSON: undefined values (inf, nan) become null."""
+    write_text(path, json.dumps(jsonable(obj), indent=2, allow_nan=False) + "\n")
 
 
 def rows_csv(rows: list[Row], objectives: list[str]) -> str:
@@ -161,17 +195,19 @@ def _known_csv(known: list[dict], objectives: list[str]) -> str:
 
 
 # ---------------------------------------------------------------------- figures
-def _figure(nplots: int, ncols: int, size: tuple[float, float]):
+def _figure(nplots: int, ncols: int, size: tuple[float, float], legend_in: float = 0.0):
+    """Panels with fixed margins (a layout engine costs seconds per figure); `legend_in` inches are kept
+    free at the bottom for a figure legend."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     nrows = math.ceil(nplots / ncols)
-    fig = Figure(figsize=(size[0] * ncols, size[1] * nrows))
+    height = size[1] * nrows + legend_in
+    fig = Figure(figsize=(size[0] * ncols, height))
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    # fixed margins: a layout engine costs seconds per figure
-    fig.subplots_adjust(left=0.12 / ncols + 0.02, right=0.98, bottom=0.12 / nrows + 0.02, top=1 - 0.14 / nrows,
-                        wspace=0.35, hspace=0.4)
+    fig.subplots_adjust(left=0.12 / ncols + 0.02, right=1 - 0.14 / ncols, bottom=(0.5 + legend_in) / height,
+                        top=1 - 0.7 / height, wspace=0.5, hspace=0.45)
     for ax in axes[nplots:]:
         ax.set_visible(False)
     return fig, axes[:nplots]
@@ -182,38 +218,91 @@ def _save(fig, path: Path) -> None:
         fig.savefig(tmp, format=path.suffix[1:] or "png", dpi=130)
 
 
-def pareto_figure(path: Path, rows: list[Row], front: list[Row], objectives: list[str]) -> None:
-    """Scatter of every objective pair (objective vs trial number when there is one objective)."""
+def _place_labels(ax, items: list[tuple[str, tuple[float, float]]]) -> int:
+    """Annotate points without overprinting: each label takes the first free spot around its point, or is
+    left out (the CSVs name every design). Returns the number left out."""
+    renderer = ax.figure.canvas.get_renderer()
+    placed, skipped = [ax.bbox.frozen()], 0
+    for text, xy in items:
+        for dx, dy, ha, va in ((4, 4, "left", "bottom"), (4, -4, "left", "top"), (-4, 4, "right", "bottom"),
+                               (-4, -4, "right", "top")):
+            a = ax.annotate(text, xy, xytext=(dx, dy), textcoords="offset points", ha=ha, va=va, fontsize=6)
+            box = a.get_window_extent(renderer)
+            inside = placed[0].x0 <= box.x0 and box.x1 <= placed[0].x1 and placed[0].y0 <= box.y0 <= box.y1 \
+                <= placed[0].y1
+            if inside and not any(box.overlaps(b) for b in placed[1:]):
+                placed.append(box)
+                break
+            a.remove()
+        else:
+            skipped += 1
+    return skipped
+
+
+def _plain_ticks(axis) -> None:
+    """A log axis labelled at 1-2-5 steps in plain numbers (by default every minor tick gets a label in
+    scientific notation, and they overprint)."""
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FormatStrFormatter("%g"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def pareto_figure(path: Path, rows: list[Row], front: list[Row], objectives: list[str]):
+    """Scatter of every objective pair (objective vs trial number when there is one objective): infeasible
+    designs as grey crosses at the values they measured, feasible ones as dots, the front in red, published
+    designs as triangles (hollow grey when infeasible). Labels name the front and the feasible published
+    designs where they fit. Returns the figure (written to `path` when given)."""
+    from matplotlib.lines import Line2D
+
     pairs = list(itertools.combinations(range(len(objectives)), 2)) or [(None, 0)]
-    fig, axes = _figure(len(pairs), min(len(pairs), 3), (4.6, 3.8))
+    fig, axes = _figure(len(pairs), min(len(pairs), 3), (4.6, 3.8), legend_in=0.5)
 
     def xy(rs, i, j):
         pts = [(r.number if i is None else r.values[i], r.values[j]) for r in rs if r.values]
-        return [p for p in pts if all(math.isfinite(v) for v in p)]
+        return [p for p in pts if all(v is not None and math.isfinite(v) for v in p)]
 
     done = [r for r in rows if r.state == "COMPLETE"]
+    infeasible = [r for r in done if not r.feasible]
+    styles = (
+        ("infeasible", infeasible, dict(marker="x", c="0.6", s=14, linewidths=0.8)),
+        ("feasible", [r for r in done if r.feasible], dict(c="tab:blue", s=12, alpha=0.45)),
+        ("Pareto front", front, dict(c="tab:red", s=30)),
+        ("published design", [r for r in done if r.label and r.feasible],
+         dict(marker="^", facecolors="none", edgecolors="k", s=60)),
+        ("published, infeasible", [r for r in done if r.label and not r.feasible],
+         dict(marker="^", facecolors="none", edgecolors="0.6", s=60, linestyle="--")),
+    )
+    used = set()
+    on_front = {r.number for r in front}
+    labelled = [r for r in done if (r.label and r.feasible) or r.number in on_front]
     for ax, (i, j) in zip(axes, pairs, strict=True):
-        for rs, kw in (([r for r in done if not r.feasible], dict(marker="x", c="0.75", s=12, label="infeasible")),
-                       ([r for r in done if r.feasible], dict(c="tab:blue", s=12, alpha=0.45, label="feasible")),
-                       (front, dict(c="tab:red", s=30, label="Pareto front")),
-                       ([r for r in done if r.label],
-                        dict(marker="^", facecolors="none", edgecolors="k", s=60, label="published design"))):
-            pts = xy(rs, i, j)
-            if pts:
+        for name, rs, kw in styles:
+            if pts := xy(rs, i, j):
                 ax.scatter(*zip(*pts, strict=True), **kw)
-        for r in done:
-            if r.label and (pt := xy([r], i, j)):
-                ax.annotate(r.label, pt[0], fontsize=6, xytext=(3, 3), textcoords="offset points")
+                used.add(name)
         ax.set_xlabel("trial" if i is None else objectives[i])
         ax.set_ylabel(objectives[j])
         for axis, idx in (("x", i), ("y", j)):
             vals = [v for r in done if r.values for v in [r.values[idx] if idx is not None else r.number]
-                    if math.isfinite(v)]
+                    if v is not None and math.isfinite(v)]
             if vals and min(vals) > 0 and max(vals) / min(vals) > 30:
                 getattr(ax, f"set_{axis}scale")("log")
-    axes[0].legend(fontsize=7)
-    fig.suptitle("design-space exploration: trials and Pareto front")
-    _save(fig, path)
+                _plain_ticks(getattr(ax, f"{axis}axis"))
+        _place_labels(ax, [(r.label or f"#{r.number}", pt[0]) for r in labelled if (pt := xy([r], i, j))])
+    handles = [Line2D([], [], linestyle="none", label=f"{name} ({len(rs)})" if name == "infeasible" else name,
+                      marker=kw.get("marker", "o"), color=kw.get("c", "none"),
+                      markerfacecolor=kw.get("c", kw.get("facecolors")), markeredgecolor=kw.get("edgecolors",
+                                                                                              kw.get("c")))
+               for name, rs, kw in styles if name in used]
+    fig.legend(handles=handles, loc="lower center", ncols=len(handles), frameon=False, fontsize=8)
+    n = len(done)
+    fig.suptitle(f"design-space exploration: {n} designs, {len(infeasible)} infeasible, {len(front)} on the "
+                 "Pareto front")
+    if path is not None:
+        _save(fig, path)
+    return fig
 
 
 def split_label(rec: dict) -> str:
@@ -226,9 +315,11 @@ def split_label(rec: dict) -> str:
     return rec.get("system", "?")
 
 
-def heatmap_figure(path: Path, rows: list[Row]) -> bool:
-    """Fig. 15-style heatmap; other varying parameters collapse to the fastest design per cell."""
+def heatmap_figure(path: Path | None, rows: list[Row]):
+    """Fig. 15-style heatmap with a colorbar per panel; other varying parameters collapse to the fastest
+    design per cell. Returns the figure, or None when no row has workload points."""
     import numpy as np
+    from matplotlib.colors import LogNorm
 
     from kvnand.report.sweep import context_label
 
@@ -239,32 +330,36 @@ def heatmap_figure(path: Path, rows: list[Row]) -> bool:
             key = (split_label(p), p["context"])
             panel[key] = min(panel.get(key, math.inf), math.inf if p["oom"] else p["latency_s"])
     if not cells:
-        return False
+        return None
 
     def order(label: str):
         return (label.startswith("D"), int(label.split("+")[-1].rstrip(")")) if "+" in label else 0, label)
 
-    fig, axes = _figure(len(cells), min(len(cells), 2), (5.6, 4.2))
+    fig, axes = _figure(len(cells), min(len(cells), 2), (6.4, 4.2))
     for ax, ((model, prec), panel) in zip(axes, sorted(cells.items()), strict=True):
         splits = sorted({k[0] for k in panel}, key=order)
         ctxs = sorted({k[1] for k in panel})
         ms = np.array([[panel.get((s, c), math.inf) * 1e3 for c in ctxs] for s in splits])
-        ms[~np.isfinite(ms)] = np.nan  # out of memory (or not in the grid): blank
-        shade = np.log10(ms)
-        lo, hi = np.nanmin(shade), np.nanmax(shade)
-        ax.imshow(np.ma.masked_invalid(shade), cmap="viridis_r", aspect="auto", vmin=lo, vmax=hi)
+        ms[~np.isfinite(ms)] = np.nan  # out of memory (or not in the grid): grey
+        lo, hi = np.nanmin(ms), np.nanmax(ms)
+        norm = LogNorm(lo, hi if hi > lo else lo * 1.01)
+        ax.set_facecolor("0.85")
+        im = ax.imshow(np.ma.masked_invalid(ms), cmap="viridis_r", aspect="auto", norm=norm)
+        bar = fig.colorbar(im, ax=ax, label="ms/token (log scale)", fraction=0.08, pad=0.03)
+        _plain_ticks(bar.ax.yaxis)
         for j in range(len(ctxs)):
             col = ms[:, j]
             best = int(np.nanargmin(col)) if not np.isnan(col).all() else -1
             for i in range(len(splits)):
                 if not math.isnan(col[i]):
-                    bright = hi == lo or (shade[i, j] - lo) / (hi - lo) < 0.5  # viridis_r: fast = yellow
+                    bright = norm(col[i]) < 0.5  # viridis_r: fast = yellow, needs black text
                     ax.text(j, i, f"{col[i]:.3g}" + ("*" if i == best else ""), ha="center", va="center",
                             fontsize=7, color="k" if bright else "w", fontweight="bold" if i == best else None)
         ax.set_xticks(range(len(ctxs)), [context_label(c) for c in ctxs])
         ax.set_yticks(range(len(splits)), splits)
         ax.set_xlabel("context (tokens)")
-        ax.set_title(f"{model}, {prec.upper()}: ms/token (blank = OOM, * = fastest)", fontsize=9)
+        ax.set_title(f"{model}, {prec.upper()}: ms/token (grey = OOM, * = fastest)", fontsize=9)
     fig.suptitle("decode latency by G1/G2 split and context")
-    _save(fig, path)
-    return True
+    if path is not None:
+        _save(fig, path)
+    return fig

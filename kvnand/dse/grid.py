@@ -1,9 +1,11 @@
 """`kvnand dse grid`: evaluate every design of a small discrete space, with the same outputs as a study.
 
-No optuna: designs are enumerated (conditional parameters only where active), each workload point is
-evaluated once per process (`objectives` caches points, so published designs and repeated points are
+No optuna sampler: designs are enumerated (conditional parameters only where active), each workload point
+is evaluated once per process (`objectives` caches points, so published designs and repeated points are
 free), optionally over a pool of processes, and the rows go to the same exporter plus the Fig. 15-style
-heatmap. Published designs that fall between grid steps are added as extra rows.
+heatmap. Published designs that fall between grid steps are added as extra rows. The designs are also
+stored as a finished optuna study (study.db in the output folder), so `dse pareto` and optuna-dashboard
+open a grid like a search.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 from kvnand.dse import export
 from kvnand.dse.objectives import evaluate_design
 from kvnand.dse.space import Space, load_space
-from kvnand.dse.study import directions
+from kvnand.dse.study import directions, save_grid
 from kvnand.errors import InputError
 
 _space: Space | None = None  # the space of a pool worker process
@@ -28,10 +30,11 @@ def _init(space_file: str) -> None:
 
 def _evaluate(params: dict):
     ev = evaluate_design(_space, params)
-    return ev.values, ev.feasible, ev.violated, ev.report
+    return ev.values, ev.feasible, ev.violated, ev.report, ev.constraints
 
 
-def run_grid(space: Space, out: Path, workers: int = 1, log=print) -> dict:
+def run_grid(space: Space, out: Path, workers: int = 1, log=print, progress=None) -> dict:
+    """Evaluate every design; `progress(done, total)` is called as designs finish."""
     if workers < 1:
         raise InputError("needs at least one worker", key="--workers", value=workers)
     combos = space.grid()
@@ -40,20 +43,35 @@ def run_grid(space: Space, out: Path, workers: int = 1, log=print) -> dict:
     combos += [json.loads(k) for k in known if k not in in_grid]
     log(f"grid '{space.name}': {len(combos)} designs x {len(space.points)} workload points, {workers} process(es)")
     t0 = time.monotonic()
+    results = []
     if workers == 1:
         _init(space.file)
-        results = list(map(_evaluate, combos))
+        done = map(_evaluate, combos)
     else:
         import multiprocessing
 
-        with multiprocessing.get_context("spawn").Pool(workers, _init, (space.file,)) as pool:
-            results = pool.map(_evaluate, combos, chunksize=max(1, len(combos) // (4 * workers)))
+        pool = multiprocessing.get_context("spawn").Pool(workers, _init, (space.file,))
+        done = pool.imap(_evaluate, combos, chunksize=max(1, min(16, len(combos) // (4 * workers))))
+    try:
+        for r in done:
+            results.append(r)
+            if progress:
+                progress(len(results), len(combos))
+    finally:
+        if workers > 1:
+            pool.terminate()
     elapsed = time.monotonic() - t0
-    rows = [export.Row(i, "COMPLETE", params, values, feasible, violated, known.get(json.dumps(params, sort_keys=True)),
-                       report)
-            for i, (params, (values, feasible, violated, report)) in enumerate(zip(combos, results, strict=True))]
+    labels = [known.get(json.dumps(params, sort_keys=True)) for params in combos]
+    rows = [export.Row(i, "COMPLETE", params, values, feasible, violated, label, report)
+            for i, (params, label, (values, feasible, violated, report, _)) in enumerate(
+                zip(combos, labels, results, strict=True))]
     summary = export.write_outputs(out, rows, list(space.spec.objectives), directions(space), heatmap=True)
+    url = save_grid(space, out, [(params, values, feasible, cons, {"violated": violated, "report": report}, label)
+                                 for params, label, (values, feasible, violated, report, cons)
+                                 in zip(combos, labels, results, strict=True)])
+    summary["files"].append("study.db")
     summary.update({"space": space.file, "designs": len(rows), "elapsed_s": elapsed,
-                    "designs_per_s": len(rows) / elapsed if elapsed > 0 else None})
+                    "designs_per_s": len(rows) / elapsed if elapsed > 0 else None, "study": space.name,
+                    "storage": url, "dashboard": f"optuna-dashboard {url}"})
     export.write_json(Path(out) / "summary.json", summary)
     return summary

@@ -140,13 +140,13 @@ def evaluate_design(space, params: dict[str, Any]) -> Evaluation:
     d = space.design(params)
     keys = list(dict.fromkeys([*space.spec.objectives, *space.spec.constraints]))
     try:
-        points = [_point_report(space, d, p, keys) for p in space.points]
+        points = [_compact(_point_report(space, d, p, keys)) for p in space.points]
         hw = _hardware(d.system, d.overrides)
     except InputError as exc:  # an impossible combination, e.g. G2 >= dies
         cons = dict.fromkeys(constraint_names(space), 0.0)
         cons["config"] = 1.0
-        return Evaluation([_worst(k) for k in space.spec.objectives], cons, [f"config: {exc}"],
-                          {}, _jsonable({"design": d.as_dict(), "params": params, "error": str(exc)}))
+        return Evaluation([worst(k) for k in space.spec.objectives], cons, [f"config: {exc}"],
+                          {}, jsonable({"design": d.as_dict(), "params": params, "error": str(exc)}))
     metrics: dict[str, float | None] = dict(hw)
     always = [k for k, m in METRICS.items() if m.per_point and not m.needs_reliability]
     for key in dict.fromkeys(always + keys):
@@ -170,10 +170,22 @@ def evaluate_design(space, params: dict[str, Any]) -> Evaluation:
         if excess > 0:
             violated.append(f"{key}: {v:.4g} {'>' if bound.max is not None else '<'} {limit:g} "
                             f"({'max' if bound.max is not None else 'min'})")
-    values = [_worst(k) if metrics.get(k) is None else float(metrics[k]) for k in space.spec.objectives]
+    values = [worst(k) if metrics.get(k) is None else float(metrics[k]) for k in space.spec.objectives]
     report = {"design": d.as_dict(), "params": params, "metrics": metrics, "constraints": cons,
               "violated": violated, "points": points}
-    return Evaluation(values, cons, violated, metrics, _jsonable(report))
+    return Evaluation(values, cons, violated, metrics, jsonable(report))
+
+
+# what a trial keeps of each workload point (optuna stores it per trial: the full record is ~30x larger)
+POINT_KEYS = ("system", "model", "context", "precision", "oom", "oom_reason", "weight", "tokens_per_s", "latency_s",
+              "energy_j_per_token", "power_w", "capacity_use", "bottleneck", "lifetime_years", "read_disturb_margin")
+CONFIG_KEYS = ("dies", "g1_dies", "g2_dies", "kv_store", "split")
+
+
+def _compact(rec: dict) -> dict:
+    out = {k: rec[k] for k in POINT_KEYS if k in rec}
+    out["config"] = {k: rec["config"][k] for k in CONFIG_KEYS if k in rec["config"]}
+    return out
 
 
 def _point_report(space, d, p, keys: list[str]) -> dict:
@@ -182,7 +194,6 @@ def _point_report(space, d, p, keys: list[str]) -> dict:
     rec["capacity_use"] = max(s["used_bytes"] / s["capacity_bytes"] for s in rec["capacity"].values())
     if not rec["oom"] and any(metric(k).needs_reliability for k in keys):
         r = _reliability(d.system, p.model, p.context, d.precision, d.overrides, space.spec.workload.profile)
-        rec["reliability"] = r
         rec["lifetime_years"] = r.get("lifetime_years")
         reads, limit = r.get("max_reads_per_block"), r.get("read_disturb_limit")
         rec["read_disturb_margin"] = (limit / reads if reads else math.inf) if limit else None
@@ -205,11 +216,11 @@ def _aggregate(space, key: str, points: list[dict]) -> float | None:
     return max(v for v, _ in vals) if how == "max" else min(v for v, _ in vals)
 
 
-def _worst(key: str) -> float:
+def worst(key: str) -> float:
     return math.inf if metric(key).direction == MINIMIZE else -math.inf
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
     """A JSON round trip: what optuna stores as a user attribute must serialize (inf/nan become null)."""
     def clean(x):
         if isinstance(x, float) and not math.isfinite(x):
@@ -253,3 +264,9 @@ def improvement(better: list[float], worse: list[float], directions: list[str]) 
         gain = (w - b) if d == MINIMIZE else (b - w)
         out.append(gain / abs(w) if w not in (0, math.inf, -math.inf) else 0.0)
     return out
+
+
+def stored_constraints(trial) -> list[float]:
+    """The constraint values the objective stored on a (frozen) trial, in `constraint_names` order (optuna
+    reads our list and the one-key-per-constraint records of studies made before it)."""
+    return list(trial.constraints.values())

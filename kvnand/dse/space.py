@@ -9,7 +9,7 @@ parameter turns into `kvnand.evaluate` arguments: `system`, `precision` or an ov
     parameters:
       dies: 8                                              # fixed
       variant: {choices: {C: {system: kvnand-c16}, D: {system: kvnand-d}}, default: D}
-      g2_dies: {int: [1, 7], when: {variant: D}, default: 4}
+      g2_dies: {int: [1, "dies - 1"], when: {variant: D}, default: 4}   # a bound may use earlier parameters
       clock: {float: [200, 800], unit: MHz, set: flash.logic.clock, default: 400}
 
 Errors name the space file, the key path (and line) and what is allowed.
@@ -17,10 +17,12 @@ Errors name the space file, the key path (and line) and what is allowed.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import itertools
 import json
 import math
+import operator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -40,13 +42,60 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def bound_names(bound) -> list[str]:
+    """Parameter names a range bound refers to ("dies - 1" -> ["dies"]; a number -> [])."""
+    if not isinstance(bound, str):
+        return []
+    return [n.id for n in ast.walk(_parse_bound(bound)) if isinstance(n, ast.Name)]
+
+
+def _parse_bound(text: str) -> ast.Expression:
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError:
+        raise ValueError(f"range bound {text!r} is not an expression") from None
+    for node in ast.walk(tree):
+        if not isinstance(node, _BOUND_NODES) or (isinstance(node, ast.Constant) and not isinstance(
+                node.value, (_Int, _Float))):
+            raise ValueError(f"range bound {text!r}: only numbers, earlier parameter names and + - * // are allowed")
+    return tree
+
+
+_BOUND_NODES = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Name, ast.Load, ast.Constant, ast.Add, ast.Sub,
+                ast.Mult, ast.FloorDiv, ast.USub)
+_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.FloorDiv: operator.floordiv}
+
+
+def eval_bound(bound, values: dict[str, Any]):
+    """A range bound's value: a number, or an expression over earlier parameters' values."""
+    if not isinstance(bound, str):
+        return bound
+
+    def ev(node):
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.Constant):
+            return node.value
+        if isinstance(node, ast.Name):
+            v = values.get(node.id)
+            if isinstance(v, bool) or not isinstance(v, (_Int, _Float)):
+                raise ValueError(f"range bound {bound!r}: '{node.id}' is {v!r}, not a number")
+            return v
+        if isinstance(node, ast.UnaryOp):
+            return -ev(node.operand)
+        return _OPS[type(node.op)](ev(node.left), ev(node.right))
+
+    return ev(_parse_bound(bound))
+
+
 class Param(_Strict):
-    """One searched parameter: exactly one of `choices`, `int`, `float`."""
+    """One searched parameter: exactly one of `choices`, `int`, `float`. A range bound is a number or an
+    expression over earlier parameters ("dies - 1"), evaluated per design."""
 
     set: str | None = None                              # override key; default: the parameter's name
     choices: list[Scalar] | dict[str, dict[str, Scalar]] | None = None
-    int: tuple[_Int, _Int] | None = None
-    float: tuple[_Float, _Float] | None = None
+    int: tuple[_Int | str, _Int | str] | None = None
+    float: tuple[_Float | str, _Float | str] | None = None
     step: Annotated[_Float, Field(gt=0)] | None = None
     log: bool = False
     unit: str | None = None                             # appended to int/float values ("400 MHz")
@@ -68,9 +117,12 @@ class Param(_Strict):
                 raise ValueError("step, log and unit apply to int/float ranges, not to choices")
         else:
             low, high = self.int or self.float
-            if low > high:
+            for b in (low, high):
+                bound_names(b)  # a malformed expression fails here
+            fixed = not isinstance(low, str) and not isinstance(high, str)
+            if fixed and low > high:
                 raise ValueError(f"range [{low}, {high}] is empty")
-            if self.log and (self.step is not None or low <= 0):
+            if self.log and (self.step is not None or (not isinstance(low, str) and low <= 0)):
                 raise ValueError("a log range needs low > 0 and no step")
             if self.int is not None and self.step is not None and self.step != int(self.step):
                 raise ValueError("an int range takes an integer step")
@@ -84,20 +136,19 @@ class Param(_Strict):
         return list(self.choices) if isinstance(self.choices, dict) else list(self.choices)
 
     def contains(self, value: Any) -> bool:
+        """Whether `value` is in the domain (a bound that is an expression is not checked here: a design
+        that breaks it is caught as an invalid configuration)."""
         if self.choices is not None:
             return value in self.labels
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return False
-        low, high = self.int or self.float
         if self.int is not None and value != int(value):
             return False
-        return low <= value <= high
-
-    def grid_values(self) -> list[Scalar]:
-        """Every value of a discrete domain (float ranges need a step)."""
-        if self.choices is not None:
-            return self.labels
         low, high = self.int or self.float
+        return (isinstance(low, str) or low <= value) and (isinstance(high, str) or value <= high)
+
+    def grid_values(self, low, high) -> list[Scalar]:
+        """Every value of a range between its evaluated bounds (float ranges need a step)."""
         if self.int is not None:
             return list(range(low, high + 1, int(self.step or 1)))
         if self.step is None:
@@ -226,6 +277,30 @@ class Space:
                 return False
         return True
 
+    def bounds(self, name: str, params: dict[str, Any]) -> tuple:
+        """(low, high) of a range parameter, its expressions evaluated over the earlier parameters."""
+        values = {**self.fixed, **params}
+        try:
+            low, high = (eval_bound(b, values) for b in (self.varying[name].int or self.varying[name].float))
+        except ValueError as exc:
+            raise InputError(str(exc), file=self.file, key=f"parameters.{name}") from None
+        if low > high:
+            raise InputError(f"range [{low}, {high}] is empty for this design", file=self.file,
+                             key=f"parameters.{name}", value={k: values[k] for k in values if k in params})
+        return low, high
+
+    def distribution(self, name: str, params: dict[str, Any]):
+        """The optuna distribution of parameter `name` given the earlier parameters (what `suggest` asks)."""
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        p = self.varying[name]
+        if p.choices is not None:
+            return CategoricalDistribution(p.labels)
+        low, high = self.bounds(name, params)
+        if p.int is not None:
+            return IntDistribution(low, high, step=int(p.step or 1), log=p.log)
+        return FloatDistribution(low, high, step=p.step, log=p.log)
+
     def suggest(self, trial) -> dict[str, Any]:
         """Ask an optuna trial for every active parameter, in declaration order."""
         params: dict[str, Any] = {}
@@ -235,9 +310,9 @@ class Space:
             if p.choices is not None:
                 params[name] = trial.suggest_categorical(name, p.labels)
             elif p.int is not None:
-                params[name] = trial.suggest_int(name, *p.int, step=int(p.step or 1), log=p.log)
+                params[name] = trial.suggest_int(name, *self.bounds(name, params), step=int(p.step or 1), log=p.log)
             else:
-                params[name] = trial.suggest_float(name, *p.float, step=p.step, log=p.log)
+                params[name] = trial.suggest_float(name, *self.bounds(name, params), step=p.step, log=p.log)
         return params
 
     def design(self, params: dict[str, Any]) -> Design:
@@ -258,13 +333,16 @@ class Space:
         """Every combination of the active parameters' values (conditional parameters only where active)."""
         combos: list[dict[str, Any]] = [{}]
         for name, p in self.varying.items():
-            try:
-                values = p.grid_values()
-            except ValueError as exc:
-                raise InputError(f"grid mode: {exc}", file=self.file, key=f"parameters.{name}") from None
             nxt = []
             for c in combos:
-                nxt.extend({**c, name: v} for v in values) if self.active(name, c) else nxt.append(c)
+                if not self.active(name, c):
+                    nxt.append(c)
+                    continue
+                try:
+                    values = p.labels if p.choices is not None else p.grid_values(*self.bounds(name, c))
+                except ValueError as exc:
+                    raise InputError(f"grid mode: {exc}", file=self.file, key=f"parameters.{name}") from None
+                nxt.extend({**c, name: v} for v in values)
             combos = nxt
             if len(combos) > MAX_GRID_DESIGNS:
                 raise InputError(f"grid mode: more than {MAX_GRID_DESIGNS} designs; use `kvnand dse run`",
@@ -372,6 +450,11 @@ def _check(space: Space, src) -> None:
                 if domain is not None and not domain.contains(v):
                     raise _err(space, src, f"parameters.{name}.when.{other}", "value outside that parameter's domain",
                                value=v, allowed=str(domain.labels or domain.int or domain.float))
+        for b in p.int or p.float or ():
+            for ref in bound_names(b):
+                if ref not in names[: names.index(name)]:
+                    raise _err(space, src, f"parameters.{name}", f"range bound {b!r} must name an earlier parameter",
+                               value=ref, allowed=", ".join(names[: names.index(name)]) or "(none before this one)")
         if p.default is not None and not p.contains(p.default):
             raise _err(space, src, f"parameters.{name}.default", "default outside the parameter's domain",
                        value=p.default)

@@ -14,7 +14,9 @@ taken, however many workers race.
 
 Crashes: workers send heartbeats; a trial whose worker fell silent for 2 x `heartbeat_s` is marked FAIL
 by any live worker, or by a later run (`kvnand dse run` waits for running trials to finish or go stale
-before it exports). A failed trial counts against the budget and is never re-evaluated silently.
+before it exports; a trial whose worker died before its first heartbeat, so it never named itself, is failed
+3 x `heartbeat_s` after it started). A failed trial counts against the budget and is never re-evaluated
+silently.
 """
 
 from __future__ import annotations
@@ -27,11 +29,22 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from kvnand.dse.objectives import MAXIMIZE, MINIMIZE, constraint_names, evaluate_design, metric
+from kvnand.dse.objectives import (
+    MAXIMIZE,
+    MINIMIZE,
+    constraint_names,
+    evaluate_design,
+    metric,
+    stored_constraints,
+    worst,
+)
 from kvnand.dse.space import Space, load_space
 from kvnand.errors import InputError
 
 META_KEY = "kvnand"           # study user attribute holding the space and its digest
+# trial system attribute of the constraint values, a list: optuna's own key (its samplers write it there, and
+# optuna-dashboard reads only that); tests check it equals optuna.samplers._base._CONSTRAINTS_KEY
+CONSTRAINTS_KEY = "constraints"
 PROGRESS_EVERY_S = 5.0
 
 
@@ -55,6 +68,7 @@ def open_storage(url: str, heartbeat_s: int | None = None):
     import optuna
 
     url = _with_driver(url)
+    _check_driver(url)
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:///"):
         kwargs["engine_kwargs"] = {"creator": functools.partial(_sqlite_connect, url.removeprefix("sqlite:///"))}
@@ -88,6 +102,18 @@ def _with_driver(url: str) -> str:
     return url
 
 
+def _check_driver(url: str) -> None:
+    """A PostgreSQL URL needs a driver, which only the `postgres` extra installs: say so, not SQLAlchemy's
+    module error."""
+    import importlib.util
+
+    scheme = url.partition("://")[0]
+    module = {"postgresql": "psycopg", "postgresql+psycopg": "psycopg", "postgresql+psycopg2": "psycopg2"}.get(scheme)
+    if module is not None and importlib.util.find_spec(module) is None:
+        raise InputError("no PostgreSQL driver is installed: pip install 'kvnand[postgres]'", key="--storage",
+                         value=public_url(url))
+
+
 def _sqlite_connect(path: str):
     """An SQLite connection for a study file shared by processes on one machine: write-ahead log with
     synchronous=NORMAL (commits survive a killed process, no fsync per commit; only power loss may drop the
@@ -100,6 +126,12 @@ def _sqlite_connect(path: str):
     return conn
 
 
+def _store_constraints(trial, values: list[float]) -> None:
+    """Constraints as one list under optuna's own key, the format its samplers write and optuna-dashboard
+    reads (`Trial.set_constraint` writes one key per constraint, which the dashboard ignores)."""
+    trial.storage.set_trial_system_attr(trial._trial_id, CONSTRAINTS_KEY, values)
+
+
 def make_sampler(space: Space, seed: int):
     import optuna
 
@@ -107,16 +139,33 @@ def make_sampler(space: Space, seed: int):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # multivariate/group TPE is "experimental"
         if kind == "nsga2":
-            return optuna.samplers.NSGAIISampler(seed=seed)
+            return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=stored_constraints)
         if kind == "random":
             return optuna.samplers.RandomSampler(seed=seed)
         # group=True: conditional parameters (e.g. G2 only for KVNAND-D) are modelled jointly
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
-                                          n_startup_trials=max(10, len(space.known_designs())))
+                                          n_startup_trials=max(10, len(space.known_designs())),
+                                          constraints_func=stored_constraints)
 
 
 def directions(space: Space) -> list[str]:
     return [metric(k).direction for k in space.spec.objectives]
+
+
+def _describe(study, space: Space) -> None:
+    """Objective names and the space itself, on a study just created."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "experimental" since optuna 3.2
+        study.set_metric_names(list(space.spec.objectives))
+    study.set_user_attr(META_KEY, {"space": space.raw, "space_file": space.file, "digest": space.digest,
+                                   "objectives": list(space.spec.objectives),
+                                   "constraints": constraint_names(space)})
+
+
+def optuna_values(space: Space, values: list[float], feasible: bool) -> list[float]:
+    """What optuna is told: an infeasible design's objectives are undefined (the worst value), so no optuna
+    tool puts it on a front; what it measured stays in its report (and in trials.csv)."""
+    return values if feasible else [worst(k) for k in space.spec.objectives]
 
 
 def open_study(space: Space, storage, name: str, seed: int):
@@ -131,12 +180,7 @@ def open_study(space: Space, storage, name: str, seed: int):
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
         _check_same_space(study, space, name)
         return study
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "experimental" since optuna 3.2
-        study.set_metric_names(list(space.spec.objectives))
-    study.set_user_attr(META_KEY, {"space": space.raw, "space_file": space.file, "digest": space.digest,
-                                   "objectives": list(space.spec.objectives),
-                                   "constraints": constraint_names(space)})
+    _describe(study, space)
     for label, params in space.known_designs():
         study.enqueue_trial(params, user_attrs={"known_design": label}, skip_if_exists=True)
     return study
@@ -168,14 +212,17 @@ class Objective:
     """optuna objective of one worker: budget ticket (stops the worker at the budget), evaluation, user
     attributes, constraints."""
 
-    def __init__(self, space: Space, study, budget: int, log=None):
-        self.space, self.study, self.budget, self.log = space, study, budget, log
+    def __init__(self, space: Space, study, budget: int, log=None, progress=None):
+        self.space, self.study, self.budget, self.log, self.progress = space, study, budget, log, progress
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.last_print = time.monotonic()
 
     def __call__(self, trial):
         import optuna
 
+        # optuna's heartbeat thread may not have written yet: write one now, so a trial that names its worker
+        # always has a heartbeat and goes stale if the worker dies (unnamed ones are failed by settle)
+        trial.storage.record_heartbeat(trial._trial_id)
         trial.set_user_attr("worker", self.worker)
         ahead = sum(taken(t) for t in self.study.get_trials(deepcopy=False) if t.number <= trial.number)
         if ahead >= self.budget:  # this is the last trial of the budget, or one too many
@@ -183,7 +230,7 @@ class Objective:
             if ahead > self.budget:
                 trial.set_user_attr("surplus", True)
                 raise optuna.TrialPruned("the global trial budget was reached by other workers")
-        if self.log and time.monotonic() - self.last_print > PROGRESS_EVERY_S:
+        if self.log and not self.progress and time.monotonic() - self.last_print > PROGRESS_EVERY_S:
             self.last_print = time.monotonic()
             self.log(f"  {ahead}/{self.budget} trials")
         try:
@@ -193,12 +240,13 @@ class Objective:
             raise
         trial.set_user_attr("violated", ev.violated)
         trial.set_user_attr("report", ev.report)
-        for key, v in ev.constraints.items():
-            trial.set_constraint(key, v)
-        return ev.values
+        _store_constraints(trial, [ev.constraints[k] for k in constraint_names(self.space)])
+        if self.progress:
+            self.progress(ahead)
+        return optuna_values(self.space, ev.values, ev.feasible)
 
 
-def work(space_file: str, url: str, name: str, budget: int, seed: int, log=None) -> None:
+def work(space_file: str, url: str, name: str, budget: int, seed: int, log=None, progress=None) -> None:
     """One worker: run trials of the study until the global budget is taken (progress lines to `log`)."""
     import optuna
 
@@ -208,7 +256,7 @@ def work(space_file: str, url: str, name: str, budget: int, seed: int, log=None)
     study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(space, seed))
     if n_taken(study) >= budget:
         return
-    obj = Objective(space, study, budget, log)
+    obj = Objective(space, study, budget, log, progress)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # optuna's experimental-feature warnings (heartbeat)
         study.optimize(obj, catch=(Exception,))
@@ -217,6 +265,8 @@ def work(space_file: str, url: str, name: str, budget: int, seed: int, log=None)
 def settle(study, heartbeat_s: int) -> list:
     """Wait until no trial is RUNNING: live workers finish theirs, dead workers' trials go stale and are
     failed. Returns the trials still running at the deadline (none unless a worker hangs)."""
+    import datetime
+
     from optuna.storages import fail_stale_trials
     from optuna.trial import TrialState
 
@@ -226,6 +276,13 @@ def settle(study, heartbeat_s: int) -> list:
             warnings.simplefilter("ignore")
             fail_stale_trials(study)
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        # a worker killed between creating its trial and the first heartbeat leaves a trial that never goes
+        # stale; a live worker names itself on its trial within milliseconds of sampling it
+        old = datetime.datetime.now() - datetime.timedelta(seconds=3 * heartbeat_s)
+        for t in running:
+            if "worker" not in t.user_attrs and t.datetime_start is not None and t.datetime_start < old:
+                study.tell(t.number, state=TrialState.FAIL)
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         if not running or time.monotonic() > deadline:
             return running
         time.sleep(min(1.0, heartbeat_s / 2))
@@ -233,8 +290,9 @@ def settle(study, heartbeat_s: int) -> list:
 
 # ---------------------------------------------------------------------- a run
 def run(space: Space, out: Path, *, trials: int | None = None, workers: int = 1, storage: str | None = None,
-        study_name: str | None = None, seed: int | None = None, log=print) -> dict:
-    """`kvnand dse run`: join or create the study, run `workers` processes to the budget, export."""
+        study_name: str | None = None, seed: int | None = None, log=print, progress=None) -> dict:
+    """`kvnand dse run`: join or create the study, run `workers` processes to the budget, export.
+    `progress(taken, budget)` is called as trials are taken (else progress lines go to `log`)."""
     import multiprocessing
 
     import optuna
@@ -261,19 +319,19 @@ def run(space: Space, out: Path, *, trials: int | None = None, workers: int = 1,
     done_before, t0 = _finished(study), time.monotonic()
     exit_codes: list[int] = []
     if workers == 1:
-        work(space.file, url, name, budget, seed, log)
+        work(space.file, url, name, budget, seed, log, progress and (lambda n: progress(n, budget)))
     else:
         ctx = multiprocessing.get_context("spawn")  # no forked SQLAlchemy connections
         procs = [ctx.Process(target=work, args=(space.file, url, name, budget, seed + i), daemon=False)
                  for i in range(workers)]
         for p in procs:
             p.start()
-        _wait(procs, study, budget, log)
+        _wait(procs, study, budget, log, progress)
         exit_codes = [p.exitcode for p in procs]
     still_running = settle(study, hb)
     elapsed = time.monotonic() - t0
     new = _finished(study) - done_before
-    rows = export.rows_from_study(study)
+    rows = export.rows_from_study(study, list(space.spec.objectives))
     summary = export.write_outputs(out, rows, list(space.spec.objectives), directions(space))
     summary.update({
         "study": name, "storage": public_url(url), "budget": budget, "workers": workers,
@@ -292,18 +350,47 @@ def _finished(study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)))
 
 
-def _wait(procs, study, budget: int, log) -> None:
+def _wait(procs, study, budget: int, log, progress=None) -> None:
     last = time.monotonic()
     while any(p.is_alive() for p in procs):
         for p in procs:
             p.join(timeout=0.5)
-        if time.monotonic() - last > PROGRESS_EVERY_S:
+        if time.monotonic() - last > (1.0 if progress else PROGRESS_EVERY_S):  # each count reads every trial
             last = time.monotonic()
-            log(f"  {n_taken(study)}/{budget} trials")
+            if progress:
+                progress(n_taken(study), budget)
+            else:
+                log(f"  {n_taken(study)}/{budget} trials")
     for i, p in enumerate(procs):
         if p.exitcode:
             log(f"warning: worker {i} (pid {p.pid}) exited with code {p.exitcode}; its running trial is failed "
                 "once its heartbeat goes stale")
+
+
+def save_grid(space: Space, out: Path, designs: list[tuple[dict, list[float], bool, dict, dict, str | None]]) -> str:
+    """A grid's designs as a finished optuna study named after the space, in the run folder's study.db
+    (replacing an older grid's), so `dse pareto` and optuna-dashboard open it like a search. `designs`:
+    (params, values, feasible, constraints, user attributes, published label). Returns the storage URL."""
+    import optuna
+    from optuna.trial import create_trial
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = default_storage(out)
+    storage = open_storage(url)
+    try:
+        optuna.delete_study(study_name=space.name, storage=storage)
+    except KeyError:
+        pass
+    study = optuna.create_study(storage=storage, study_name=space.name, directions=directions(space))
+    _describe(study, space)
+    names = constraint_names(space)
+    study.add_trials([create_trial(
+        params=params, distributions={k: space.distribution(k, params) for k in params},
+        values=optuna_values(space, values, feasible),
+        user_attrs={**attrs, **({"known_design": label} if label else {})},
+        system_attrs={CONSTRAINTS_KEY: [cons.get(k, 0.0) for k in names]})
+        for params, values, feasible, cons, attrs, label in designs])
+    return url
 
 
 def load_existing(url: str, name: str):

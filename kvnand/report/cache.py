@@ -1,4 +1,6 @@
-"""The on-disk cache of evaluated points: one JSON file per point under `.kvnand-cache/report/`.
+"""The on-disk cache of evaluated points: one JSON file per point under `<cache root>/report/`, the root
+being the user cache directory (XDG) unless $KVNAND_CACHE_DIR says otherwise. The cache is kept under a size
+limit (oldest entries go first; `kvnand cache clear` empties it).
 
 The key hashes everything a result depends on: the system name and its resolved tree (presets merged,
 `--set` overrides applied), the parsed model, context, precision, mode, the kvnand version and a hash of
@@ -24,7 +26,59 @@ from kvnand.workload.model import load_model
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("KVNAND_CACHE_DIR") or Path.cwd() / ".kvnand-cache")
+    """$KVNAND_CACHE_DIR, else the user cache directory: $XDG_CACHE_HOME/kvnand or ~/.cache/kvnand."""
+    if os.environ.get("KVNAND_CACHE_DIR"):
+        return Path(os.environ["KVNAND_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kvnand"
+
+
+# ---------------------------------------------------------------------- size limit and clearing
+DEFAULT_MAX_MB = 500
+
+
+def max_bytes() -> int:
+    """The cache's size limit: $KVNAND_CACHE_MAX_MB megabytes (default 500)."""
+    from kvnand.errors import InputError
+
+    raw = os.environ.get("KVNAND_CACHE_MAX_MB", str(DEFAULT_MAX_MB))
+    try:
+        mb = float(raw)
+    except ValueError:
+        mb = -1
+    if not mb >= 0:
+        raise InputError("not a size in MB", key="KVNAND_CACHE_MAX_MB", value=raw, allowed="a number >= 0")
+    return int(mb * 1e6)
+
+
+def _entries(root: Path | None = None) -> list[Path]:
+    return sorted((root or cache_root()).glob("report/*.json"))
+
+
+def usage(root: Path | None = None) -> tuple[int, int]:
+    """(entries, bytes) of the cache."""
+    sizes = [p.stat().st_size for p in _entries(root)]
+    return len(sizes), sum(sizes)
+
+
+def prune(root: Path | None = None, limit: int | None = None) -> int:
+    """Remove the oldest entries until the cache is within its limit; returns how many were removed."""
+    limit = max_bytes() if limit is None else limit
+    files = [(p.stat().st_mtime, p.stat().st_size, p) for p in _entries(root)]
+    total, removed = sum(f[1] for f in files), 0
+    for _, size, p in sorted(files):
+        if total <= limit:
+            break
+        p.unlink(missing_ok=True)
+        total, removed = total - size, removed + 1
+    return removed
+
+
+def clear(root: Path | None = None) -> int:
+    """Remove every entry; returns how many."""
+    files = _entries(root)
+    for p in files:
+        p.unlink(missing_ok=True)
+    return len(files)
 
 
 @lru_cache(maxsize=1)

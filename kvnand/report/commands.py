@@ -49,7 +49,7 @@ def _as_csv(results: list[dict]) -> str:
     return buf.getvalue()
 
 
-def _check_output(path: Path | None, option: str, suffixes: tuple[str, ...] = ()) -> None:
+def check_output(path: Path | None, option: str, suffixes: tuple[str, ...] = ()) -> None:
     if path is None:
         return
     if suffixes and path.suffix.lower() not in suffixes:
@@ -74,6 +74,16 @@ def _trace(points: list[sweep.Point], results: list[dict], precision, overrides)
     return json.dumps(chrome_trace([(label, r["_timeline"])]), separators=(",", ":"))
 
 
+def _references(results: list[dict], mode: str, overrides: dict, cache: Cache, refresh: str | None) -> list[dict]:
+    """The reference systems at the precisions other systems ran at, so every speedup is at equal precision."""
+    from kvnand.report.table import missing_references
+
+    out = []
+    for prec, pts in missing_references(results).items():
+        out += sweep.run(pts, precision=prec, mode=mode, overrides=overrides, cache=cache, refresh=refresh)
+    return out
+
+
 @app.command()
 def report(
     systems: Annotated[str, typer.Option(help="comma-separated system presets (kvnand-d:auto picks the best "
@@ -84,7 +94,8 @@ def report(
     precision: Annotated[str | None, typer.Option(help="bf16, w8a8 or w4a16 (default: each system's)")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="key.path=value override (repeatable)")] = None,
     format: Annotated[Format, typer.Option("--format")] = Format.table,
-    plot: Annotated[Path | None, typer.Option(help="figure FILE.png|svg (+ FILE-energy, FILE-breakdown)")] = None,
+    plot: Annotated[Path | None, typer.Option(help="figure FILE.png|svg|pdf: tokens/s (+ FILE-speedup, FILE-energy, "
+                                                   "FILE-breakdown)")] = None,
     trace: Annotated[Path | None, typer.Option(help="Chrome trace JSON (Perfetto) of the first point that fits, "
                                                     "in event mode")] = None,
     mode: Annotated[Mode, typer.Option(help="fast (analytic) or event (scheduled timeline)")] = Mode.fast,
@@ -109,8 +120,8 @@ def report(
         from kvnand.reliability.profile import get_profile
 
         get_profile(refresh)  # an unknown profile is an InputError before any point runs
-    _check_output(plot, "--plot", SUFFIXES)
-    _check_output(trace, "--trace")
+    check_output(plot, "--plot", SUFFIXES)
+    check_output(trace, "--trace")
     if out is not None and out.exists() and not out.is_dir():
         raise InputError("not a directory", key="--out", value=str(out))
 
@@ -118,6 +129,7 @@ def report(
     cache = Cache(enabled=not no_cache)
     results = sweep.run(points, precision=precision, mode=mode.value, overrides=overrides, cache=cache,
                         refresh=refresh)
+    references = _references(results, mode.value, overrides, cache, refresh)
     trace_json = _trace(points, results, precision, overrides) if trace else None
 
     if format == Format.json:
@@ -125,14 +137,13 @@ def report(
     elif format == Format.csv:
         typer.echo(_as_csv(results), nl=False)
     else:
-        from rich.console import Console
+        from kvnand.report.table import OPTIONAL_COLUMNS, TEXT_COLUMNS, render
+        from kvnand.report.terminal import show
 
-        from kvnand.report.table import render
-
-        console = Console()
-        if not console.is_terminal:
-            console.width = 200  # a redirected table should not wrap at 80 columns
-        console.print(*render(results))
+        tables, note = render(results, references)
+        show(*tables, optional=OPTIONAL_COLUMNS, text_columns=TEXT_COLUMNS)
+        if note:
+            typer.echo(note)
 
     written: list[Path] = []
     if out is not None:
@@ -143,10 +154,64 @@ def report(
     if plot is not None:
         from kvnand.report.figures import write_figures
 
-        written += write_figures(results, plot)
+        written += write_figures(results, plot, references)
     if trace_json is not None:
         write_text(trace, trace_json)
         written.append(trace)
+    if cache.enabled:
+        from kvnand.report.cache import prune
+
+        prune()
     cached = f", {cache.hits} from cache" if cache.hits else ""
     typer.echo(f"kvnand report: {len(results)} point{'s' * (len(results) != 1)}{cached}"
                + (f"; wrote {', '.join(map(str, written))}" if written else ""), err=True)
+
+
+@app.command()
+def fields(format: Annotated[Format, typer.Option("--format", help="table, json or csv")] = Format.table):
+    """Every field of a result record (kvnand.evaluate, report --format json/csv): unit and meaning."""
+    from kvnand.report.fields import FIELDS
+
+    if format == Format.json:
+        typer.echo(json.dumps({"schema": "kvnand.fields/1", "fields": [
+            {"field": k, "unit": u, "meaning": m} for k, (u, m) in FIELDS.items()]}, indent=2))
+        return
+    if format == Format.csv:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerows([("field", "unit", "meaning"), *((k, u, m) for k, (u, m) in FIELDS.items())])
+        typer.echo(buf.getvalue(), nl=False)
+        return
+    from rich.table import Table
+
+    from kvnand.report.terminal import show
+
+    t = Table(title="result record of kvnand.evaluate() and `kvnand report --format json` (<x>: varying keys)")
+    for col in ("field", "unit", "meaning"):
+        t.add_column(col)
+    for k, (u, m) in FIELDS.items():
+        t.add_row(k, u, m)
+    show(t, text_columns=("meaning",))
+
+
+cache_app = typer.Typer(no_args_is_help=True, help="The point cache of `kvnand report` (see `kvnand cache info`).")
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("info")
+def cache_info():
+    """Where the point cache is, how many points it holds and its size against its limit."""
+    from kvnand.report.cache import cache_root, max_bytes, usage
+
+    n, size = usage()
+    typer.echo(f"{cache_root()}: {n} point(s), {size / 1e6:.1f} MB of {max_bytes() / 1e6:.0f} MB "
+               "(KVNAND_CACHE_DIR moves it, KVNAND_CACHE_MAX_MB bounds it)")
+
+
+@cache_app.command("clear")
+def cache_clear():
+    """Delete every cached point."""
+    from kvnand.report.cache import cache_root, clear
+
+    n = clear()
+    typer.echo(f"removed {n} cached point(s) from {cache_root()}")

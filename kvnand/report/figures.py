@@ -1,8 +1,15 @@
-"""The report's figures (matplotlib, Agg canvas, imported only when drawing).
+"""The report's figures (matplotlib, Agg canvas, imported only when drawing); PNG, SVG or PDF by suffix.
 
-FILE: decode tokens/s, one panel per model, groups = contexts, bars = systems (the paper's Fig. 12);
-FILE-energy: J/token in the same layout; FILE-breakdown: seconds per token by stage, stacked, per system
-at one context per model. Out-of-memory points are hatched stubs labelled "OOM" (their value is zero).
+FILE: decode tokens/s, one panel per model, groups = contexts, bars = systems;
+FILE-speedup: the same layout normalized, tokens/s over base1 at each system's own precision (base2 where
+base1 is out of memory, marked under the context), the paper's Fig. 12 (only when a reference was swept);
+FILE-energy: J/token in the same layout; FILE-breakdown: ms per token by stage, stacked, per system at
+one context per model.
+
+Every system keeps one colour in every panel and figure, and every legend lists every system with its
+precision, whether or not it fits in the first panel. An out-of-memory point is an "OOM" label standing
+on the baseline in its system's colour: no bar, so no height to misread. Systems given as YAML paths are
+labelled by the `name` inside the file.
 """
 
 from __future__ import annotations
@@ -13,27 +20,80 @@ from pathlib import Path
 from kvnand.report import atomic_path
 from kvnand.report.sweep import context_label
 
-SUFFIXES = (".png", ".svg")
-OOM_STUB = 0.04  # height of the hatched OOM marker, as a fraction of the panel's y range
-
-
-def figure_paths(path: str | Path) -> list[Path]:
-    p = Path(path)
-    return [p, p.with_name(f"{p.stem}-energy{p.suffix}"), p.with_name(f"{p.stem}-breakdown{p.suffix}")]
-
-
-def write_figures(results: list[dict], path: str | Path) -> list[Path]:
-    """Draw the three figures beside `path` (each written atomically); returns the files written."""
-    main, energy, breakdown = figure_paths(path)
-    how = ", ".join(_ordered(results, "precision") + [f"{m} mode" for m in _ordered(results, "mode")])
-    _grouped(results, "tokens_per_s", f"decode throughput ({how})", "decode throughput (tokens/s)", main)
-    _grouped(results, "energy_j_per_token", f"decode energy per token ({how})", "energy per token (J/token)", energy)
-    _breakdown(results, f"decode latency breakdown by stage ({how})", breakdown)
-    return [main, energy, breakdown]
-
-
+SUFFIXES = (".png", ".svg", ".pdf")
 PANEL_COLUMNS = 3
-LEGEND_PER_PANEL = 3  # legend entries that fit across one panel's width
+
+
+def figure_paths(path: str | Path) -> dict[str, Path]:
+    p = Path(path)
+    return {"throughput": p, **{k: p.with_name(f"{p.stem}-{k}{p.suffix}") for k in ("speedup", "energy",
+                                                                                      "breakdown")}}
+
+
+def write_figures(results: list[dict], path: str | Path, references: list[dict] = ()) -> list[Path]:
+    """Draw the figures beside `path` (each written atomically); returns the files written."""
+    paths = figure_paths(path)
+    written = []
+    for name, fig in figures(results, references).items():
+        _save(fig, paths[name])
+        written.append(paths[name])
+    return written
+
+
+def figures(results: list[dict], references: list[dict] = ()) -> dict:
+    """{"throughput", "speedup" (when a reference system was swept), "energy", "breakdown"} -> Figure."""
+    from kvnand.report.table import REFERENCES, index_points, speedup
+
+    precs = _ordered(results, "precision")
+    how = ", ".join([f"{m} mode" for m in _ordered(results, "mode")]
+                    + [precs[0] if len(precs) == 1 else "each system at the precision in its legend entry"])
+    out = {"throughput": _grouped(results, lambda r: r["tokens_per_s"], f"decode throughput ({how})",
+                                  "decode throughput (tokens/s)")}
+    if any(r["system"] in REFERENCES for r in results):
+        index = index_points(results, list(references))
+        ref_of = {}
+
+        def ratio(r):
+            sp = speedup(r, index)
+            if sp is not None:
+                ref_of.setdefault((r["model"], r["context"]), set()).add(sp[1])
+            return sp and sp[0]
+
+        out["speedup"] = _grouped(
+            results, ratio, f"decode speedup over base1 at equal precision, base2 where base1 is OOM ({how})",
+            "speedup over the reference (x)", ref_of=ref_of, unity=True)
+    out["energy"] = _grouped(results, lambda r: r["energy_j_per_token"], f"decode energy per token ({how})",
+                             "energy per token (J/token)")
+    out["breakdown"] = _breakdown(results, "decode latency breakdown by stage ("
+                                  + ", ".join(f"{m} mode" for m in _ordered(results, "mode")) + ")")
+    return out
+
+
+def system_label(system: str) -> str:
+    """A preset's name as given; a system YAML path as the `name` inside it (its file stem if unreadable)."""
+    base, auto = system.removesuffix(":auto"), system.endswith(":auto")
+    if not base.endswith((".yaml", ".yml")) and "/" not in base:
+        return system
+    from kvnand.config.loader import load_system
+    from kvnand.errors import InputError
+
+    try:
+        name = load_system(base).name
+    except InputError:
+        name = Path(base).stem
+    return name + (":auto" if auto else "")
+
+
+def _colors(systems: list[str]) -> dict[str, str]:
+    return {s: f"C{i % 10}" for i, s in enumerate(systems)}
+
+
+def _stage_colors(stages: list[str]) -> dict[str, tuple]:
+    """Stages take a palette other than the systems' (tab10), so a stage is never mistaken for a system."""
+    from matplotlib import colormaps
+
+    palette = [*colormaps["Set2"].colors, *colormaps["Pastel1"].colors]
+    return {st: palette[i % len(palette)] for i, st in enumerate(stages)}
 
 
 def _axes(n: int, title: str):
@@ -47,14 +107,19 @@ def _axes(n: int, title: str):
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax in axes[n:]:
         ax.set_visible(False)
-    fig.suptitle(title, fontsize=13)
+    fig.suptitle(title, fontsize=12)
     return fig, axes[:n]
 
 
-def _legend(fig, ax, n_panels: int) -> None:
-    handles, labels = ax.get_legend_handles_labels()
-    ncols = max(1, min(len(labels), LEGEND_PER_PANEL * min(n_panels, PANEL_COLUMNS)))
-    fig.legend(handles, labels, loc="outside lower center", ncols=ncols, frameon=False, fontsize=11)
+def _legend(fig, entries: list[tuple[str, str]]) -> None:
+    """One legend for the whole figure, built from (label, colour), so it never depends on what a panel drew."""
+    from matplotlib.patches import Patch
+
+    handles = [Patch(facecolor=color, label=label) for label, color in entries]
+    # as many columns as the longest entry allows across the figure (~0.075 in per character at 10 pt)
+    entry_in = 0.6 + 0.075 * max(len(label) for label, _ in entries)
+    ncols = max(1, min(len(handles), int(fig.get_figwidth() // entry_in)))
+    fig.legend(handles=handles, loc="outside lower center", ncols=ncols, frameon=False, fontsize=10)
 
 
 def _save(fig, path: Path) -> None:
@@ -62,22 +127,29 @@ def _save(fig, path: Path) -> None:
         fig.savefig(tmp, format=path.suffix[1:], dpi=150)
 
 
-def _mark_oom(ax, xs: list[float], width: float, colors: list) -> None:
-    top = ax.get_ylim()[1]
+def _mark_oom(ax, xs: list[float], colors: list[str]) -> None:
+    """"OOM" standing on the baseline: an annotation, not a bar, so it has no value on the y axis."""
     for x, color in zip(xs, colors, strict=True):
-        ax.bar(x, OOM_STUB * top, width, facecolor="none", edgecolor=color, hatch="///", linewidth=0.8)
-        ax.text(x, 1.3 * OOM_STUB * top, "OOM", rotation=90, ha="center", va="bottom", fontsize=8,
-                color="black")
+        ax.annotate("OOM", (x, 0), xycoords=("data", "axes fraction"), xytext=(0, 2), textcoords="offset points",
+                    rotation=90, ha="center", va="bottom", fontsize=7, color=color, fontweight="bold")
 
 
 def _ordered(results: list[dict], key: str) -> list:
     return list(dict.fromkeys(r[key] for r in results))
 
 
-def _grouped(results: list[dict], metric: str, title: str, ylabel: str, path: Path) -> None:
-    """One panel per model; groups of bars by context, one bar per system."""
+def _entries(results: list[dict], systems: list[str]) -> list[tuple[str, str]]:
+    colors = _colors(systems)
+    precs = {s: ", ".join(dict.fromkeys(r["precision"] for r in results if r["system"] == s)) for s in systems}
+    return [(f"{system_label(s)} ({precs[s]})", colors[s]) for s in systems]
+
+
+def _grouped(results: list[dict], value, title: str, ylabel: str, ref_of: dict | None = None,
+             unity: bool = False):
+    """One panel per model; groups of bars by context, one bar per system. `value(record)` is the bar
+    height (None: no bar); `ref_of` names the reference under a context when it is not base1."""
     models, contexts, systems = (_ordered(results, k) for k in ("model", "context", "system"))
-    colors = {s: f"C{i % 10}" for i, s in enumerate(systems)}
+    colors = _colors(systems)
     index = {(r["model"], r["context"], r["system"]): r for r in results}
     fig, axes = _axes(len(models), title)
     width = 0.8 / len(systems)
@@ -93,45 +165,58 @@ def _grouped(results: list[dict], metric: str, title: str, ylabel: str, path: Pa
                 if r["oom"]:
                     oom_x.append(x)
                     oom_c.append(colors[s])
-                else:
+                elif (v := value(r)) is not None:
                     xs.append(x)
-                    ys.append(r[metric])
-            ax.bar(xs, ys, width, color=colors[s], label=s)
+                    ys.append(v)
+            ax.bar(xs, ys, width, color=colors[s])
+        if unity:
+            ax.axhline(1.0, color="0.3", linewidth=0.8, linestyle="--")
         ax.set_ylim(0, ax.get_ylim()[1] * 1.05)
-        _mark_oom(ax, oom_x, width, oom_c)
+        ax.set_xlim(-0.5, len(contexts) - 0.5)  # the OOM labels are not data: keep their slots in view
+        _mark_oom(ax, oom_x, oom_c)
         ax.set_title(model)
-        ax.set_xticks(range(len(contexts)), [context_label(c) for c in contexts])
+        labels = [context_label(c) for c in contexts]
+        if ref_of is not None:
+            labels = [lab + "".join(f"\nvs {x}" for x in sorted(ref_of.get((model, c), ())) if x != "base1")
+                      for lab, c in zip(labels, contexts, strict=True)]
+        ax.set_xticks(range(len(contexts)), labels)
         ax.set_xlabel("context (tokens)")
         ax.set_ylabel(ylabel)
         ax.grid(axis="y", alpha=0.3)
         ax.set_axisbelow(True)
-    _legend(fig, axes[0], len(models))
-    _save(fig, path)
+    _legend(fig, _entries(results, systems))
+    return fig
 
 
-def _breakdown(results: list[dict], title: str, path: Path) -> None:
-    """Per model, at the largest context where the most systems fit: ms per token by stage, stacked."""
+def _breakdown(results: list[dict], title: str):
+    """Per model, at the largest context where the most systems fit: ms per token by stage, stacked
+    horizontally (one row per system, so names of any length never overprint)."""
     models, systems = _ordered(results, "model"), _ordered(results, "system")
     stages = list(dict.fromkeys(k for r in results for k in r["breakdown_s"]))
-    colors = {st: f"C{i % 10}" for i, st in enumerate(stages)}
+    colors = _stage_colors(stages)
+    sys_colors = _colors(systems)
     fig, axes = _axes(len(models), title)
     for ax, model in zip(axes, models, strict=True):
         rows = [r for r in results if r["model"] == model]
         ctx = max((r["context"] for r in rows), key=lambda c: (sum(not r["oom"] for r in rows if r["context"] == c), c))
         here = {r["system"]: r for r in rows if r["context"] == ctx}
         names = [s for s in systems if s in here]
-        bottom = [0.0] * len(names)
+        left = [0.0] * len(names)
         for st in stages:
-            ys = [here[s]["breakdown_s"].get(st, 0.0) * 1e3 for s in names]
-            ax.bar(range(len(names)), ys, 0.6, bottom=bottom, color=colors[st], label=st)
-            bottom = [b + y for b, y in zip(bottom, ys, strict=True)]
-        ax.set_ylim(0, ax.get_ylim()[1] * 1.05)
-        oom = [i for i, s in enumerate(names) if here[s]["oom"]]
-        _mark_oom(ax, oom, 0.6, ["dimgray"] * len(oom))
+            xs = [here[s]["breakdown_s"].get(st, 0.0) * 1e3 for s in names]
+            ax.barh(range(len(names)), xs, 0.6, left=left, color=colors[st])
+            left = [a + x for a, x in zip(left, xs, strict=True)]
+        ax.set_xlim(0, ax.get_xlim()[1] * 1.05)
+        ax.set_ylim(len(names) - 0.5, -0.5)  # first system on top
+        for i, s in enumerate(names):
+            if here[s]["oom"]:
+                ax.annotate("OOM", (0, i), xycoords=("axes fraction", "data"), xytext=(3, 0),
+                            textcoords="offset points", ha="left", va="center", fontsize=8, fontweight="bold",
+                            color=sys_colors[s])
         ax.set_title(f"{model} at {context_label(ctx)} tokens")
-        ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
-        ax.set_ylabel("latency per token (ms)")
-        ax.grid(axis="y", alpha=0.3)
+        ax.set_yticks(range(len(names)), [f"{system_label(s)} ({here[s]['precision']})" for s in names], fontsize=8)
+        ax.set_xlabel("latency per token (ms)")
+        ax.grid(axis="x", alpha=0.3)
         ax.set_axisbelow(True)
-    _legend(fig, axes[0], len(models))
-    _save(fig, path)
+    _legend(fig, [(st, colors[st]) for st in stages])
+    return fig

@@ -108,17 +108,14 @@ def public(record: dict) -> dict:
 
 def run(points: list[Point], *, precision: str | None, mode: str, overrides: dict, cache: Cache,
         refresh: str | None = None) -> list[dict]:
-    """Evaluate every point (cache first); a rich progress bar on stderr when it is a terminal."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    """Evaluate every point (cache first); a progress bar on stderr when it is a terminal."""
+    from kvnand.report.terminal import progress_bar
 
-    console = Console(stderr=True)
-    columns = (TextColumn("{task.description:<36}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     out = []
-    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
-        task = bar.add_task("report", total=len(points))
+    with progress_bar("report", len(points)) as update:
         for p in points:
-            bar.update(task, description=f"{p.model} {context_label(p.context)} {p.system}")
+            if update:
+                update(len(out), description=f"{p.model} {context_label(p.context)} {p.system}")
             key = cache.key(p.system, p.model, p.context, precision, mode, overrides, refresh)
             record = cache.get(key)
             if record is None:
@@ -128,5 +125,4 @@ def run(points: list[Point], *, precision: str | None, mode: str, overrides: dic
                                          overrides=overrides, refresh=refresh))
                 cache.put(key, record)
             out.append(record)
-            bar.advance(task)
     return out

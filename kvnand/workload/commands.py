@@ -37,8 +37,9 @@ def graph(
             nx.write_graphml(g, tmp)
         typer.echo(f"wrote {output}: {g.number_of_nodes()} operators, {g.number_of_edges()} edges (one layer)")
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from kvnand.report.terminal import show
 
     t = Table(title=f"{m.name}: one decoder layer of a decode step at {context} tokens ({precision}); "
                     f"x{m.layers} layers")
@@ -47,5 +48,5 @@ def graph(
     for o in prologue_operators(m, precision) + layer_operators(m, precision, context) + head_operators(m, precision):
         t.add_row(o.name, o.kind, f"{o.flops / 1e6:.2f}", f"{o.weight_bytes / 1e6:.2f}", f"{o.kv_bytes / 1e6:.2f}",
                   f"{o.act_in_bytes / 1e3:.1f}", f"{o.act_out_bytes / 1e3:.1f}", ", ".join(o.deps))
-    Console().print(t)
+    show(t, optional=("act out (KB)", "act in (KB)", "after"), text_columns=("after",))
     typer.echo(f"decode step: {step_flops(m, precision, context) / 1e9:.2f} GFLOP (2 x MACs)")
