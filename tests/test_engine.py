@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from kvnand.config.loader import load_system
+from kvnand.config.loader import load_system, system_names
 from kvnand.energy.tables import action_prices, price
 from kvnand.hw.flash import FlashGroup
 from kvnand.program import Par, Pipe, Pipeline, Seq, Task, count_actions, single_stage
@@ -157,3 +159,11 @@ def test_plane_logic_area_reproduces_table_i_and_follows_the_pe_configuration():
     bigger_buffer = load_system("kvnand-c16", {"flash.logic.kv_buffer": "16 KiB"}).flash.logic
     assert more_pes.plane_area == pytest.approx((0.0737 + 16 * 0.003) * mm2)
     assert bigger_buffer.plane_area == pytest.approx((0.0737 + 8 * 0.0025) * mm2)
+
+
+@pytest.mark.parametrize("name", system_names())
+def test_every_price_names_its_config_path_and_source(name):
+    for action, p in action_prices(load_system(name)).items():
+        assert p.component and p.source, action
+        assert ":" in p.source or p.joules == 0, action  # "config.path: source", or why it costs nothing
+        assert p.joules >= 0 and math.isfinite(p.joules), action

@@ -1,51 +1,85 @@
-"""Per-action energy table of a system, built from its parts' YAML (each number carries its source there).
+"""The action table of a system (as Accelergy's ERT): every action the lowering counts, its energy, the
+component it is charged to, and where the number comes from (the config path and its part's `source`).
 
 Counting is separate from pricing: the engine only counts actions; this table prices them. An action
-without a price is an error, so a new action cannot silently cost nothing.
+without a price is an error naming the action and the system, so a new action cannot silently cost nothing.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from kvnand.config.schema import System
+from kvnand.errors import InputError
 
 
-def action_prices(s: System) -> dict[str, tuple[float, str]]:
-    """action -> (joules per unit, component it is charged to)."""
-    prices: dict[str, tuple[float, str]] = {}
+class Price(NamedTuple):
+    joules: float               # per unit of the action (a bit, a MAC, an op, a block)
+    component: str              # the energy breakdown entry it is charged to
+    source: str                 # config path of the number, then its part's source (or note)
+
+
+def _src(path: str, part, how: str = "") -> str:
+    origin = getattr(part, "source", None) or getattr(part, "note", None) or "no source given"
+    return f"{path}{f' ({how})' if how else ''}: {origin}"
+
+
+def action_prices(s: System) -> dict[str, Price]:
+    """action -> Price."""
+    prices: dict[str, Price] = {}
     if s.flash is not None:
         f = s.flash
-        prices["flash.sense_bits"] = (f.die.energy.read_per_bit, "flash array read")
-        prices["flash.kv_sense_bits"] = (f.die.energy.read_per_bit, "flash array read")
-        prices["flash.program_bits"] = (f.die.energy.program_per_bit, "flash program")
-        prices["flash.program_ops"] = (0.0, "flash program")
-        prices["flash.ecc_decode_bits"] = (f.ecc.decode_energy_per_bit, "ECC")
-        prices["flash.ecc_encode_bits"] = (f.ecc.encode_energy_per_bit, "ECC")
-        prices["flash.macs"] = (f.logic.mac_energy if f.logic else 0.0, "in-flash PE")
-        prices["ch.bits"] = (f.channel.energy_per_bit, "flash channel / die I/O")
+        e, read = f.die.energy, f.die.energy.read_per_bit
+        prices["flash.sense_bits"] = Price(read, "flash array read", _src("flash.die.energy.read_per_bit", e))
+        prices["flash.kv_sense_bits"] = Price(read, "flash array read", _src("flash.die.energy.read_per_bit", e))
+        prices["flash.program_bits"] = Price(e.program_per_bit, "flash program",
+                                             _src("flash.die.energy.program_per_bit", e))
+        prices["flash.program_ops"] = Price(0.0, "flash program", "counted for wear; the energy is in program_bits")
+        prices["flash.erase_blocks"] = Price(e.erase_per_block, "flash erase",
+                                             _src("flash.die.energy.erase_per_block", e))
+        prices["flash.ecc_decode_bits"] = Price(f.ecc.decode_energy_per_bit, "ECC",
+                                                _src("flash.ecc.decode_energy_per_bit", f.ecc))
+        prices["flash.ecc_encode_bits"] = Price(f.ecc.encode_energy_per_bit, "ECC",
+                                                _src("flash.ecc.encode_energy_per_bit", f.ecc))
+        prices["flash.macs"] = Price(f.logic.mac_energy, "in-flash PE", _src("flash.logic.mac_energy", f.logic)) \
+            if f.logic else Price(0.0, "in-flash PE", "no compute logic: no MACs are counted")
+        prices["ch.bits"] = Price(f.channel.energy_per_bit, "flash channel / die I/O",
+                                  _src("flash.channel.energy_per_bit", f.channel))
     if s.nand is not None:
         n = s.nand
         key = "csd" if s.kv.store == "csd" else "nand"
-        prices[f"{key}.sense_bits"] = (n.die.energy.read_per_bit, f"{key} array read")
-        prices[f"{key}.io_bits"] = (n.die.io.energy_per_bit, f"{key} interface")
-        prices[f"{key}.program_bits"] = (n.die.energy.program_per_bit, f"{key} program")
-        prices[f"{key}.program_ops"] = (0.0, f"{key} program")
-        prices.setdefault("ch.bits", (n.channel.energy_per_bit, "flash channel / die I/O"))
-    ecc = s.nand.ecc if s.nand is not None else s.flash.ecc
-    prices["ctrl.ecc_decode_bits"] = (ecc.decode_energy_per_bit, "ECC")
-    prices["ctrl.ecc_encode_bits"] = (ecc.encode_energy_per_bit, "ECC")
-    prices["npu.ops"] = (s.npu.energy_per_op, "NPU")
-    prices["npu.special"] = (s.npu.energy_per_element, "NPU")
+        e = n.die.energy
+        prices[f"{key}.sense_bits"] = Price(e.read_per_bit, f"{key} array read",
+                                            _src("nand.die.energy.read_per_bit", e))
+        prices[f"{key}.io_bits"] = Price(n.die.io.energy_per_bit, f"{key} interface",
+                                         _src("nand.die.io.energy_per_bit", n.die.io))
+        prices[f"{key}.program_bits"] = Price(e.program_per_bit, f"{key} program",
+                                              _src("nand.die.energy.program_per_bit", e))
+        prices[f"{key}.program_ops"] = Price(0.0, f"{key} program", "counted for wear; the energy is in program_bits")
+        prices[f"{key}.erase_blocks"] = Price(e.erase_per_block, f"{key} erase",
+                                              _src("nand.die.energy.erase_per_block", e))
+        prices.setdefault("ch.bits", Price(n.channel.energy_per_bit, "flash channel / die I/O",
+                                           _src("nand.channel.energy_per_bit", n.channel)))
+    ecc, where = (s.nand.ecc, "nand.ecc") if s.nand is not None else (s.flash.ecc, "flash.ecc")
+    for action, field in (("ctrl.ecc_decode_bits", "decode_energy_per_bit"),
+                          ("ctrl.ecc_encode_bits", "encode_energy_per_bit")):
+        prices[action] = Price(getattr(ecc, field), "ECC", _src(f"{where}.{field}", ecc))
+    prices["npu.ops"] = Price(s.npu.energy_per_op, "NPU", _src("npu.energy_per_op", s.npu))
+    prices["npu.special"] = Price(s.npu.energy_per_element, "NPU", _src("npu.energy_per_element", s.npu))
     if s.dram is not None:
-        prices["dram.bits"] = (s.dram.energy_per_bit, "DRAM")
+        prices["dram.bits"] = Price(s.dram.energy_per_bit, "DRAM", _src("dram.energy_per_bit", s.dram))
     if s.host_dram is not None:
-        prices["host.bits"] = (s.host_dram.energy_per_bit, "host DRAM")
+        prices["host.bits"] = Price(s.host_dram.energy_per_bit, "host DRAM", _src("host_dram.energy_per_bit",
+                                                                                  s.host_dram))
     if s.link is not None:
-        prices["link.bits"] = (s.link.energy_per_bit, "PCIe link")
+        prices["link.bits"] = Price(s.link.energy_per_bit, "PCIe link", _src("link.energy_per_bit", s.link))
     if s.csd is not None:
-        prices["csd.macs"] = (s.csd.power / s.csd.macs_per_s, "CSD engine")
+        prices["csd.macs"] = Price(s.csd.power / s.csd.macs_per_s, "CSD engine",
+                                   _src("csd.power / csd.macs_per_s", s.csd, "derived"))
     if s.kv.buffer is not None:
-        prices["socbuf.bits"] = (s.kv.buffer.energy_per_bit, "SoC KV buffer")
-        prices["csdbuf.bits"] = (s.kv.buffer.energy_per_bit, "CSD DRAM buffer")
+        b = s.kv.buffer
+        prices["socbuf.bits"] = Price(b.energy_per_bit, "SoC KV buffer", _src("kv.buffer.energy_per_bit", b))
+        prices["csdbuf.bits"] = Price(b.energy_per_bit, "CSD DRAM buffer", _src("kv.buffer.energy_per_bit", b))
     return prices
 
 
@@ -66,10 +100,10 @@ def static_power(s: System) -> dict[str, float]:
 # id(system) -> (system, action prices, static power). Systems are frozen and the loader hands out one object per
 # (preset, overrides), so the tables are built once per configuration; the entry keeps the system alive, so
 # its id cannot be reused while cached.
-_TABLES: dict[int, tuple[System, dict[str, tuple[float, str]], dict[str, float]]] = {}
+_TABLES: dict[int, tuple[System, dict[str, Price], dict[str, float]]] = {}
 
 
-def tables(s: System) -> tuple[dict[str, tuple[float, str]], dict[str, float]]:
+def tables(s: System) -> tuple[dict[str, Price], dict[str, float]]:
     """(action_prices(s), static_power(s)), cached per system object. Treat them as read-only."""
     hit = _TABLES.get(id(s))
     if hit is not None and hit[0] is s:
@@ -87,8 +121,9 @@ def price(counts: dict[str, float], s: System, seconds: float) -> tuple[float, d
     by: dict[str, float] = {}
     for action, n in counts.items():
         if action not in prices:
-            raise KeyError(f"action '{action}' has no energy price in system '{s.name}'")
-        e, comp = prices[action]
+            raise InputError(f"system '{s.name}': the lowering counts '{action}', which no part of the system "
+                             "prices", key=action.split(".")[0], allowed=", ".join(sorted(prices)))
+        e, comp, _ = prices[action]
         by[comp] = by.get(comp, 0.0) + n * e
     for comp, w in static.items():
         by[comp] = by.get(comp, 0.0) + w * seconds

@@ -125,9 +125,9 @@ def _cost(w: Workload, g: GroupStress, pages: float, erases: float) -> tuple[flo
         counts.update({"ctrl.ecc_decode_bits": ecc_bits, "ctrl.ecc_encode_bits": ecc_bits, "ch.bits": 2 * bits})
         if part != "flash":
             counts[f"{part}.io_bits"] = 2 * bits
+    counts[f"{part}.erase_blocks"] = erases
     seconds = (pages * per_page + erases * cell.tBERS) / grp.planes
-    joules = price(counts, w.system, 0.0)[0] + erases * grp.die.energy.erase_per_block
-    return seconds, joules
+    return seconds, price(counts, w.system, 0.0)[0]
 
 
 def refresh_overhead(system: str, model: str, context: int, precision: str | None = None,
