@@ -1,13 +1,14 @@
 """evaluate(): one (system, model, context, precision) point -> the result record of `kvnand report`.
 
-Flow: config -> workload -> capacity check -> mapping + program (systems.builder) -> engine (fast or
-event) -> action counts -> energy. `kvnand-d:auto` evaluates every G1/G2 split and keeps the fastest.
+Named steps: resolve (kvnand.scenario) -> fit (capacity of every memory the placement uses) -> lower
+(kvnand.lowering: the program of a decode step) -> time (fast or event engine) -> count (actions) ->
+price (energy table) -> [refresh] -> result record. `kvnand-d:auto` ranks every G1/G2 split by its
+decode latency and evaluates the fastest in full.
 """
 
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 from typing import Any
 
 from kvnand.config.loader import load_system
@@ -15,30 +16,29 @@ from kvnand.energy.tables import price
 from kvnand.errors import InputError
 from kvnand.lowering.step import Lowering, check_composition, fit, heads_per_phase
 from kvnand.program import count_actions
+from kvnand.scenario import Point, Scenario, resolve, split_auto
 from kvnand.sim import fast
-from kvnand.workload.model import load_model
-from kvnand.workload.precision import get_precision
 
 MODES = ("fast", "event", "page")
 DEFAULT_PREFILL_TOKENS = None  # None: prefill of the whole context (time to first token for that prompt)
 
 
-@lru_cache(maxsize=256)
-def _model(name: str):
-    return load_model(name)
-
-
-def _run(program, mode: str, counts: bool = True):
-    """(latency, stage breakdown, bound breakdown, busy, timeline or None, action counts or None)"""
-    actions = count_actions(program).actions if counts else None  # counting is independent of timing
+def _time(program, mode: str):
+    """(latency, stage breakdown, bound breakdown, busy, timeline or None) of a program in one engine."""
     if mode == "fast":
         ev = fast.evaluate(program, with_work=False)
-        return ev.time, ev.stage, ev.bound, ev.busy, None, actions
+        return ev.time, ev.stage, ev.bound, ev.busy, None
     from kvnand.sim import event
 
     tl = event.simulate(program, page_level=(mode == "page"))
     stage, bound, busy = event.breakdown(tl)
-    return tl.makespan, stage, bound, busy, tl, actions
+    return tl.makespan, stage, bound, busy, tl
+
+
+def _lower(sc: Scenario) -> tuple[Lowering, str | None]:
+    """The lowering of a fitting scenario, and the on-chip memory it overflows (None when all fit)."""
+    lw = Lowering(sc.system, sc.model, sc.precision, sc.context)
+    return lw, lw.on_chip_error()
 
 
 def _bottleneck(bound: dict[str, float]) -> str:
@@ -59,12 +59,13 @@ def evaluate(system: str, model: str, context: int, *, precision: str | None = N
     to the latency, the energy and both breakdowns. Off by default, as in the papers we compare with."""
     if mode not in MODES:
         raise InputError("unknown mode", key="mode", value=mode, allowed=", ".join(MODES))
-    if not isinstance(context, int) or context < 1:
+    if isinstance(context, bool) or not isinstance(context, int) or context < 1:
         raise InputError("context must be a positive number of tokens", key="context", value=context)
     overrides = dict(overrides or {})
-    if system.endswith(":auto"):
-        return _auto_split(system.removesuffix(":auto"), model, context, precision, mode, overrides,
-                           with_timeline, prefill_tokens, refresh)
+    stem, auto = split_auto(system)
+    if auto:
+        return _auto_split(stem, model, context, precision, mode, overrides, with_timeline, prefill_tokens,
+                           refresh)
     return _evaluate(system, model, context, precision, mode, overrides, with_timeline, prefill_tokens,
                      refresh=refresh)
 
@@ -72,11 +73,10 @@ def evaluate(system: str, model: str, context: int, *, precision: str | None = N
 def _evaluate(system: str, model: str, context: int, precision: str | None, mode: str, overrides: dict,
               with_timeline: bool, prefill_tokens: int | None, prebuilt: tuple | None = None,
               refresh: str | None = None) -> dict:
-    """evaluate() of a concrete system; `prebuilt` = (builder, decode program) already built for exactly this
+    """evaluate() of a concrete system; `prebuilt` = (lowering, decode program) already built for exactly this
     point (by kvnand-d:auto while ranking splits), so they are not built twice."""
-    sys_cfg = load_system(system, overrides)
-    spec = _model(model)
-    prec = get_precision(precision or sys_cfg.default_precision)
+    sc = resolve(Point(system, model, context, precision, overrides))
+    sys_cfg, spec, prec = sc.system, sc.model, sc.precision
     check_composition(sys_cfg)
     fitted = fit(sys_cfg, spec, prec, context)
     record: dict[str, Any] = {
@@ -93,13 +93,13 @@ def _evaluate(system: str, model: str, context: int, precision: str | None, mode
     if prebuilt is not None:
         b, program = prebuilt
     else:
-        b = Lowering(sys_cfg, spec, prec, context)
-        on_chip = b.on_chip_error()
+        b, on_chip = _lower(sc)
         if on_chip is not None:
             record.update(oom=True, oom_reason=on_chip)
             return record
         program = b.decode_step()
-    latency, stage, bound, busy, tl, counts = _run(program, mode)
+    latency, stage, bound, busy, tl = _time(program, mode)
+    counts = count_actions(program).actions  # counting is independent of timing
     energy, ebreak = price(counts, sys_cfg, latency)
     if refresh:
         from kvnand.reliability.refresh import refresh_overhead
@@ -116,7 +116,7 @@ def _evaluate(system: str, model: str, context: int, precision: str | None, mode
     # the prefill program does not depend on the builder's context: reuse the decode step's builder (its
     # KV layout and die groups) when the prompt is the context, as it is by default
     pre = (b if n_pre == context else Lowering(sys_cfg, spec, prec, n_pre)).prefill(n_pre)
-    ttft = fast.latency(pre) if mode == "fast" else _run(pre, mode, counts=False)[0]
+    ttft = fast.latency(pre) if mode == "fast" else _time(pre, mode)[0]
     lay = b.layout
     record.update({
         "tokens_per_s": 1.0 / latency, "latency_s": latency, "energy_j_per_token": energy, "ttft_s": ttft,
@@ -179,14 +179,13 @@ def _config_summary(s, overrides) -> dict:
 def _split_latency(system, model, context, precision, overrides, g2) -> tuple[float | None, int, tuple]:
     """(decode latency in fast mode, exactly as evaluate() computes it, or None when it is OOM; the split's
     kv.g2_dies; (builder, decode program)) of one G1/G2 split."""
-    sys_cfg = load_system(system, {**overrides, "g2_dies": g2})
-    spec = _model(model)
-    prec = get_precision(precision or sys_cfg.default_precision)
+    sc = resolve(Point(system, model, context, precision, {**overrides, "g2_dies": g2}))
+    sys_cfg = sc.system
     check_composition(sys_cfg)
-    if fit(sys_cfg, spec, prec, context).oom:
+    if fit(sys_cfg, sc.model, sc.precision, context).oom:
         return None, sys_cfg.kv.g2_dies, ()
-    b = Lowering(sys_cfg, spec, prec, context)
-    if b.on_chip_error() is not None:
+    b, on_chip = _lower(sc)
+    if on_chip is not None:
         return None, sys_cfg.kv.g2_dies, ()
     program = b.decode_step()
     return fast.latency(program), sys_cfg.kv.g2_dies, (b, program)
@@ -232,9 +231,10 @@ def evaluate_reliability(system: str, model: str, context: int, *, precision: st
 
     overrides = dict(overrides or {})
     sys_over = {**system_overrides(overrides), **({"mapping": mapping} if mapping is not None else {})}
-    if system.endswith(":auto"):
+    stem, auto = split_auto(system)
+    if auto:
         chosen = evaluate(system, model, context, precision=precision, overrides=sys_over)["config"]
-        system = system.removesuffix(":auto")
+        system = stem
         if "g2_dies" in chosen:
             overrides["g2_dies"] = chosen["g2_dies"]
             sys_over["g2_dies"] = chosen["g2_dies"]

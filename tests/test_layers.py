@@ -29,6 +29,7 @@ LAYERS = (
     ("errors", "paths"),
     ("config",),
     ("workload",),
+    ("scenario",),  # a query resolved into its parts, once
     ("program",),  # the IR: pipes, tasks and their composition
     ("hw",),
     ("mapping",),
