@@ -15,6 +15,7 @@ System resources: "ifc" (the weight dies of a co-located design), "g1"/"g2" (KVN
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 from kvnand.config.schema import System
 from kvnand.errors import InputError
@@ -60,6 +61,41 @@ def fit(system: System, model: ModelSpec, precision: Precision, context: int) ->
     stores = home.stores(system, model.weight_bytes(precision), model.kv_bytes_per_token(precision),
                          WEIGHT_HOMES[system.placement.weights])
     return check(stores, context)
+
+
+@lru_cache(maxsize=512)
+def _layer_ops(model: ModelSpec, precision: Precision) -> tuple[Operator, ...]:
+    """The layer's operators, once per (model, precision): what the lowering places from them outside the
+    attention block (vector ops, router, FFN GEMVs) does not depend on the context (the attention block is
+    lowered by the attention site at the step's context)."""
+    return tuple(layer_operators(model, precision, 1))
+
+
+# (id(system), model, precision) -> (system, error): the system object is kept so its id is not reused
+_GLOBAL_BUFFER: dict[tuple, tuple[System, str | None]] = {}
+
+
+def _global_buffer_error(s: System, wgroup: FlashGroup, m: ModelSpec, p: Precision) -> str | None:
+    """The first GEMV whose input vector and per-die partial sums overflow the die's global buffer (once per
+    system, model and precision: it does not depend on the context)."""
+    key = (id(s), m, p)
+    hit = _GLOBAL_BUFFER.get(key)
+    if hit is not None and hit[0] is s:
+        return hit[1]
+    logic, error = s.flash.logic, None
+    for op in (*prologue_operators(m, p), *_layer_ops(m, p), *head_operators(m, p)):
+        if op.kind != "gemv" or op.name == "router":
+            continue
+        til = tile_gemv(wgroup, op.in_dim, op.out_dim, p.weight_bytes)
+        need = op.in_dim * p.act_bytes + til.cols_per_die * logic.psum_bytes
+        if need > logic.global_buffer:
+            error = (f"die global buffer: GEMV {op.name} needs {need / 1024:.1f} KiB (input vector + partial "
+                     f"sums of {til.cols_per_die} columns) > {logic.global_buffer / 1024:.1f} KiB")
+            break
+    if len(_GLOBAL_BUFFER) >= 4096:
+        _GLOBAL_BUFFER.clear()
+    _GLOBAL_BUFFER[key] = (s, error)
+    return error
 
 
 def energy_prefix(g: FlashGroup) -> str:
@@ -118,26 +154,13 @@ class Lowering:
             return (f"{where}: {max(lay.staging_bytes, 0) / 1024:.2f} KiB left for KV writes cannot stage one "
                     f"minimum program ({lay.min_program:.0f} B) per active page")
         if logic is not None and logic.global_buffer > 0 and self.weights.name == "flash_pe":
-            for name, in_dim, out_dim in self._gemvs():
-                til = tile_gemv(self.wgroup, in_dim, out_dim, self.p.weight_bytes)
-                need = in_dim * self.p.act_bytes + til.cols_per_die * logic.psum_bytes
-                if need > logic.global_buffer:
-                    return (f"die global buffer: GEMV {name} needs {need / 1024:.1f} KiB (input vector + partial "
-                            f"sums of {til.cols_per_die} columns) > {logic.global_buffer / 1024:.1f} KiB")
+            error = _global_buffer_error(s, self.wgroup, m, self.p)
+            if error is not None:
+                return error
         if self.logit_rounds() > heads_per_phase(s, m):  # not even one KV head's logits fit
             return (f"NPU SRAM: the logits of one head group at {self.L} tokens "
                     f"({self._logit_bytes(1) / 2**20:.2f} MiB) exceed {s.npu.sram / 2**20:.2f} MiB")
         return None
-
-    def _gemvs(self):
-        m = self.m
-        up = (2 if m.mlp == "swiglu" else 1) * m.ffn * m.top_k
-        yield "qkv", m.hidden, (m.heads + 2 * m.kv_heads) * m.head_dim
-        yield "o_proj", m.heads * m.head_dim, m.hidden
-        yield "ffn_up", m.hidden, up
-        yield "ffn_down", m.ffn * m.top_k, m.hidden
-        for mat in m.outer_matrices():
-            yield mat.name, mat.in_dim, mat.out_dim
 
     def _logit_bytes(self, kv_heads: int) -> float:
         return kv_heads * (self.m.heads // self.m.kv_heads) * self.L * self.p.act_bytes
@@ -239,7 +262,7 @@ class Lowering:
         """The workload's layer operators in order; QKV through the O-projection form the attention block,
         scheduled by head groups."""
         parts = []
-        for op in layer_operators(self.m, self.p, self.L):
+        for op in _layer_ops(self.m, self.p):
             if op.name == "qkv":
                 parts += self._attention_block()
             elif op.name not in ATTENTION_BLOCK:
