@@ -47,12 +47,56 @@ DIMENSIONS: dict[str, tuple[str, str]] = {
 }
 
 
+def _atomic_disk_cache(cache) -> None:
+    """Make pint's on-disk cache (shared by every kvnand process of the user) safe under concurrency.
+
+    pint writes its cache files in place, so a process starting while another writes reads a truncated
+    pickle, and a run killed mid-write leaves one behind for every later run. Here a file is written under
+    a private name and renamed into place, and a file that cannot be read is a miss (rebuilt and replaced).
+    """
+    import os
+    import uuid
+
+    base = type(cache)
+
+    class AtomicDiskCache(base):
+        def rawload(self, header, cache_path=None):
+            try:
+                return super().rawload(header, cache_path)
+            except Exception:  # noqa: BLE001 -- truncated, foreign or unreadable: rebuild
+                return None
+
+        def rawsave(self, header, converted_object, cache_path=None):
+            final = cache_path if cache_path is not None else self.cache_path_for(header)
+            tmp = final.with_name(f".{final.stem}.{uuid.uuid4().hex[:12]}{final.suffix}")
+            try:
+                super().rawsave(header, converted_object, tmp)
+                if tmp.with_suffix(".json").exists():
+                    os.replace(tmp.with_suffix(".json"), final.with_suffix(".json"))
+                os.replace(tmp, final)
+            except OSError:
+                pass  # a cache that cannot be written (read-only home, disk full) only costs speed
+            finally:
+                for leftover in (tmp, tmp.with_suffix(".json")):
+                    leftover.unlink(missing_ok=True)
+            return final
+
+    cache.__class__ = AtomicDiskCache
+
+
 @cache
 def _registry():
     import pint
 
+    class Registry(pint.UnitRegistry):
+        # the disk cache is created in __init__ and first used after it (pint's metaclass calls _after_init)
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            if self._diskcache is not None:
+                _atomic_disk_cache(self._diskcache)
+
     # pint's cache of its parsed definition files makes the registry ~8x faster to build after the first run
-    ureg = pint.UnitRegistry(non_int_type=float, cache_folder=":auto:")
+    ureg = Registry(non_int_type=float, cache_folder=":auto:")
     # Information has its own dimension (see _BIT); KiB etc. come from pint's binary prefixes.
     ureg.define(f"{_BIT} = [information]")
     ureg.define(f"{_BYTE} = 8 * {_BIT}")

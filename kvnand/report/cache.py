@@ -4,7 +4,8 @@ The key hashes everything a result depends on: the system name and its resolved 
 `--set` overrides applied), the parsed model, context, precision, mode, the kvnand version and a hash of
 the package sources, so editing the code or a preset invalidates old entries. The tree is hashed before
 unit parsing and validation, so a fully cached rerun never starts pint or pydantic. Each entry is written
-atomically as soon as it is computed, so an interrupted sweep resumes where it stopped.
+atomically as soon as it is computed, so an interrupted sweep resumes where it stopped and concurrent runs
+sharing the cache never read a half-written entry; an entry that cannot be read is recomputed and replaced.
 """
 
 from __future__ import annotations
@@ -67,7 +68,9 @@ class Cache:
             return None
         try:
             record = json.loads((self.dir / f"{key}.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):  # absent, or damaged by something other than us: recompute
+        except (OSError, ValueError, RecursionError):  # absent, or damaged by something other than us: recompute
+            return None
+        if not isinstance(record, dict):  # valid JSON but not a record (a foreign or damaged file)
             return None
         self.hits += 1
         return record
