@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kvnand.dse.objectives import dominates, improvement, non_dominated
-from kvnand.report import atomic_path, write_text
+from kvnand.report import atomic_path, json_text, write_text
 
 
 @dataclass
@@ -122,7 +122,7 @@ def write_outputs(out: Path, rows: list[Row], objectives: list[str], directions:
 
 
 def write_json(path: Path, obj) -> None:
-    write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+    write_text(path, json_text(obj, indent=2) + "\n")
 
 
 def rows_csv(rows: list[Row], objectives: list[str]) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -16,7 +15,7 @@ from typing import Annotated
 import typer
 
 from kvnand.errors import InputError
-from kvnand.report import sweep, write_text
+from kvnand.report import json_text, sweep, write_text
 from kvnand.report.cache import Cache
 from kvnand.report.figures import SUFFIXES
 
@@ -35,7 +34,7 @@ class Mode(StrEnum):
 
 
 def _as_json(results: list[dict]) -> str:
-    return json.dumps({"schema": "kvnand.report/1", "results": results}, indent=2)
+    return json_text({"schema": "kvnand.report/1", "results": results}, indent=2)
 
 
 def _as_csv(results: list[dict]) -> str:
@@ -71,7 +70,7 @@ def _trace(points: list[sweep.Point], results: list[dict], precision, overrides)
     r = evaluate(p.system, p.model, p.context, precision=precision, mode="event", overrides=overrides,
                  with_timeline=True)
     label = f"{r['system']} | {r['model']} | {sweep.context_label(r['context'])} tokens | {r['precision']}"
-    return json.dumps(chrome_trace([(label, r["_timeline"])]), separators=(",", ":"))
+    return json_text(chrome_trace([(label, r["_timeline"])]), separators=(",", ":"))
 
 
 @app.command()
