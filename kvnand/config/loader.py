@@ -449,6 +449,13 @@ def _annotation_at(model_cls, loc) -> Any:
     return _strip(ann)
 
 
+def _description_at(model_cls, loc) -> str | None:
+    """The schema's description of the field at `loc` (it states the allowed range), if any."""
+    parent = _annotation_at(model_cls, loc[:-1])
+    field = getattr(parent, "model_fields", {}).get(loc[-1]) if loc else None
+    return field.description if field is not None else None
+
+
 def _allowed_keys(model_cls, loc) -> str:
     ann = _annotation_at(model_cls, loc)
     return ", ".join(getattr(ann, "model_fields", {}).keys())
@@ -499,7 +506,9 @@ def validate_tree(model_cls, tree: dict, src: Source):
         elif kind in _BOUNDS:
             bound = next(iter(ctx.values()), None)
             msg = f"must be {_BOUNDS[kind]} {bound}"
-            allowed = f"a value {_BOUNDS[kind]} {bound}"
+            allowed = _description_at(model_cls, loc) or f"a value {_BOUNDS[kind]} {bound}"
+        elif kind == "too_short":
+            msg = "must not be empty"
         elif kind in _TYPE_HINTS:
             msg = f"wrong type ({msg})"
             allowed = _TYPE_HINTS[kind]
@@ -548,8 +557,12 @@ def _load_system_cached(name_or_path: str, frozen_overrides: tuple):
     from kvnand.config.schema import System
 
     tree, src = resolve_system_tree(name_or_path)
-    # fitted constants first (the only place they enter), then the user's overrides
-    calibrated = calibration_for(str(tree.get("name", "")))
+    # fitted constants first (the only place they enter), then the user's overrides; the constants are those
+    # of the system's final name (`--set name=X` makes it system X as far as calibration goes)
+    name = tree.get("name", "")
+    if frozen_overrides and "name" in dict(frozen_overrides):
+        name = apply_overrides({"name": name}, {"name": dict(frozen_overrides)["name"]}, src.default_file)["name"]
+    calibrated = calibration_for(str(name))
     if calibrated:
         cal_file = str(CONFIG_ROOT / "calibration.yaml")
         tree = apply_overrides(tree, calibrated, cal_file)

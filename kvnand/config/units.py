@@ -84,6 +84,23 @@ def _atomic_disk_cache(cache) -> None:
     cache.__class__ = AtomicDiskCache
 
 
+# The physically sane range of each dimension (SI): wide enough for any device we might model, narrow enough
+# that no product or quotient of config values overflows or divides by (almost) zero. A zero, where a field
+# allows it ("no such cost"), is outside these ranges and admitted by the schema separately.
+RANGES: dict[str, tuple[float, float, str]] = {
+    "time": (1e-12, 3600.0, "1 ps to 1 h"),
+    "bytes": (1.0, 2.0**60, "1 B to 1 EiB"),
+    "bandwidth": (1e3, 1e15, "1 kB/s to 1 PB/s"),
+    "energy": (1e-18, 1.0, "1 aJ to 1 J"),
+    "energy_per_bit": (1e-18, 1e-6, "1 aJ/bit to 1 uJ/bit"),
+    "frequency": (1e3, 1e12, "1 kHz to 1 THz"),
+    "power": (1e-9, 1e6, "1 nW to 1 MW"),
+    "area": (1e-18, 1.0, "1e-6 um^2 to 1 m^2"),
+    "ops_rate": (1.0, 1e18, "1 /s to 1e18 /s (1 EOPS)"),
+    "money_per_byte": (1e-18, 1.0, "1e-9 USD/GB to 1 USD/B"),
+}
+
+
 @cache
 def _registry():
     import pint
