@@ -211,6 +211,8 @@ def _parse_str(text: str, dimension: str) -> float:
     target = _registry().Unit(unit) if dimension != "money_per_byte" else _registry().Unit(f"USD / {_BYTE}")
     try:
         value = float(q.to(target).magnitude)
+    except OverflowError:  # a number with hundreds of digits
+        raise UnitParseError(f"'{text}' is not finite", desc, "not finite") from None
     except Exception:
         raise UnitParseError(f"'{text}' has the wrong dimension", desc, "wrong unit dimension") from None
     if value != value or value in (float("inf"), float("-inf")):

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from kvnand.errors import InputError
-from kvnand.report import json_text, sweep, write_text
+from kvnand.report import check_output, json_text, sweep, write_text
 from kvnand.report.cache import Cache
 from kvnand.report.figures import SUFFIXES
 
@@ -46,17 +46,6 @@ def _as_csv(results: list[dict]) -> str:
     w.writeheader()
     w.writerows(rows)
     return buf.getvalue()
-
-
-def _check_output(path: Path | None, option: str, suffixes: tuple[str, ...] = ()) -> None:
-    if path is None:
-        return
-    if suffixes and path.suffix.lower() not in suffixes:
-        raise InputError("unsupported file type", key=option, value=str(path), allowed=", ".join(suffixes))
-    # a missing directory is created when the file is written; an existing non-directory on the way is an error
-    existing = next(p for p in (path.parent, *path.parent.parents) if p.exists())
-    if not existing.is_dir():
-        raise InputError("not a directory", key=option, value=str(existing))
 
 
 def _trace(points: list[sweep.Point], results: list[dict], precision, overrides) -> str:
@@ -108,10 +97,9 @@ def report(
         from kvnand.reliability.profile import get_profile
 
         get_profile(refresh)  # an unknown profile is an InputError before any point runs
-    _check_output(plot, "--plot", SUFFIXES)
-    _check_output(trace, "--trace")
-    if out is not None and out.exists() and not out.is_dir():
-        raise InputError("not a directory", key="--out", value=str(out))
+    check_output(plot, "--plot", suffixes=SUFFIXES)
+    check_output(trace, "--trace")
+    check_output(out, "--out", directory=True)
 
     points = sweep.grid(system_list, model_list, context_list)
     cache = Cache(enabled=not no_cache)
