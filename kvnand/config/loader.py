@@ -10,6 +10,7 @@ the key path, the line (where YAML knows it), the bad value and what is allowed.
 from __future__ import annotations
 
 import copy
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin
@@ -404,12 +405,16 @@ _TYPE_HINTS = {
 _BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
 
 
+# pydantic names the member of a union that failed inside the location ("str", "dict[str,float]"); not a key
+_UNION_TAG = re.compile(r"(str|int|float|bool|constrained-\w+|[a-z-]+\[.*\])")
+
+
 def _loc_path(loc) -> str:
     out = ""
     for x in loc:
         if isinstance(x, int):
             out += f"[{x}]"
-        elif x == "[key]":
+        elif x == "[key]" or _UNION_TAG.fullmatch(x):
             continue
         else:
             out = _join(out, x)
@@ -470,7 +475,10 @@ def validate_tree(model_cls, tree: dict, src: Source):
         return model_cls.model_validate(tree)
     except ValidationError as exc:
         errors = exc.errors()
-        err = errors[0]
+        # a value that fits no member of a union fails once per member; the deepest failure under the first
+        # one's key says most (for `[true]` against "a mapping or a list of names": item 0 is not a name)
+        first = _loc_path(errors[0]["loc"])
+        err = max((e for e in errors if _under(_loc_path(e["loc"]), first)), key=lambda e: len(_loc_path(e["loc"])))
         loc = tuple(err["loc"])
         kind = err["type"]
         ctx = err.get("ctx") or {}

@@ -28,11 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from kvnand.dse.objectives import MAXIMIZE, MINIMIZE, constraint_names, evaluate_design, metric
-from kvnand.dse.space import Space, load_space
+from kvnand.dse.space import SEED_RANGE, Space, load_space
 from kvnand.errors import InputError
 
 META_KEY = "kvnand"           # study user attribute holding the space and its digest
 PROGRESS_EVERY_S = 5.0
+MAX_TRIALS = 10**7
+MAX_WORKERS = 1024
 
 
 # ---------------------------------------------------------------------- storage and study
@@ -240,15 +242,23 @@ def run(space: Space, out: Path, *, trials: int | None = None, workers: int = 1,
     import optuna
 
     from kvnand.dse import export
+    from kvnand.report import check_output
 
-    if workers < 1:
-        raise InputError("needs at least one worker", key="--workers", value=workers)
+    check_workers(workers)
     budget = trials if trials is not None else space.spec.study.trials
-    if budget < 1:
-        raise InputError("needs at least one trial", key="--trials", value=budget)
+    if not 1 <= budget <= MAX_TRIALS:
+        raise InputError("trial budget out of range", key="--trials", value=budget, allowed=f"1 to {MAX_TRIALS}")
     seed = space.spec.study.seed if seed is None else seed
+    if not 0 <= seed <= SEED_RANGE - workers:  # worker i uses seed + i
+        raise InputError("sampler seed out of range", key="--seed", value=seed,
+                         allowed=f"0 to {SEED_RANGE - workers} (worker i uses seed + i < 2^32)")
+    if storage is not None and _in_memory(storage):
+        raise InputError("an in-memory database is private to one process and lost at exit; workers could not "
+                         "share it and nothing would remain to export", key="--storage", value=storage,
+                         allowed="sqlite:///PATH.db or postgresql://USER@HOST:PORT/DB")
     name = study_name or space.name
     out = Path(out)
+    check_output(out, "--out", directory=True)
     out.mkdir(parents=True, exist_ok=True)
     url = storage or default_storage(out)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -284,6 +294,18 @@ def run(space: Space, out: Path, *, trials: int | None = None, workers: int = 1,
     })
     export.write_json(out / "summary.json", summary)
     return summary
+
+
+def check_workers(workers: int) -> None:
+    if not 1 <= workers <= MAX_WORKERS:
+        raise InputError("number of worker processes out of range", key="--workers", value=workers,
+                         allowed=f"1 to {MAX_WORKERS}")
+
+
+def _in_memory(url: str) -> bool:
+    """sqlite:// (no path) and sqlite:///:memory: are SQLite databases that live in one process's memory."""
+    rest = url.split("://", 1)[1] if url.startswith("sqlite") and "://" in url else None
+    return rest is not None and rest.split("?", 1)[0] in ("", "/", "/:memory:")
 
 
 def _finished(study) -> int:
