@@ -262,7 +262,7 @@ def parse_case(raw: Any, index: int, file: str, systems: list[str], models: list
     if raw.get("precision") is not None:
         from kvnand.workload.precision import PRECISIONS
 
-        if raw["precision"] not in PRECISIONS:
+        if not isinstance(raw["precision"], str) or raw["precision"] not in PRECISIONS:
             errs.fail("unknown precision", cid, "precision", raw["precision"], allowed=", ".join(PRECISIONS))
         c.precision = raw["precision"]
     c.check = raw.get("check", "band")

@@ -10,6 +10,7 @@ the key path, the line (where YAML knows it), the bad value and what is allowed.
 from __future__ import annotations
 
 import copy
+import os
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -532,16 +533,40 @@ def system_path(name_or_path: str) -> Path:
     return _find("systems", name_or_path, None, "system", "command line")
 
 
-@lru_cache(maxsize=256)
-def _resolved_tree(path: str) -> tuple[dict, Source]:
-    src = Source(path)
-    tree = _resolve_file(Path(path), "systems", src, "")
-    return tree, src
+def _stamp(files) -> tuple:
+    """What identifies the content of these files without reading them: (file, mtime, size, inode) each."""
+    out = []
+    for f in files:
+        try:
+            st = os.stat(f)
+            out.append((f, st.st_mtime_ns, st.st_size, st.st_ino))
+        except (OSError, ValueError):
+            out.append((f, None))
+    return tuple(out)
+
+
+_TREES: dict[tuple[str, str], tuple[tuple, dict, Source]] = {}
+
+
+def _resolved_tree(path: Path) -> tuple[dict, Source, tuple]:
+    """(tree, sources, stamp) of a system file; cached until any file it was built from changes (a long-lived
+    process, such as a notebook or a test session, sees an edited or replaced file)."""
+    key = (str(path), os.path.abspath(path))
+    hit = _TREES.get(key)
+    if hit is not None and _stamp(f for f, *_ in hit[0]) == hit[0]:
+        return hit[1], hit[2], hit[0]
+    src = Source(str(path))
+    tree = _resolve_file(path, "systems", src, "")
+    stamp = _stamp(sorted({key[1], *(os.path.abspath(f) for f, _ in src.origin.values())}))
+    if len(_TREES) > 256:
+        _TREES.clear()
+    _TREES[key] = (stamp, tree, src)
+    return tree, src, stamp
 
 
 def resolve_system_tree(name_or_path: str) -> tuple[dict, Source]:
     """The merged tree of a system preset (not yet validated), and where each key came from."""
-    tree, src = _resolved_tree(str(system_path(name_or_path)))
+    tree, src, _ = _resolved_tree(system_path(name_or_path))
     return copy.deepcopy(tree), src.copy()
 
 
@@ -561,7 +586,7 @@ def _override_origins(src: Source, overrides: dict[str, Any], file_of) -> None:
 
 
 @lru_cache(maxsize=4096)
-def _load_system_cached(name_or_path: str, frozen_overrides: tuple):
+def _load_system_cached(name_or_path: str, stamp: tuple, frozen_overrides: tuple):
     from kvnand.config.schema import System
 
     tree, src = resolve_system_tree(name_or_path)
@@ -586,7 +611,7 @@ def load_system(name_or_path: str, overrides: dict[str, Any] | None = None):
     """Resolve, override and validate a system preset; cached by (name, overrides)."""
     frozen = tuple(sorted((k, v if not isinstance(v, (dict, list)) else repr(v)) for k, v in
                           (overrides or {}).items()))
-    return _load_system_cached(name_or_path, frozen)
+    return _load_system_cached(name_or_path, _resolved_tree(system_path(name_or_path))[2], frozen)
 
 
 def read_source(path: Path) -> tuple[dict, Source]:

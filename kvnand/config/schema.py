@@ -367,6 +367,13 @@ class System(Part):
             raise ConfigValueError("placement.attention 'flash_pe' needs kv.store 'colocated' or 'flash_group'",
                                    key="placement.attention", value="flash_pe",
                                    allowed=f"npu or csd with kv.store '{store}'")
+        if self.placement.attention == "csd" and store != "csd":
+            raise ConfigValueError("placement.attention 'csd' runs in the drive that holds the KV cache",
+                                   key="placement.attention", value="csd",
+                                   allowed=f"npu or flash_pe with kv.store '{store}', or kv.store: csd")
+        if self.nand is not None and self.nand.ecc.location == "on_die":
+            raise ConfigValueError("plain NAND dies (the 'nand' part) have no on-die ECC decoder",
+                                   key="nand.ecc.location", value="on_die", allowed="controller or none")
         if store != "flash_group" and self.kv.g2_dies:
             raise ConfigValueError(f"kv.g2_dies applies to kv.store 'flash_group' only (here '{store}')",
                                    key="kv.g2_dies", value=self.kv.g2_dies,

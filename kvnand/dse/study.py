@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import socket
 import time
 import warnings
@@ -259,11 +260,17 @@ def run(space: Space, out: Path, *, trials: int | None = None, workers: int = 1,
     name = study_name or space.name
     out = Path(out)
     check_output(out, "--out", directory=True)
+    made = [d for d in (out, *out.parents) if not d.exists()]
     out.mkdir(parents=True, exist_ok=True)
     url = storage or default_storage(out)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     hb = space.spec.study.heartbeat_s
-    study = open_study(space, open_storage(url, hb), name, seed)
+    try:
+        study = open_study(space, open_storage(url, hb), name, seed)
+    except InputError:  # e.g. an unreachable --storage: leave nothing behind
+        if made:
+            shutil.rmtree(made[-1], ignore_errors=True)
+        raise
     n_known = len(space.known_designs())
     if budget < n_known:
         log(f"note: --trials {budget} is less than the {n_known} published designs; only the first {budget} run")

@@ -186,13 +186,20 @@ def models_record(spec: ModelSpec, precision: Precision | str) -> dict:
     }
 
 
+def _is(path: Path, what: str) -> bool:
+    try:
+        return path.is_dir() if what == "dir" else path.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte: not a file
+        return False
+
+
 def _locate(name_or_path: str) -> tuple[Path, str]:
     if name_or_path in zoo_names():
         return zoo_dir() / f"{name_or_path}.json", name_or_path
     path = Path(name_or_path).expanduser()
-    if path.is_dir():  # a downloaded HF snapshot folder
+    if _is(path, "dir"):  # a downloaded HF snapshot folder
         path = path / "config.json"
-    if path.is_file():
+    if _is(path, "file"):
         # "config.json" says nothing; the folder holding it usually carries the model's name.
         return path, path.resolve().parent.name if path.name == "config.json" else path.stem
     if path.suffix == ".json" or "/" in name_or_path or "\\" in name_or_path:
