@@ -463,7 +463,16 @@ def test_fuzz_random_text_only_raises_input_error(tmp_path_factory, content):
                        st.text(max_size=15) | st.sampled_from(["3 us", "16", "0", "-1", "[1, 2]", "{a: 1}", "null",
                                                                "true", "4 KiB", "1e999"]), max_size=3))
 def test_fuzz_set_overrides_only_raise_input_error(overrides):
+    """Loading AND evaluating: a configuration the schema accepts must give a finite, positive result."""
+    import math
+
+    import kvnand
+
     try:
         load_system("kvnand-d", overrides)
+        r = kvnand.evaluate("kvnand-d", "llama3.1-8b", 1000, overrides=overrides)
     except InputError as exc:
         assert "\n" not in str(exc).strip()
+        return
+    if not r["oom"]:
+        assert all(math.isfinite(r[k]) and r[k] > 0 for k in ("latency_s", "energy_j_per_token", "ttft_s"))
