@@ -320,7 +320,7 @@ def parse_case(raw: Any, index: int, file: str, systems: list[str], models: list
         if metric in BOOL_METRICS:
             if not isinstance(v, bool):
                 errs.fail(f"metric '{metric}' expects true or false", cid, "expected", v)
-        elif isinstance(v, bool) or not isinstance(v, (int, float)) or v == 0 or not math.isfinite(v):
+        elif isinstance(v, bool) or not isinstance(v, (int, float)) or v == 0 or not abs(v) < 1e300:
             errs.fail(f"metric '{metric}' expects a non-zero number", cid, "expected", v)
     if metric in BOOL_METRICS:
         if raw.get("tolerance") is not None:

@@ -138,10 +138,11 @@ def _never_valid(old, new) -> str:
     return ""
 
 
-def mutate(rng: random.Random, tree, n: int, hostile: float, skip=()) -> tuple[object, str, str]:
-    """`tree` with n leaves changed (and sometimes a key dropped or added); (tree, note, must_fail)."""
+def mutate(rng: random.Random, tree, n: int, hostile: float, skip=(), judged=None) -> tuple[object, str, str]:
+    """`tree` with n leaves changed (and sometimes a key dropped or added); (tree, note, must_fail).
+    `judged(path)`: whether a never-valid value at `path` must be refused (default: everywhere)."""
     tree = copy.deepcopy(tree)
-    notes, must = [], ""
+    notes, must = [], {}  # path -> why its final value can never be valid
     for _ in range(n):
         leaves = [(p, v) for p, v in _leaves(tree) if p and not any(s in map(str, p) for s in skip)]
         if not leaves:
@@ -162,9 +163,10 @@ def mutate(rng: random.Random, tree, n: int, hostile: float, skip=()) -> tuple[o
             continue
         new = rng.choice(HOSTILE + NEVER) if r < 0.12 + hostile else _plausible(rng, path[-1], old)
         _set(tree, path, new)
-        must = must or _never_valid(old, new)
+        if judged is None or judged(path):
+            must[path] = _never_valid(old, new) if path not in must else must[path] and _never_valid(old, new)
         notes.append(f"{'.'.join(map(str, path))}: {_short(old)} -> {_short(new)}")
-    return tree, "; ".join(notes), must
+    return tree, "; ".join(notes), next((m for m in must.values() if m), "")
 
 
 def _short(v) -> str:
@@ -248,10 +250,9 @@ def gen_model(rng, ctx, i) -> Case:
         must = "" if how in ("bom", "latin1") else f"damaged JSON ({how})"
         files = {"m.json": text.replace("}", ', "n": "caf\u00e9"}').encode("latin-1") if how == "latin1" else text}
     else:
-        data, note, must = mutate(rng, data, rng.choice([1, 2]), 0.25)
+        # a config.json may hold any other key (Hugging Face configs carry many the model ignores)
+        data, note, must = mutate(rng, data, rng.choice([1, 2]), 0.25, judged=lambda p: p[0] in MODEL_KEYS)
         note = f"{name}: {note}"
-        if not any(f"{k}:" in note for k in MODEL_KEYS):  # a config.json may hold any other key
-            must = ""
         files = {"m.json": json.dumps(data, allow_nan=True)}
     r = rng.random()
     if r < 0.45:
@@ -305,8 +306,11 @@ def _set_option(rng, ctx) -> tuple[str, str, str]:
     text = json.dumps(new) if isinstance(new, (list, dict)) else ("null" if new is None else str(new))
     if isinstance(new, float) and not math.isfinite(new):
         text = rng.choice([".nan", "nan", ".inf", "inf", "-.inf"])
-    return name, f"{key}={text}", _never_valid(old, new if not isinstance(new, str) else yaml.safe_load(text)
-                                               if text.strip() and "\n" not in text else new)
+    try:
+        as_read = yaml.safe_load(text)  # what --set makes of the text
+    except yaml.YAMLError:
+        as_read = text
+    return name, f"{key}={text}", _never_valid(old, as_read)
 
 
 def gen_cli(rng, ctx, i) -> Case:
@@ -455,7 +459,7 @@ def _check_output(argv: list[str], stdout: str, sandbox: Path) -> list[str]:
             found += _bad_numbers(_strict_json(stdout))
         except ValueError as exc:
             found.append(f"stdout is not standard JSON: {str(exc)[:120]}")
-    elif argv[0] != "dse" and (m := _TEXT_BAD.search(stdout)):  # dse prints user-chosen labels
+    elif argv[0] not in ("dse", "show-config") and (m := _TEXT_BAD.search(stdout)):  # these echo user strings
         found.append(f"non-finite number in the output: ...{stdout[max(0, m.start() - 60):][:120]!r}")
     for f in sandbox.rglob("*.json"):
         if f.name == "m.json" or not f.is_file() or f.stat().st_size > 50_000_000:

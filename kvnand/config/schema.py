@@ -73,6 +73,17 @@ Price = Annotated[float, *_q("money_per_byte", True)]
 Flag = Annotated[bool, Strict()]  # true or false; not 1, 0 or the string 'true'
 
 
+def _no_bool(v):
+    if isinstance(v, bool):  # True == 1 in Python, so Literal[1] alone would take it
+        raise ConfigValueError("unsupported format version", allowed="1")
+    return v
+
+
+SchemaVersion = Annotated[Literal[1], BeforeValidator(_no_bool)]
+
+
+# where the attention over the KV cache runs, given where the cache is stored
+ATTENTION_FOR_STORE = {"colocated": "flash_pe", "flash_group": "flash_pe", "dram": "npu", "nand": "npu", "csd": "csd"}
 MAX_DIES = 4096  # flash dies in one array (a 4 TB drive of 1 Tbit dies has 32)
 
 
@@ -323,7 +334,7 @@ class Schedule(Part):
 class System(Part):
     """A composition of parts; `kvnand report` evaluates one of these per point."""
 
-    schema_version: Literal[1]
+    schema_version: SchemaVersion
     name: str
     description: str = ""
     flash: FlashArray | None = None     # IFC dies holding weights (absent when weights live on a host)
@@ -363,14 +374,12 @@ class System(Part):
             raise ConfigValueError(f"placement.weights '{w}' needs flash.logic (in-flash compute)",
                                    key="placement.weights", value=w,
                                    allowed="host (with a host_dram part), or add flash.logic")
-        if self.placement.attention == "flash_pe" and store not in ("colocated", "flash_group"):
-            raise ConfigValueError("placement.attention 'flash_pe' needs kv.store 'colocated' or 'flash_group'",
-                                   key="placement.attention", value="flash_pe",
-                                   allowed=f"npu or csd with kv.store '{store}'")
-        if self.placement.attention == "csd" and store != "csd":
-            raise ConfigValueError("placement.attention 'csd' runs in the drive that holds the KV cache",
-                                   key="placement.attention", value="csd",
-                                   allowed=f"npu or flash_pe with kv.store '{store}', or kv.store: csd")
+        attention = self.placement.attention
+        if attention != ATTENTION_FOR_STORE[store]:  # the engine has no other data path (nor energy price)
+            raise ConfigValueError(f"placement.attention '{attention}' cannot read a KV cache in kv.store '{store}'",
+                                   key="placement.attention", value=attention,
+                                   allowed=f"{ATTENTION_FOR_STORE[store]} with kv.store '{store}' (flash_pe with "
+                                   "colocated or flash_group, npu with dram or nand, csd with csd)")
         if self.nand is not None and self.nand.ecc.location == "on_die":
             raise ConfigValueError("plain NAND dies (the 'nand' part) have no on-die ECC decoder",
                                    key="nand.ecc.location", value="on_die", allowed="controller or none")
@@ -413,5 +422,5 @@ class CalibrationConstant(Part):
 
 class Calibration(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    schema_version: Literal[1]
+    schema_version: SchemaVersion
     constants: dict[str, CalibrationConstant]
