@@ -216,7 +216,14 @@ def _eval_steps(rng: random.Random, system: str, model: str | None = None, out_d
 
 def gen_system(rng, ctx, i) -> Case:
     name = rng.choice(sorted(ctx["systems"]))
-    tree, note, must = mutate(rng, ctx["systems"][name], rng.choice([1, 1, 2, 3]), 0.2, skip=("source", "note"))
+    base = ctx["systems"][name]
+    if rng.random() < 0.2:  # a part (or its absence) from another system: new combinations of valid parts
+        other = ctx["systems"][rng.choice(sorted(ctx["systems"]))]
+        part = rng.choice(["flash", "nand", "dram", "host_dram", "npu", "kv", "placement", "schedule", "link", "csd"])
+        base = {**base, part: copy.deepcopy(other[part])} if part in other else \
+            {k: v for k, v in base.items() if k != part}
+        name = f"{name} with {part} of another system"
+    tree, note, must = mutate(rng, base, rng.choice([0, 1, 1, 2, 3]), 0.2, skip=("source", "note"))
     return Case(i, "system", [_eval_steps(rng, "sys.yaml", out_dir="out")], {"sys.yaml": _dump(tree)}, must,
                 f"{name}: {note}")
 
@@ -271,6 +278,13 @@ def gen_space(rng, ctx, i) -> Case:
     raw["parameters"]["planes_per_die"] = {"choices": [16, 32], "default": 32}  # keep trials quick
     tree, note, must = mutate(rng, raw, rng.choice([1, 1, 2]), 0.3, skip=("description", "source"))
     must = must if must != "a bare number for a quantity" else ""  # a space's scalars are not quantities
+    if rng.random() < 0.15:  # a space small enough for grid mode
+        raw["parameters"].update(planes_per_die=32, g2_dies={"int": [3, 4], "when": {"variant": "D"}, "default": 4},
+                                 precision={"choices": ["w8a8", "w4a16"], "default": "w8a8"})
+        raw["known_designs"] = [{"label": "KVNAND-D-({g1_dies}+{g2_dies})", "params": {"variant": "D", "g2_dies": 4}}]
+        tree, note, must = mutate(rng, raw, rng.choice([0, 1]), 0.3, skip=("description", "source"))
+        return Case(i, "space", [["dse", "grid", "space.yaml", "--out", "o"]], {"space.yaml": _dump(tree)},
+                    must if must != "a bare number for a quantity" else "", f"grid: {note}")
     r = rng.random()
     run = ["dse", "run", "space.yaml", "--trials", str(rng.choice([1, 2, 3])), "--out", "o"]
     if r < 0.15:
@@ -320,6 +334,18 @@ def gen_cli(rng, ctx, i) -> Case:
     if r < 0.3:
         name, kv, must = _set_option(rng, ctx)
         return Case(i, "cli", [_eval_steps(rng, name) + ["--set", kv]], must_fail=must, note=f"--set {kv}")
+    if r < 0.36:  # the derived `dies`, the auto split, event mode
+        sets = [f"dies={rng.choice([1, 2, 4, 8, 16, 24, 64, 0, -8, 4096, 10**6, 'x', 'true', 8.5])}"]
+        if rng.random() < 0.6:
+            sets.append(f"g2_dies={rng.choice([0, 1, 2, 4, 7, 8, 15, -1])}")
+        if rng.random() < 0.4:
+            sets.append(f"channels={rng.choice([1, 2, 4, 8, 16, 0, 3])}")
+        argv = ["report", "--systems", rng.choice(["kvnand-d", "kvnand-d:auto", "kvnand-c16", "base1"]), "--models",
+                rng.choice(SMALL_MODELS), "--contexts", rng.choice(CONTEXTS), "--format", "json", "--mode",
+                rng.choice(["fast", "fast", "event"])]
+        for kv in sets:
+            argv += ["--set", kv]
+        return Case(i, "cli", [argv], note=" ".join(sets))
     if r < 0.45:
         key = rng.choice(["profile.tokens_per_s", "profile.years", "profile.hours_per_day", "profile.turns",
                           "profile.output_tokens", "refresh.read_fraction", "refresh.uber_target",

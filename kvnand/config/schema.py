@@ -366,6 +366,9 @@ class System(Part):
         if store == "csd" and self.link is None:
             raise ConfigValueError("kv.store 'csd' needs a 'link' (host interface) part", key="link",
                                    allowed="a link part, e.g. link: {preset: pcie4x4}")
+        if store == "csd" and self.nand is None:
+            raise ConfigValueError("kv.store 'csd' needs a 'nand' part (the drive's flash holding the KV cache)",
+                                   key="nand", allowed="a nand part, e.g. as in the csd-offload preset")
         if self.placement.weights == "host" and self.host_dram is None:
             raise ConfigValueError("placement.weights 'host' needs a 'host_dram' part", key="placement.weights",
                                    value="host", allowed="flash_pe or flash_split, or add a 'host_dram' part")
