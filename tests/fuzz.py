@@ -482,7 +482,13 @@ def _check_output(argv: list[str], stdout: str, sandbox: Path) -> list[str]:
     found = []
     if "--format" in argv and argv[argv.index("--format") + 1] == "json" and stdout.strip():
         try:
-            found += _bad_numbers(_strict_json(stdout))
+            doc = _strict_json(stdout)
+            found += _bad_numbers(doc)
+            if argv[0] == "report":  # null would be a non-finite number the JSON writer hid
+                found += [f"result {j} fits but {k} = {r.get(k)!r}" for j, r in enumerate(doc["results"])
+                          for k in ("tokens_per_s", "latency_s", "energy_j_per_token", "ttft_s")
+                          if not r["oom"] and not (isinstance(r.get(k), (int, float)) and (
+                              r[k] > 0 or r[k] == 0 and k == "energy_j_per_token"))]  # every energy may be 0
         except ValueError as exc:
             found.append(f"stdout is not standard JSON: {str(exc)[:120]}")
     elif argv[0] not in ("dse", "show-config") and (m := _TEXT_BAD.search(stdout)):  # these echo user strings
