@@ -3,6 +3,12 @@
 Quantities are written with units in YAML ("4 us", "4 KiB", "3 pJ/bit") and stored as SI floats (bytes,
 seconds, J, J/bit, W, Hz, B/s, m^2). Bare numbers only where the field name carries the unit (`*_count`,
 `planes`, ...). Every model forbids unknown keys. `source` fields hold where a number comes from.
+
+Types are strict (a bool is not a count, a string is not a number: "8" and true are refused where 8 is
+meant), every quantity has a physically sane range (config.units.RANGES) and every count a bound, both
+stated in the field's description (`kvnand schema`), and cross-field checks refuse impossible hardware
+(a page smaller than an ECC codeword, more parity than data, an attention engine that cannot reach the KV
+store). Generous enough for any device we might model; narrow enough that no result overflows.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ def _count(lo: int, hi: int, what: str = "a count"):
     return Annotated[int, Strict(), Field(ge=lo, le=hi, description=f"{what}, an integer {lo} to {hi}")]
 
 
-def _fraction(lo: float, hi: float, what: str, lo_open: bool = False, hi_open: bool = False):
+def _number(lo: float, hi: float, what: str, lo_open: bool = False, hi_open: bool = False):
     """A finite plain number (an int or a float, not a bool or a string) within bounds."""
     bounds = {"gt" if lo_open else "ge": lo, "lt" if hi_open else "le": hi}
     return Annotated[float, Strict(), Field(allow_inf_nan=False, description=what, **bounds)]
@@ -101,11 +107,11 @@ class CellMode(Part):
     pe_cycles: _count(1, 10**9, "rated program/erase cycles")
     read_disturb_limit: _count(1, 10**15, "reads of a block before its data is at risk")
     # RBER(pe, reads, retention_s) = rber0 + a_pe*(pe/pe_cycles)^b_pe + a_rd*(reads/limit) + a_ret*(t/1 year)
-    rber_fresh: _fraction(0, 1, "raw bit error rate of a fresh cell, 0 <= x < 1", hi_open=True) = 1e-9
-    rber_pe_coeff: _fraction(0, 1, "RBER added at rated P/E, 0 to 1") = 1e-4
-    rber_pe_exponent: _fraction(0, 10, "exponent of the P/E term, 0 < x <= 10", lo_open=True) = 2.0
-    rber_read_coeff: _fraction(0, 1, "RBER added at the read-disturb limit, 0 to 1") = 1e-4
-    rber_retention_coeff_per_year: _fraction(0, 1, "RBER added per year of retention, 0 to 1") = 1e-5
+    rber_fresh: _number(0, 1, "raw bit error rate of a fresh cell, 0 <= x < 1", hi_open=True) = 1e-9
+    rber_pe_coeff: _number(0, 1, "RBER added at rated P/E, 0 to 1") = 1e-4
+    rber_pe_exponent: _number(0, 10, "exponent of the P/E term, 0 < x <= 10", lo_open=True) = 2.0
+    rber_read_coeff: _number(0, 1, "RBER added at the read-disturb limit, 0 to 1") = 1e-4
+    rber_retention_coeff_per_year: _number(0, 1, "RBER added per year of retention, 0 to 1") = 1e-5
 
 
 class Geometry(Part):
@@ -118,7 +124,7 @@ class Geometry(Part):
     partial_programs_per_page: _count(1, 64, "partial programs per page (NOP)") = 4
 
     @model_validator(mode="after")
-    def _capacity_consistent(self):
+    def _consistent(self):
         for key in ("page_size", "spare_size"):
             v = getattr(self, key)
             if v != int(v):
@@ -411,7 +417,7 @@ class System(Part):
 
 
 class CalibrationConstant(Part):
-    value: float
+    value: Annotated[float, Strict(), Field(allow_inf_nan=False)]
     unit: str                           # unit of `value` as written into `path` (SI)
     meaning: str
     path: str                           # dotted config path the constant sets
