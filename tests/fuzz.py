@@ -15,8 +15,9 @@ an enumeration switched), so many inputs are valid by the schema and get evaluat
   no file behind;
 - exit 0/1 prints and writes standard JSON (no NaN/Infinity) and no NaN, inf or negative number in any
   result (a few keys are signed by meaning: gains, constraint violations);
+- a shipped input left unchanged (some of the generated ones) is accepted ("refused" otherwise);
 - a value that can never be valid (a bool for a count, NaN, a bare number for a quantity, ...) is refused
-  ("accepted" is reported, but only the first four are failures: the detector is a heuristic).
+  ("accepted" is reported, not counted as a failure: that detector is a heuristic).
 
 Inputs run in-process in worker processes (one sandbox directory per input); a worker that dies or stops
 answering is a crash or a hang and is replaced. The seeded generator makes every run reproducible;
@@ -46,6 +47,8 @@ from multiprocessing.connection import wait
 from pathlib import Path
 
 import yaml
+
+from kvnand.config.loader import read_yaml
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "arch_configs"
@@ -84,6 +87,7 @@ class Case:
     files: dict[str, str | bytes] = field(default_factory=dict)
     must_fail: str = ""           # why this input can never be valid ("" if it may be)
     note: str = ""                # what was mutated
+    must_pass: bool = False       # an unmutated shipped input: refusing it is a failure too
 
 
 # ------------------------------------------------------------------------------------------- mutation
@@ -225,28 +229,28 @@ def gen_system(rng, ctx, i) -> Case:
         name = f"{name} with {part} of another system"
     tree, note, must = mutate(rng, base, rng.choice([0, 1, 1, 2, 3]), 0.2, skip=("source", "note"))
     return Case(i, "system", [_eval_steps(rng, "sys.yaml", out_dir="out")], {"sys.yaml": _dump(tree)}, must,
-                f"{name}: {note}")
+                f"{name}: {note}", must_pass=tree == ctx["systems"].get(name))
 
 
 def gen_device(rng, ctx, i) -> Case:
     system, path, preset = rng.choice(ctx["slots"])
-    raw = yaml.safe_load((CONFIGS / "devices" / f"{preset}.yaml").read_text())
-    dev, note, must = mutate(rng, raw, rng.choice([1, 2]), 0.2, skip=("source", "note", "kind", "schema_version"))
+    raw = read_yaml(CONFIGS / "devices" / f"{preset}.yaml")[0]
+    dev, note, must = mutate(rng, raw, rng.choice([0, 1, 2]), 0.2, skip=("source", "note", "kind", "schema_version"))
     part: dict = {"preset": "./dev.yaml"}
     for p in reversed(path):
         part = {p: part}
     sys_file = {"schema_version": 1, "extends": system, "name": system, **part}
     return Case(i, "device", [_eval_steps(rng, "sys.yaml")], {"sys.yaml": _dump(sys_file), "dev.yaml": _dump(dev)},
-                must, f"{preset} in {system}.{'.'.join(path)}: {note}")
+                must, f"{preset} in {system}.{'.'.join(path)}: {note}", must_pass=dev == raw)
 
 
 def gen_model(rng, ctx, i) -> Case:
     name = rng.choice(ctx["models"])
     text = (CONFIGS / "models" / f"{name}.json").read_text()
     data = json.loads(text)
-    r = rng.random()
-    must = ""
-    if r < 0.15:  # damage the text itself
+    damaged = rng.random() < 0.15
+    must, unchanged = "", False
+    if damaged:  # damage the text itself
         how = rng.choice(["bom", "truncate", "deep", "bigint", "nan", "latin1", "empty", "list"])
         note = f"{name}: text {how}"
         text = {"bom": "\ufeff" + text, "truncate": text[: rng.randint(0, len(text) - 1)],
@@ -258,8 +262,8 @@ def gen_model(rng, ctx, i) -> Case:
         files = {"m.json": text.replace("}", ', "n": "caf\u00e9"}').encode("latin-1") if how == "latin1" else text}
     else:
         # a config.json may hold any other key (Hugging Face configs carry many the model ignores)
-        data, note, must = mutate(rng, data, rng.choice([1, 2]), 0.25, judged=lambda p: p[0] in MODEL_KEYS)
-        note = f"{name}: {note}"
+        data, note, must = mutate(rng, data, rng.choice([0, 1, 2]), 0.25, judged=lambda p: p[0] in MODEL_KEYS)
+        note, unchanged = f"{name}: {note}", data == json.loads(text)
         files = {"m.json": json.dumps(data, allow_nan=True)}
     r = rng.random()
     if r < 0.45:
@@ -270,13 +274,13 @@ def gen_model(rng, ctx, i) -> Case:
     else:
         steps = [["graph", "m.json", "--context", str(rng.choice([1, 1000, 100_000])),
                   *(["--output", "g.graphml"] if rng.random() < 0.5 else [])]]
-    return Case(i, "model", steps, files, must, note)
+    return Case(i, "model", steps, files, must, note, must_pass=unchanged)
 
 
 def gen_space(rng, ctx, i) -> Case:
-    raw = yaml.safe_load((REPO / "dse" / "smoke.yaml").read_text())
+    raw = read_yaml(REPO / "dse" / "smoke.yaml")[0]
     raw["parameters"]["planes_per_die"] = {"choices": [16, 32], "default": 32}  # keep trials quick
-    tree, note, must = mutate(rng, raw, rng.choice([1, 1, 2]), 0.3, skip=("description", "source"))
+    tree, note, must = mutate(rng, raw, rng.choice([0, 1, 1, 2]), 0.3, skip=("description", "source"))
     must = must if must != "a bare number for a quantity" else ""  # a space's scalars are not quantities
     if rng.random() < 0.15:  # a space small enough for grid mode
         raw["parameters"].update(planes_per_die=32, g2_dies={"int": [3, 4], "when": {"variant": "D"}, "default": 4},
@@ -284,7 +288,7 @@ def gen_space(rng, ctx, i) -> Case:
         raw["known_designs"] = [{"label": "KVNAND-D-({g1_dies}+{g2_dies})", "params": {"variant": "D", "g2_dies": 4}}]
         tree, note, must = mutate(rng, raw, rng.choice([0, 1]), 0.3, skip=("description", "source"))
         return Case(i, "space", [["dse", "grid", "space.yaml", "--out", "o"]], {"space.yaml": _dump(tree)},
-                    must if must != "a bare number for a quantity" else "", f"grid: {note}")
+                    must if must != "a bare number for a quantity" else "", f"grid: {note}", must_pass=tree == raw)
     r = rng.random()
     run = ["dse", "run", "space.yaml", "--trials", str(rng.choice([1, 2, 3])), "--out", "o"]
     if r < 0.15:
@@ -297,17 +301,17 @@ def gen_space(rng, ctx, i) -> Case:
     if rng.random() < 0.3:
         steps.append(["dse", "pareto", "--storage", "sqlite:///o/study.db", "--study", str(tree.get("name", "smoke")),
                       "--format", rng.choice(["json", "csv"])])
-    return Case(i, "space", steps, {"space.yaml": _dump(tree)}, must, note)
+    return Case(i, "space", steps, {"space.yaml": _dump(tree)}, must, note, must_pass=tree == raw and r >= 0.25)
 
 
 def gen_validation(rng, ctx, i) -> Case:
     f = rng.choice(sorted((REPO / "validation" / "cases").glob("*.yaml")))
-    raw = yaml.safe_load(f.read_text())
+    raw = read_yaml(f)[0]
     raw["cases"] = rng.sample(raw["cases"], min(len(raw["cases"]), 2))
-    tree, note, must = mutate(rng, raw, rng.choice([1, 2]), 0.25, skip=("source", "note"))
+    tree, note, must = mutate(rng, raw, rng.choice([0, 1, 2]), 0.25, skip=("source", "note"))
     must = must if must != "a bare number for a quantity" else ""
     return Case(i, "validation", [["validate", "--cases", "cases.yaml", "--format", rng.choice(["json", "table"])]],
-                {"cases.yaml": _dump(tree)}, must, f"{f.name}: {note}")
+                {"cases.yaml": _dump(tree)}, must, f"{f.name}: {note}", must_pass=tree == raw)
 
 
 def _set_option(rng, ctx) -> tuple[str, str, str]:
@@ -581,7 +585,7 @@ def run_all(cases: list[Case], workers: int = 2, timeout: float = 60.0, log=prin
     return sorted(results, key=lambda r: r["index"])
 
 
-PROBLEMS = ("traceback", "nonfinite", "hang", "crash", "leftover", "message", "exit", "accepted")
+PROBLEMS = ("traceback", "nonfinite", "hang", "crash", "leftover", "message", "exit", "refused", "accepted")
 FAILURES = PROBLEMS[:-1]  # "accepted" is a heuristic: reported, not a failure
 
 
@@ -596,6 +600,8 @@ def summarize(cases: list[Case], results: list[dict]) -> dict:
         problems = list(r["problems"])
         if case.must_fail and r["codes"] and r["codes"][0] == 0 and not problems:
             problems.append(("accepted", f"exit 0 with {case.must_fail}"))
+        if case.must_pass and r["codes"] and r["codes"][0] not in (0, 1) and not problems:
+            problems.append(("refused", f"a shipped input, unchanged, was refused: {r['stderr'][-200:]}"))
         for kind in {k for k, _ in problems}:
             counts[kind] += 1
         for kind, msg in problems:

@@ -259,3 +259,24 @@ def test_dse_run_out_an_existing_file(tmp_path, kvnand_cli):
     (tmp_path / "f").write_text("x")
     _refused(kvnand_cli("dse", "run", str(DSE_ROOT / "smoke.yaml"), "--out", str(tmp_path / "f")), "--out")
     assert (tmp_path / "f").read_text() == "x"
+
+
+def test_reliability_of_a_model_given_as_a_path(tmp_path, kvnand_cli):
+    """The decode rate was re-evaluated by the model's display name, which only the zoo resolves."""
+    from kvnand.workload.model import zoo_dir
+
+    (tmp_path / "mine.json").write_text((zoo_dir() / "llama3.1-8b.json").read_text())
+    code, out, err = kvnand_cli("reliability", "--systems", "kvnand-d", "--models", str(tmp_path / "mine.json"),
+                                "--contexts", "10k", "--format", "json")
+    assert code == 0, err
+    assert _strict(out)["results"][0]["tokens_per_s"] > 0
+
+
+def test_yaml_exponent_numbers_are_numbers(tmp_path, kvnand_cli):
+    """YAML 1.1 reads 1e-4 as a string; the strict schema would refuse it, so the loader reads it as 1.2 does."""
+    f = tmp_path / "exp.yaml"
+    f.write_text("schema_version: 1\nextends: kvnand-c16\nname: exp\nflash:\n  die:\n    cell:\n"
+                 "      rber_pe_coeff: 2e-4\n")
+    code, out, err = kvnand_cli("show-config", str(f))
+    assert code == 0, err
+    assert "rber_pe_coeff: 0.0002" in out

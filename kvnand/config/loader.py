@@ -80,8 +80,17 @@ _MAX_NODES = 100_000  # a system with all its parts is a few hundred values
 _MAX_DEPTH = 100  # a system is about 5 levels deep
 
 
-class _LineLoader(yaml.SafeLoader):
-    """SafeLoader that remembers the line of every mapping key (as key paths)."""
+class _NumberLoader(yaml.SafeLoader):
+    """SafeLoader that reads 1e-4 and 5e8 as numbers, as YAML 1.2 does (YAML 1.1 wants 1.0e-4 and makes 1e-4 a
+    string, which the strict schema would then refuse as "not a number")."""
+
+
+_EXPONENT_FLOAT = re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+_NumberLoader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789"))
+
+
+class _LineLoader(_NumberLoader):
+    """The loader of config files: remembers the line of every mapping key (as key paths)."""
 
 
 def _load_yaml_with_lines(text: str, file: str) -> tuple[Any, dict[str, int]]:
@@ -342,7 +351,7 @@ def _resolve_file(path: Path, kind_dir: str, src: Source, prefix: str, seen: tup
 def parse_value(text: str) -> Any:
     """A --set value: YAML scalar syntax (numbers, true/false, null, [lists], {maps}) else the string itself."""
     try:
-        v = yaml.safe_load(text)
+        v = yaml.load(text, Loader=_NumberLoader)  # a SafeLoader subclass
     except Exception:  # noqa: BLE001 -- anything YAML cannot read is meant as a plain string
         return text
     return v

@@ -114,6 +114,7 @@ class Workload:
     system_name: str
     system_overrides: dict
     system: System
+    model_ref: str                  # what the caller named: a zoo name or a config.json path
     model: ModelSpec
     precision: Precision
     profile: Profile
@@ -131,7 +132,7 @@ class Workload:
             return self.profile.tokens_per_s
         from kvnand.evaluation import evaluate
 
-        return evaluate(self.system_name, self.model.name, self.session.mean_decode_context,
+        return evaluate(self.system_name, self.model_ref, self.session.mean_decode_context,
                         precision=self.precision.name, overrides=self.system_overrides)["tokens_per_s"]
 
 
@@ -160,7 +161,7 @@ def workload(system: str, model: str, context: int, *, precision: str | None = N
     fit = check(cfg, spec, prec, context)
     sess = session(prof, context)
     groups = () if fit.oom else _groups(cfg, spec, prec, sess)
-    return Workload(system, sys_over, cfg, spec, prec, prof, sess, fit, groups)
+    return Workload(system, sys_over, cfg, str(model), spec, prec, prof, sess, fit, groups)
 
 
 def system_overrides(overrides: dict) -> dict:
