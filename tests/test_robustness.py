@@ -18,6 +18,7 @@ def _kvnand(*args: str, env: dict) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow  # six cold interpreter starts at once (~10 s on two cores)
 def test_concurrent_cold_starts_share_the_unit_cache(tmp_path):
     """Several first runs at once must all succeed, and a truncated cache file must be rebuilt, not fatal."""
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "xdg"), "KVNAND_CACHE_DIR": str(tmp_path / "kc")}
