@@ -7,6 +7,7 @@ the bad value and what is allowed; the CLI turns it into one line on stderr and 
 from __future__ import annotations
 
 import itertools
+import math
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import kvnand
 from kvnand.config.loader import (
     SHORT_KEYS,
     apply_overrides,
@@ -420,8 +422,11 @@ def _load_any(tmp: Path, content) -> None:
         p.write_text(content, encoding="utf-8", errors="surrogatepass")
     try:
         load_system(str(p))
+        r = kvnand.evaluate(str(p), "llama3.1-8b", 1000)  # what loads must also evaluate to a finite result
     except InputError as exc:
         assert str(exc) and "\n" not in str(exc).strip()
+        return
+    assert r["oom"] or all(math.isfinite(r[k]) and r[k] > 0 for k in ("latency_s", "tokens_per_s", "ttft_s"))
 
 
 @st.composite
@@ -464,10 +469,6 @@ def test_fuzz_random_text_only_raises_input_error(tmp_path_factory, content):
                                                                "true", "4 KiB", "1e999"]), max_size=3))
 def test_fuzz_set_overrides_only_raise_input_error(overrides):
     """Loading AND evaluating: a configuration the schema accepts must give a finite, positive result."""
-    import math
-
-    import kvnand
-
     try:
         load_system("kvnand-d", overrides)
         r = kvnand.evaluate("kvnand-d", "llama3.1-8b", 1000, overrides=overrides)
