@@ -66,7 +66,7 @@ ENUMS = {
 }
 # values no field can take (the "silently accepted" detector), and values that are merely odd
 NEVER = [float("nan"), float("inf"), -float("inf")]
-HOSTILE = [0, -1, -4, 1, 3, 2**63, 10**400, 1e-300, 1e300, True, False, None, "", "8", "true", "nan", "-4 us",
+HOSTILE = [0, -1, -4, 1, 3, 10**6, 2**63, 10**400, 1e-300, 1e300, True, False, None, "", "8", "true", "nan", "-4 us",
            "0.5 B", "1 bit", "1e-300 B/s", "1e300 J", "1e400 s", "9**9**9 s", "3 pJ", "1 GHz", "x" * 300, [], {},
            [1, 2], {"a": 1}, "4 KiB", "\u00b5s", "4 us\n", "{dies:>99999999}", "../../etc/passwd", "sqlite://"]
 # keys of a config.json the model loader reads (any other key is allowed and ignored, as in Hugging Face)
@@ -208,7 +208,7 @@ def _eval_steps(rng: random.Random, system: str, model: str | None = None, out_d
     r = rng.random()
     if r < 0.55:
         argv = ["report", "--systems", system, "--models", model, "--contexts", ctx, "--format", "json", "--no-cache"]
-        if rng.random() < 0.25 and model in ("llama3.1-8b", "llama2-7b"):
+        if rng.random() < 0.25 and model in ("llama3.1-8b", "llama2-7b", "m.json"):
             argv += ["--mode", "event"]
         if out_dir and rng.random() < 0.3:
             argv += ["--out", out_dir]
