@@ -294,7 +294,8 @@ def gen_space(rng, ctx, i) -> Case:
     if r < 0.15:
         run += ["--seed", str(rng.choice([-1, 0, 2**32 - 1, 2**32, 10**30]))]
     elif r < 0.2:
-        run += ["--storage", rng.choice(["sqlite:///:memory:", "sqlite://", "nosuch://x", "sqlite:///o2/s.db"])]
+        run += ["--storage", rng.choice(["sqlite:///:memory:", "sqlite://", "nosuch://x", "sqlite:///o2/s.db",
+                                         "sqlite:///space.yaml", "sqlite:///no/such/dir/s.db"])]
     elif r < 0.25:
         run[run.index("--out") + 1] = rng.choice(["space.yaml", "/proc/x", "a" * 300])
     steps = [run]
@@ -374,6 +375,11 @@ def gen_cli(rng, ctx, i) -> Case:
         return Case(i, "cli", [["graph", rng.choice(SMALL_MODELS), "--context", rng.choice(["-5", "0", "1000", "1"]),
                                 *(["--output", target] if rng.random() < 0.7 else [])]], {"f.txt": "x"},
                     note=f"graph {target}")
+    if r < 0.9:
+        storage = rng.choice(["sqlite:///nope.db", "sqlite:///f.txt", "sqlite://", "sqlite:///:memory:", "nosuch://x",
+                              "sqlite:///" + "a" * 300 + ".db", "postgresql://nobody@127.0.0.1:1/x"])
+        return Case(i, "cli", [["dse", "pareto", "--storage", storage, "--study", "s", "--format", "json"]],
+                    {"f.txt": "x"}, note=f"pareto {storage}")
     model = rng.choice(["x" * 300, "no/such.json", "", "llama3.1-8b,", " ", "a" * 5000, "\x00"])
     return Case(i, "cli", [["models", model, "--format", "json"]], note="model name")
 

@@ -281,3 +281,12 @@ def test_yaml_exponent_numbers_are_numbers(tmp_path, kvnand_cli):
     code, out, err = kvnand_cli("show-config", str(f))
     assert code == 0, err
     assert "rber_pe_coeff: 0.0002" in out
+
+
+@pytest.mark.parametrize("storage", ["sqlite:///nope.db", "sqlite:///f.txt", "sqlite:///:memory:",
+                                     "sqlite:///" + "a" * 300 + ".db"])
+def test_dse_pareto_of_a_missing_or_foreign_database_creates_nothing(tmp_path, kvnand_cli, storage):
+    (tmp_path / "f.txt").write_text("not a database")
+    _refused(kvnand_cli("dse", "pareto", "--storage", storage, "--study", "s"), "--storage")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "f.txt"] or \
+        sorted(p.name for p in tmp_path.iterdir()) == ["f.txt"]

@@ -59,7 +59,7 @@ class Param(_Strict):
     log: Annotated[bool, Strict()] = False
     unit: str | None = None                             # appended to int/float values ("400 MHz")
     default: Scalar | None = None                       # the paper's value (used by known designs)
-    when: dict[str, Scalar | list[Scalar]] = {}         # active only if earlier parameters match
+    when: dict[str, Scalar | Annotated[list[Scalar], Field(min_length=1)]] = {}  # active if earlier ones match
     source: str | None = None
     note: str | None = None
 
@@ -152,7 +152,7 @@ class Bound(_Strict):
 
 class KnownDesign(_Strict):
     label: str                                          # format string over the parameter values
-    params: dict[str, Scalar | list[Scalar]] = {}       # lists expand to every combination
+    params: dict[str, Scalar | Annotated[list[Scalar], Field(min_length=1)]] = {}  # lists: every combination
     source: str | None = None
 
 

@@ -257,6 +257,8 @@ def run(space: Space, out: Path, *, trials: int | None = None, workers: int = 1,
         raise InputError("an in-memory database is private to one process and lost at exit; workers could not "
                          "share it and nothing would remain to export", key="--storage", value=storage,
                          allowed="sqlite:///PATH.db or postgresql://USER@HOST:PORT/DB")
+    if storage is not None:
+        check_sqlite_file(storage, must_exist=False)
     name = study_name or space.name
     out = Path(out)
     check_output(out, "--out", directory=True)
@@ -309,6 +311,26 @@ def check_workers(workers: int) -> None:
                          allowed=f"1 to {MAX_WORKERS}")
 
 
+def check_sqlite_file(url: str, *, must_exist: bool) -> None:
+    """A `sqlite:///PATH` must name an SQLite database (or, unless `must_exist`, no file yet): opening anything
+    else would create an empty database, or leave journal files beside a file that is not one."""
+    if not url.startswith("sqlite:///") or _in_memory(url):
+        return
+    path = Path(url.removeprefix("sqlite:///").split("?", 1)[0])
+    allowed = "the sqlite:///PATH.db of an earlier `kvnand dse run`" if must_exist else \
+        "sqlite:///PATH.db (a new file or an SQLite database), or a server URL"
+    try:
+        exists = path.exists()
+        head = path.read_bytes()[:16] if exists else b""
+    except OSError as exc:
+        raise InputError(f"cannot read the study database ({exc.strerror or exc})", key="--storage", value=url,
+                         allowed=allowed) from None
+    if must_exist and not exists:
+        raise InputError("no such study database", key="--storage", value=url, allowed=allowed)
+    if exists and head and head != b"SQLite format 3\x00":
+        raise InputError("not an SQLite database", key="--storage", value=url, allowed=allowed)
+
+
 def _in_memory(url: str) -> bool:
     """sqlite:// (no path) and sqlite:///:memory: are SQLite databases that live in one process's memory."""
     rest = url.split("://", 1)[1] if url.startswith("sqlite") and "://" in url else None
@@ -340,6 +362,10 @@ def load_existing(url: str, name: str):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if url.startswith("sqlite") and _in_memory(url):
+        raise InputError("an in-memory database holds no study", key="--storage", value=url,
+                         allowed="the sqlite:///PATH.db of an earlier `kvnand dse run`, or a server URL")
+    check_sqlite_file(url, must_exist=True)
     storage = open_storage(url)
     names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
     if name not in names:
