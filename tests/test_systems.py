@@ -217,3 +217,22 @@ def test_tlc_weight_reads_make_refresh_the_bottleneck():
     # Cambricon-LLM's TLC dies (10^4 reads per block) re-read every weight page each token
     r = kvnand.evaluate("cambricon-llm-s", "llama2-7b", 1000, refresh="continuous")
     assert "refresh" in r["bottleneck"]
+
+
+# Event mode list-schedules greedily, and list scheduling is not monotone: a slower part can reorder the
+# contenders for a freed resource and end the step slightly earlier (a slower channel command once made a
+# point 0.1 % faster). Its never-slower property therefore holds up to a documented 1 % tolerance.
+EVENT_TOLERANCE = 0.01
+
+
+@pytest.mark.parametrize("knob, lo, hi", [
+    ("flash.channel.rate", "2.4 GB/s", "4.8 GB/s"), ("planes_per_die", 8, 16), ("fmacs_per_plane", 4, 8),
+    ("flash.channel.command_overhead", "200 ns", "100 ns"),
+])
+@pytest.mark.parametrize("system", ["kvnand-c16", "kvnand-d"])
+def test_event_mode_is_never_slower_with_more_resources_up_to_its_tolerance(system, knob, lo, hi):
+    extra = {"g2_dies": 2} if system == "kvnand-d" else {}
+    slow = kvnand.evaluate(system, "llama3.1-8b", 10_000, mode="event", overrides={knob: lo, **extra})
+    fast = kvnand.evaluate(system, "llama3.1-8b", 10_000, mode="event", overrides={knob: hi, **extra})
+    assert not (slow["oom"] or fast["oom"])
+    assert fast["latency_s"] <= slow["latency_s"] * (1 + EVENT_TOLERANCE)
