@@ -290,3 +290,11 @@ def test_dse_pareto_of_a_missing_or_foreign_database_creates_nothing(tmp_path, k
     _refused(kvnand_cli("dse", "pareto", "--storage", storage, "--study", "s"), "--storage")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "f.txt"] or \
         sorted(p.name for p in tmp_path.iterdir()) == ["f.txt"]
+
+
+@pytest.mark.parametrize("cache_home", ["/proc", "/dev/null/x"])
+def test_an_unusable_unit_cache_folder_only_costs_speed(tmp_path, cache_home):
+    env = {**os.environ, "XDG_CACHE_HOME": cache_home, "KVNAND_CACHE_DIR": str(tmp_path / "kc")}
+    proc = _kvnand("show-config", "kvnand-c16", env=env)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err

@@ -113,7 +113,10 @@ def _registry():
                 _atomic_disk_cache(self._diskcache)
 
     # pint's cache of its parsed definition files makes the registry ~8x faster to build after the first run
-    ureg = Registry(non_int_type=float, cache_folder=":auto:")
+    try:
+        ureg = Registry(non_int_type=float, cache_folder=":auto:")
+    except OSError:  # no usable cache folder (read-only home, XDG_CACHE_HOME pointing nowhere): do without
+        ureg = Registry(non_int_type=float)
     # Information has its own dimension (see _BIT); KiB etc. come from pint's binary prefixes.
     ureg.define(f"{_BIT} = [information]")
     ureg.define(f"{_BYTE} = 8 * {_BIT}")
