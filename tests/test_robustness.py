@@ -298,3 +298,11 @@ def test_an_unusable_unit_cache_folder_only_costs_speed(tmp_path, cache_home):
     proc = _kvnand("show-config", "kvnand-c16", env=env)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
+
+
+def test_an_unwritable_point_cache_only_costs_speed(tmp_path, kvnand_cli, monkeypatch):
+    monkeypatch.setenv("KVNAND_CACHE_DIR", "/proc/x")
+    code, out, err = kvnand_cli("report", "--systems", "kvnand-c16", "--models", "llama3.1-8b", "--contexts", "1k",
+                                "--format", "json")
+    assert code == 0, err
+    assert _strict(out)["results"][0]["latency_s"] > 0

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import kvnand
 from kvnand.config.loader import apply_overrides, resolve_system_tree
+from kvnand.errors import InputError
 from kvnand.paths import CONFIG_ROOT
 from kvnand.report import write_text
 from kvnand.workload.model import load_model
@@ -76,6 +77,9 @@ class Cache:
         return record
 
     def put(self, key: str, record: dict) -> None:
-        if self.enabled:
-            self.dir.mkdir(parents=True, exist_ok=True)
+        if not self.enabled:
+            return
+        try:
             write_text(self.dir / f"{key}.json", json.dumps(record))
+        except InputError:  # a cache that cannot be written (read-only, full) only costs speed: stop using it
+            self.enabled = False
