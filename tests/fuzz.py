@@ -88,6 +88,7 @@ class Case:
     must_fail: str = ""           # why this input can never be valid ("" if it may be)
     note: str = ""                # what was mutated
     must_pass: bool = False       # an unmutated shipped input: refusing it is a failure too
+    env: dict[str, str] = field(default_factory=dict)  # environment variables set for this input
 
 
 # ------------------------------------------------------------------------------------------- mutation
@@ -361,9 +362,10 @@ def gen_cli(rng, ctx, i) -> Case:
                                 "--contexts", rng.choice(CONTEXTS), "--format", "json", "--set", f"{key}={value}"]],
                     must_fail="non-finite number" if value in ("nan", "inf") else "", note=f"--set {key}={value}")
     if r < 0.6:
+        env = {"KVNAND_CACHE_DIR": rng.choice(["/proc/x", "f.txt", "f.txt/sub", "a" * 300])} if r < 0.53 else {}
         return Case(i, "cli", [["report", "--systems", system, "--models", rng.choice(SMALL_MODELS), "--contexts",
                                 rng.choice(hostile_ctx + list(CONTEXTS)), "--format", rng.choice(["json", "csv"])]],
-                    note="contexts")
+                    {"f.txt": "x"}, note=f"contexts {env}", env=env)
     if r < 0.75:
         option = rng.choice(["--out", "--plot", "--trace"])
         target = rng.choice(["/proc/x", "/proc/x/y.png", ".", "f.txt", "f.txt/y.png", "a" * 300 + ".png",
@@ -433,8 +435,6 @@ _TEXT_BAD = re.compile(r"(?<![\w.'\"/-])(nan|NaN|inf|-inf|Infinity)(?![\w'\"])")
 
 def run_case(case: dict, sandbox: Path, timeout: float) -> dict:
     """Run every step of a case in `sandbox` (in this process) and return what was observed."""
-    from kvnand import cli
-
     sandbox.mkdir(parents=True)
     for name, content in case["files"].items():
         if isinstance(content, bytes):
@@ -442,6 +442,21 @@ def run_case(case: dict, sandbox: Path, timeout: float) -> dict:
         else:
             (sandbox / name).write_text(content, encoding="utf-8")
     os.chdir(sandbox)
+    saved = {k: os.environ.get(k) for k in case["env"]}
+    os.environ.update(case["env"])
+    try:
+        return _run_steps(case, sandbox, timeout)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _run_steps(case: dict, sandbox: Path, timeout: float) -> dict:
+    from kvnand import cli
+
     res = {"index": case["index"], "problems": [], "codes": [], "stderr": ""}
     for argv in case["steps"]:
         before = {p for p in sandbox.rglob("*")}

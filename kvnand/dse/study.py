@@ -262,7 +262,7 @@ def run(space: Space, out: Path, *, trials: int | None = None, workers: int = 1,
     name = study_name or space.name
     out = Path(out)
     check_output(out, "--out", directory=True)
-    made = [d for d in (out, *out.parents) if not d.exists()]
+    made = [d for d in (out, *out.parents) if not os.path.exists(d)]
     out.mkdir(parents=True, exist_ok=True)
     url = storage or default_storage(out)
     optuna.logging.set_verbosity(optuna.logging.WARNING)

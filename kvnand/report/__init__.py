@@ -25,7 +25,7 @@ def atomic_path(path: str | Path) -> Iterator[str]:
     """Yield a temporary path beside `path`; on success it replaces `path`, on failure it is removed (with any
     directory made for it). A file system error (disk full, permissions) becomes an InputError naming the file."""
     path = Path(path)
-    made = [d for d in (path.parent, *path.parent.parents) if not d.exists()]
+    made = [d for d in (path.parent, *path.parent.parents) if not os.path.exists(d)]  # never raises
     # created by the writer (not mkstemp), so the file gets the usual umask permissions, not 0600
     tmp = str(path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp"))
     ok = False
