@@ -6,7 +6,6 @@ Heavy modules (numpy, pint, matplotlib, optuna) are imported inside the commands
 
 from __future__ import annotations
 
-import json
 import sys
 from enum import StrEnum
 from typing import Annotated
@@ -39,7 +38,9 @@ def _main(version: Annotated[bool, typer.Option("--version", callback=_version, 
 
 
 def emit_json(obj) -> None:
-    typer.echo(json.dumps(obj, indent=2, default=float))
+    from kvnand.report import json_text
+
+    typer.echo(json_text(obj, indent=2))
 
 
 @app.command()

@@ -25,7 +25,9 @@ class InputError(Exception):
         head = ", ".join(where)
         msg = f"{head}: {self.detail}" if head else self.detail
         if self.value is not None:
-            msg += f" (got {self.value!r})"
+            shown = repr(self.value)
+            msg += f" (got {shown if len(shown) <= 80 else shown[:77] + '...'})"  # one readable line
         if self.allowed:
             msg += f"; allowed: {self.allowed}"
-        return msg
+        # one line whatever the input held: a newline or control character in a key or value is shown escaped
+        return msg if msg.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in msg)

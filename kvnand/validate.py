@@ -263,7 +263,7 @@ def parse_case(raw: Any, index: int, file: str, systems: list[str], models: list
     if raw.get("precision") is not None:
         from kvnand.workload.precision import PRECISIONS
 
-        if raw["precision"] not in PRECISIONS:
+        if not isinstance(raw["precision"], str) or raw["precision"] not in PRECISIONS:
             errs.fail("unknown precision", cid, "precision", raw["precision"], allowed=", ".join(PRECISIONS))
         c.precision = raw["precision"]
     c.check = raw.get("check", "band")
@@ -321,7 +321,7 @@ def parse_case(raw: Any, index: int, file: str, systems: list[str], models: list
         if metric in BOOL_METRICS:
             if not isinstance(v, bool):
                 errs.fail(f"metric '{metric}' expects true or false", cid, "expected", v)
-        elif isinstance(v, bool) or not isinstance(v, (int, float)) or v == 0 or not math.isfinite(v):
+        elif isinstance(v, bool) or not isinstance(v, (int, float)) or v == 0 or not abs(v) < 1e300:
             errs.fail(f"metric '{metric}' expects a non-zero number", cid, "expected", v)
     if metric in BOOL_METRICS:
         if raw.get("tolerance") is not None:

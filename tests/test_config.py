@@ -7,6 +7,7 @@ the bad value and what is allowed; the CLI turns it into one line on stderr and 
 from __future__ import annotations
 
 import itertools
+import math
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import kvnand
 from kvnand.config.loader import (
     SHORT_KEYS,
     apply_overrides,
@@ -186,11 +188,11 @@ BAD = [
     Bad("garbage_quantity", {"bad.yaml": HEAD + C16_DIE + "    cell:\n      tR: 9**9**9 s\n"},
         key="flash.die.cell.tR", line=7, value="'9**9**9 s'", allowed="a time", detail="not a quantity"),
     Bad("negative_size", {"bad.yaml": HEAD + C16_DIE + "    geometry:\n      page_size: -4 KiB\n"},
-        key="flash.die.geometry.page_size", line=7, value="'-4 KiB'", allowed="> 0"),
+        key="flash.die.geometry.page_size", line=7, value="'-4 KiB'", allowed="1 B to 1 EiB"),
     Bad("zero_size", {"bad.yaml": HEAD + C16_DIE + "    geometry:\n      page_size: 0 KiB\n"},
-        key="flash.die.geometry.page_size", line=7, value="'0 KiB'", allowed="> 0"),
+        key="flash.die.geometry.page_size", line=7, value="'0 KiB'", allowed="1 B to 1 EiB"),
     Bad("zero_count", {"bad.yaml": HEAD + "flash:\n  channels: 0\n"},
-        key="flash.channels", line=5, value="0", allowed="> 0"),
+        key="flash.channels", line=5, value="0", allowed="an integer 1 to 1024"),
     Bad("wrong_type_int", {"bad.yaml": HEAD + C16_DIE + "    cell:\n      pe_cycles: many\n"},
         key="flash.die.cell.pe_cycles", line=7, value="'many'", allowed="an integer"),
     Bad("list_for_part", {"bad.yaml": HEAD + C16_DIE + "    cell: [1, 2]\n"},
@@ -420,8 +422,11 @@ def _load_any(tmp: Path, content) -> None:
         p.write_text(content, encoding="utf-8", errors="surrogatepass")
     try:
         load_system(str(p))
+        r = kvnand.evaluate(str(p), "llama3.1-8b", 1000)  # what loads must also evaluate to a finite result
     except InputError as exc:
         assert str(exc) and "\n" not in str(exc).strip()
+        return
+    assert r["oom"] or all(math.isfinite(r[k]) and r[k] > 0 for k in ("latency_s", "tokens_per_s", "ttft_s"))
 
 
 @st.composite
@@ -464,7 +469,12 @@ def test_fuzz_random_text_only_raises_input_error(tmp_path_factory, content):
                        st.text(max_size=15) | st.sampled_from(["3 us", "16", "0", "-1", "[1, 2]", "{a: 1}", "null",
                                                                "true", "4 KiB", "1e999"]), max_size=3))
 def test_fuzz_set_overrides_only_raise_input_error(overrides):
+    """Loading AND evaluating: a configuration the schema accepts must give a finite, positive result."""
     try:
         load_system("kvnand-d", overrides)
+        r = kvnand.evaluate("kvnand-d", "llama3.1-8b", 1000, overrides=overrides)
     except InputError as exc:
         assert "\n" not in str(exc).strip()
+        return
+    if not r["oom"]:
+        assert all(math.isfinite(r[k]) and r[k] > 0 for k in ("latency_s", "energy_j_per_token", "ttft_s"))

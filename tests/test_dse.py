@@ -225,6 +225,9 @@ def test_malformed_space_and_options(tmp_path, capsys):
     code, _, err = _cli(["dse", "run", str(SMOKE), "--workers", "0", "--out", str(tmp_path)], capsys)
     assert code == 2 and "--workers" in err
     code, _, err = _cli(["dse", "pareto", "--storage", default_storage(tmp_path), "--study", "nope"], capsys)
+    assert code == 2 and "no such study database" in err and not (tmp_path / "study.db").exists()
+    open_storage(default_storage(tmp_path))  # an empty study database
+    code, _, err = _cli(["dse", "pareto", "--storage", default_storage(tmp_path), "--study", "nope"], capsys)
     assert code == 2 and "nope" in err
 
 

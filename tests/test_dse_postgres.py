@@ -38,6 +38,8 @@ def test_two_processes_share_one_study(postgres_url, tmp_path):
     taken = [t for t in trials if t.state != TrialState.WAITING and not t.user_attrs.get("surplus")]
     assert len(taken) == budget
     assert all(t.state in (TrialState.COMPLETE, TrialState.FAIL) for t in taken)
+    failed = [t.user_attrs.get("error", "worker died") for t in taken if t.state == TrialState.FAIL]
+    assert not failed, f"{len(failed)} trials failed, e.g. {failed[0]}"  # a study of failures proves nothing
     assert len({t.user_attrs["worker"] for t in taken}) == 2, "both processes should have run trials"
     labels = [t.user_attrs["known_design"] for t in trials if "known_design" in t.user_attrs]
     assert len(labels) == len(set(labels)) == 5
@@ -45,6 +47,7 @@ def test_two_processes_share_one_study(postgres_url, tmp_path):
     # the Pareto set, recomputed here from the stored trials by brute force
     dirs = ["minimize"] * 3
     feasible = [t for t in taken if t.state == TrialState.COMPLETE and all(v <= 0 for v in t.constraints.values())]
+    assert feasible, "no feasible trial: the Pareto comparison below would be empty on both sides"
     front = [t for t in feasible if not any(dominates(o.values, t.values, dirs) for o in feasible)]
     firsts = {}
     for t in sorted(front, key=lambda t: t.number):
@@ -54,7 +57,7 @@ def test_two_processes_share_one_study(postgres_url, tmp_path):
     p = _kvnand("dse", "pareto", "--storage", postgres_url, "--study", "shared", "--format", "json")
     out, err = p.communicate(timeout=120)
     assert p.returncode == 0, err
-    doc = json.loads(out)
+    doc = json.loads(out, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
     assert sorted(r["number"] for r in doc["pareto"]) == expected
     assert doc["trials"] == budget
     for i in range(2):  # both runs waited for each other's last trials, so both exported the final front

@@ -37,24 +37,41 @@ def test_every_system_runs_every_zoo_model_or_says_oom(system):
 @pytest.mark.slow
 @pytest.mark.parametrize("system", system_names())
 def test_every_system_runs_every_zoo_model_in_event_mode(system):
+    fitted = 0
     for model in zoo_names():
         for ctx in (128, 100_000):
             r = kvnand.evaluate(system, model, ctx, mode="event")
             if r["oom"]:
                 assert r["tokens_per_s"] is None and r["oom_reason"]
                 continue
-            assert r["tokens_per_s"] > 0
+            fitted += 1
+            assert r["tokens_per_s"] > 0 and math.isfinite(r["latency_s"]) and r["energy_j_per_token"] > 0
             assert sum(r["breakdown_s"].values()) == pytest.approx(r["latency_s"], rel=1e-6)
+    assert fitted > 0, f"no zoo model fits {system} at all: the event engine was never exercised"
 
 
-@pytest.mark.parametrize("system", ["base1", "base2", "kvnand-c16", "kvnand-d", "csd-offload", "cambricon-llm-s"])
-@pytest.mark.parametrize("model", ["llama2-7b", "llama3.1-8b", "mixtral-8x7b"])
-@pytest.mark.parametrize("context", [128, 10_000, 100_000])
+AGREEMENT = {"system": ["base1", "base2", "kvnand-c16", "kvnand-d", "csd-offload", "cambricon-llm-s"],
+             "model": ["llama2-7b", "llama3.1-8b", "mixtral-8x7b"], "context": [128, 10_000, 100_000]}
+
+
+def test_event_and_fast_agreement_covers_most_of_its_grid():
+    """The agreement test below is only as good as the points that fit: most of its grid must."""
+    fits = [not kvnand.evaluate(s, m, c)["oom"] for s in AGREEMENT["system"] for m in AGREEMENT["model"]
+            for c in AGREEMENT["context"]]
+    assert sum(fits) >= 0.75 * len(fits), f"only {sum(fits)} of {len(fits)} agreement points fit"
+    assert all(any(not kvnand.evaluate(s, m, c)["oom"] for m in AGREEMENT["model"] for c in AGREEMENT["context"])
+               for s in AGREEMENT["system"]), "a system of the agreement grid never fits"
+
+
+@pytest.mark.parametrize("system", AGREEMENT["system"])
+@pytest.mark.parametrize("model", AGREEMENT["model"])
+@pytest.mark.parametrize("context", AGREEMENT["context"])
 def test_event_and_fast_modes_agree_within_3_percent(system, model, context):
     f = kvnand.evaluate(system, model, context)
-    if f["oom"]:
-        pytest.skip("out of memory")
     e = kvnand.evaluate(system, model, context, mode="event")
+    if f["oom"]:  # the modes share the capacity check: they must agree on that too (not a skipped case)
+        assert e["oom"] and e["oom_reason"] == f["oom_reason"] and e["latency_s"] is None
+        return
     assert e["latency_s"] == pytest.approx(f["latency_s"], rel=0.03)
     assert sum(e["breakdown_s"].values()) == pytest.approx(e["latency_s"], rel=1e-6)
     assert e["energy_j_per_token"] == pytest.approx(f["energy_j_per_token"], rel=0.03)
@@ -306,3 +323,22 @@ def test_page_mapping_gain_grows_with_context_and_is_smaller_for_gqa():
     mha = min(_gain("kvnand-d", m, 100_000, naive) for m in ("opt-30b", "llama2-7b"))
     gqa8 = _gain("kvnand-d", "llama3.1-70b", 100_000, naive)
     assert gqa8 < mha
+
+
+# Event mode list-schedules greedily, and list scheduling is not monotone: a slower part can reorder the
+# contenders for a freed resource and end the step slightly earlier (a slower channel command once made a
+# point 0.1 % faster). Its never-slower property therefore holds up to a documented 1 % tolerance.
+EVENT_TOLERANCE = 0.01
+
+
+@pytest.mark.parametrize("knob, lo, hi", [
+    ("flash.channel.rate", "2.4 GB/s", "4.8 GB/s"), ("planes_per_die", 8, 16), ("fmacs_per_plane", 4, 8),
+    ("flash.channel.command_overhead", "200 ns", "100 ns"),
+])
+@pytest.mark.parametrize("system", ["kvnand-c16", "kvnand-d"])
+def test_event_mode_is_never_slower_with_more_resources_up_to_its_tolerance(system, knob, lo, hi):
+    extra = {"g2_dies": 2} if system == "kvnand-d" else {}
+    slow = kvnand.evaluate(system, "llama3.1-8b", 10_000, mode="event", overrides={knob: lo, **extra})
+    fast = kvnand.evaluate(system, "llama3.1-8b", 10_000, mode="event", overrides={knob: hi, **extra})
+    assert not (slow["oom"] or fast["oom"])
+    assert fast["latency_s"] <= slow["latency_s"] * (1 + EVENT_TOLERANCE)

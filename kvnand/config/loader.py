@@ -10,6 +10,8 @@ the key path, the line (where YAML knows it), the bad value and what is allowed.
 from __future__ import annotations
 
 import copy
+import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin
@@ -78,8 +80,17 @@ _MAX_NODES = 100_000  # a system with all its parts is a few hundred values
 _MAX_DEPTH = 100  # a system is about 5 levels deep
 
 
-class _LineLoader(yaml.SafeLoader):
-    """SafeLoader that remembers the line of every mapping key (as key paths)."""
+class _NumberLoader(yaml.SafeLoader):
+    """SafeLoader that reads 1e-4 and 5e8 as numbers, as YAML 1.2 does (YAML 1.1 wants 1.0e-4 and makes 1e-4 a
+    string, which the strict schema would then refuse as "not a number")."""
+
+
+_EXPONENT_FLOAT = re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+_NumberLoader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789"))
+
+
+class _LineLoader(_NumberLoader):
+    """The loader of config files: remembers the line of every mapping key (as key paths)."""
 
 
 def _load_yaml_with_lines(text: str, file: str) -> tuple[Any, dict[str, int]]:
@@ -340,7 +351,7 @@ def _resolve_file(path: Path, kind_dir: str, src: Source, prefix: str, seen: tup
 def parse_value(text: str) -> Any:
     """A --set value: YAML scalar syntax (numbers, true/false, null, [lists], {maps}) else the string itself."""
     try:
-        v = yaml.safe_load(text)
+        v = yaml.load(text, Loader=_NumberLoader)  # a SafeLoader subclass
     except Exception:  # noqa: BLE001 -- anything YAML cannot read is meant as a plain string
         return text
     return v
@@ -404,12 +415,16 @@ _TYPE_HINTS = {
 _BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
 
 
+# pydantic names the member of a union that failed inside the location ("str", "dict[str,float]"); not a key
+_UNION_TAG = re.compile(r"(str|int|float|bool|constrained-\w+|[a-z-]+\[.*\])")
+
+
 def _loc_path(loc) -> str:
     out = ""
     for x in loc:
         if isinstance(x, int):
             out += f"[{x}]"
-        elif x == "[key]":
+        elif x == "[key]" or _UNION_TAG.fullmatch(x):
             continue
         else:
             out = _join(out, x)
@@ -449,6 +464,13 @@ def _annotation_at(model_cls, loc) -> Any:
     return _strip(ann)
 
 
+def _description_at(model_cls, loc) -> str | None:
+    """The schema's description of the field at `loc` (it states the allowed range), if any."""
+    parent = _annotation_at(model_cls, loc[:-1])
+    field = getattr(parent, "model_fields", {}).get(loc[-1]) if loc else None
+    return field.description if field is not None else None
+
+
 def _allowed_keys(model_cls, loc) -> str:
     ann = _annotation_at(model_cls, loc)
     return ", ".join(getattr(ann, "model_fields", {}).keys())
@@ -463,7 +485,10 @@ def validate_tree(model_cls, tree: dict, src: Source):
         return model_cls.model_validate(tree)
     except ValidationError as exc:
         errors = exc.errors()
-        err = errors[0]
+        # a value that fits no member of a union fails once per member; the deepest failure under the first
+        # one's key says most (for `[true]` against "a mapping or a list of names": item 0 is not a name)
+        first = _loc_path(errors[0]["loc"])
+        err = max((e for e in errors if _under(_loc_path(e["loc"]), first)), key=lambda e: len(_loc_path(e["loc"])))
         loc = tuple(err["loc"])
         kind = err["type"]
         ctx = err.get("ctx") or {}
@@ -499,7 +524,9 @@ def validate_tree(model_cls, tree: dict, src: Source):
         elif kind in _BOUNDS:
             bound = next(iter(ctx.values()), None)
             msg = f"must be {_BOUNDS[kind]} {bound}"
-            allowed = f"a value {_BOUNDS[kind]} {bound}"
+            allowed = _description_at(model_cls, loc) or f"a value {_BOUNDS[kind]} {bound}"
+        elif kind == "too_short":
+            msg = "must not be empty"
         elif kind in _TYPE_HINTS:
             msg = f"wrong type ({msg})"
             allowed = _TYPE_HINTS[kind]
@@ -515,16 +542,40 @@ def system_path(name_or_path: str) -> Path:
     return _find("systems", name_or_path, None, "system", "command line")
 
 
-@lru_cache(maxsize=256)
-def _resolved_tree(path: str) -> tuple[dict, Source]:
-    src = Source(path)
-    tree = _resolve_file(Path(path), "systems", src, "")
-    return tree, src
+def _stamp(files) -> tuple:
+    """What identifies the content of these files without reading them: (file, mtime, size, inode) each."""
+    out = []
+    for f in files:
+        try:
+            st = os.stat(f)
+            out.append((f, st.st_mtime_ns, st.st_size, st.st_ino))
+        except (OSError, ValueError):
+            out.append((f, None))
+    return tuple(out)
+
+
+_TREES: dict[tuple[str, str], tuple[tuple, dict, Source]] = {}
+
+
+def _resolved_tree(path: Path) -> tuple[dict, Source, tuple]:
+    """(tree, sources, stamp) of a system file; cached until any file it was built from changes (a long-lived
+    process, such as a notebook or a test session, sees an edited or replaced file)."""
+    key = (str(path), os.path.abspath(path))
+    hit = _TREES.get(key)
+    if hit is not None and _stamp(f for f, *_ in hit[0]) == hit[0]:
+        return hit[1], hit[2], hit[0]
+    src = Source(str(path))
+    tree = _resolve_file(path, "systems", src, "")
+    stamp = _stamp(sorted({key[1], *(os.path.abspath(f) for f, _ in src.origin.values())}))
+    if len(_TREES) > 256:
+        _TREES.clear()
+    _TREES[key] = (stamp, tree, src)
+    return tree, src, stamp
 
 
 def resolve_system_tree(name_or_path: str) -> tuple[dict, Source]:
     """The merged tree of a system preset (not yet validated), and where each key came from."""
-    tree, src = _resolved_tree(str(system_path(name_or_path)))
+    tree, src, _ = _resolved_tree(system_path(name_or_path))
     return copy.deepcopy(tree), src.copy()
 
 
@@ -544,12 +595,16 @@ def _override_origins(src: Source, overrides: dict[str, Any], file_of) -> None:
 
 
 @lru_cache(maxsize=4096)
-def _load_system_cached(name_or_path: str, frozen_overrides: tuple):
+def _load_system_cached(name_or_path: str, stamp: tuple, frozen_overrides: tuple):
     from kvnand.config.schema import System
 
     tree, src = resolve_system_tree(name_or_path)
-    # fitted constants first (the only place they enter), then the user's overrides
-    calibrated = calibration_for(str(tree.get("name", "")))
+    # fitted constants first (the only place they enter), then the user's overrides; the constants are those
+    # of the system's final name (`--set name=X` makes it system X as far as calibration goes)
+    name = tree.get("name", "")
+    if frozen_overrides and "name" in dict(frozen_overrides):
+        name = apply_overrides({"name": name}, {"name": dict(frozen_overrides)["name"]}, src.default_file)["name"]
+    calibrated = calibration_for(str(name))
     if calibrated:
         cal_file = str(CONFIG_ROOT / "calibration.yaml")
         tree = apply_overrides(tree, calibrated, cal_file)
@@ -565,7 +620,7 @@ def load_system(name_or_path: str, overrides: dict[str, Any] | None = None):
     """Resolve, override and validate a system preset; cached by (name, overrides)."""
     frozen = tuple(sorted((k, v if not isinstance(v, (dict, list)) else repr(v)) for k, v in
                           (overrides or {}).items()))
-    return _load_system_cached(name_or_path, frozen)
+    return _load_system_cached(name_or_path, _resolved_tree(system_path(name_or_path))[2], frozen)
 
 
 def read_source(path: Path) -> tuple[dict, Source]:

@@ -3,13 +3,19 @@
 Quantities are written with units in YAML ("4 us", "4 KiB", "3 pJ/bit") and stored as SI floats (bytes,
 seconds, J, J/bit, W, Hz, B/s, m^2). Bare numbers only where the field name carries the unit (`*_count`,
 `planes`, ...). Every model forbids unknown keys. `source` fields hold where a number comes from.
+
+Types are strict (a bool is not a count, a string is not a number: "8" and true are refused where 8 is
+meant), every quantity has a physically sane range (config.units.RANGES) and every count a bound, both
+stated in the field's description (`kvnand schema`), and cross-field checks refuse impossible hardware
+(a page smaller than an ECC codeword, more parity than data, an attention engine that cannot reach the KV
+store). Generous enough for any device we might model; narrow enough that no result overflows.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, model_validator
 
 from kvnand.config import units
 
@@ -29,29 +35,62 @@ class ConfigValueError(ValueError):
         super().__init__(problem + (f"; allowed: {allowed}" if allowed else ""))
 
 
-def _q(dimension: str):
+def _q(dimension: str, zero: bool):
+    lo, hi, text = units.RANGES[dimension]
+    allowed = ("0 or " if zero else "") + f"{units.DIMENSIONS[dimension][1]}, {text}"
+
     def check(v):
         try:
-            return units.parse(v, dimension)
+            x = units.parse(v, dimension)
         except units.UnitParseError as exc:
             raise ConfigValueError(exc.reason, allowed=exc.allowed) from None
+        if not (lo <= x <= hi or (zero and x == 0)):
+            raise ConfigValueError("outside the physical range", allowed=allowed)
+        return x
 
-    return BeforeValidator(check)
+    return BeforeValidator(check), Field(description=allowed)
 
 
-Time = Annotated[float, _q("time"), Field(gt=0)]
-TimeOrZero = Annotated[float, _q("time"), Field(ge=0)]
-Bytes = Annotated[float, _q("bytes"), Field(gt=0)]
-BytesOrZero = Annotated[float, _q("bytes"), Field(ge=0)]
-Bandwidth = Annotated[float, _q("bandwidth"), Field(gt=0)]
-Energy = Annotated[float, _q("energy"), Field(ge=0)]
-EnergyPerBit = Annotated[float, _q("energy_per_bit"), Field(ge=0)]
-Frequency = Annotated[float, _q("frequency"), Field(gt=0)]
-Power = Annotated[float, _q("power"), Field(ge=0)]
-Area = Annotated[float, _q("area"), Field(ge=0)]
-OpsRate = Annotated[float, _q("ops_rate"), Field(gt=0)]
-Price = Annotated[float, _q("money_per_byte"), Field(ge=0)]
-PosInt = Annotated[int, Field(gt=0)]
+def _count(lo: int, hi: int, what: str = "a count"):
+    """An integer (strictly: not a bool, a string or a float) in [lo, hi]."""
+    return Annotated[int, Strict(), Field(ge=lo, le=hi, description=f"{what}, an integer {lo} to {hi}")]
+
+
+def _number(lo: float, hi: float, what: str, lo_open: bool = False, hi_open: bool = False):
+    """A finite plain number (an int or a float, not a bool or a string) within bounds."""
+    bounds = {"gt" if lo_open else "ge": lo, "lt" if hi_open else "le": hi}
+    return Annotated[float, Strict(), Field(allow_inf_nan=False, description=what, **bounds)]
+
+
+# Quantities with units; each has the physically sane range of units.RANGES (a zero only where stated).
+Time = Annotated[float, *_q("time", False)]
+TimeOrZero = Annotated[float, *_q("time", True)]
+Bytes = Annotated[float, *_q("bytes", False)]
+BytesOrZero = Annotated[float, *_q("bytes", True)]
+Bandwidth = Annotated[float, *_q("bandwidth", False)]
+Energy = Annotated[float, *_q("energy", True)]
+EnergyPerBit = Annotated[float, *_q("energy_per_bit", True)]
+Frequency = Annotated[float, *_q("frequency", False)]
+Power = Annotated[float, *_q("power", True)]
+Area = Annotated[float, *_q("area", True)]
+OpsRate = Annotated[float, *_q("ops_rate", False)]
+OpsRateOrZero = Annotated[float, *_q("ops_rate", True)]
+Price = Annotated[float, *_q("money_per_byte", True)]
+Flag = Annotated[bool, Strict()]  # true or false; not 1, 0 or the string 'true'
+
+
+def _no_bool(v):
+    if isinstance(v, bool):  # True == 1 in Python, so Literal[1] alone would take it
+        raise ConfigValueError("unsupported format version", allowed="1")
+    return v
+
+
+SchemaVersion = Annotated[Literal[1], BeforeValidator(_no_bool)]
+
+
+# where the attention over the KV cache runs, given where the cache is stored
+ATTENTION_FOR_STORE = {"colocated": "flash_pe", "flash_group": "flash_pe", "dram": "npu", "nand": "npu", "csd": "csd"}
+MAX_DIES = 4096  # flash dies in one array (a 4 TB drive of 1 Tbit dies has 32)
 
 
 class Part(BaseModel):
@@ -65,27 +104,35 @@ class CellMode(Part):
     tR: Time
     tPROG: Time
     tBERS: Time
-    pe_cycles: PosInt
-    read_disturb_limit: PosInt
+    pe_cycles: _count(1, 10**9, "rated program/erase cycles")
+    read_disturb_limit: _count(1, 10**15, "reads of a block before its data is at risk")
     # RBER(pe, reads, retention_s) = rber0 + a_pe*(pe/pe_cycles)^b_pe + a_rd*(reads/limit) + a_ret*(t/1 year)
-    rber_fresh: Annotated[float, Field(ge=0, lt=1)] = 1e-9
-    rber_pe_coeff: Annotated[float, Field(ge=0)] = 1e-4
-    rber_pe_exponent: Annotated[float, Field(gt=0)] = 2.0
-    rber_read_coeff: Annotated[float, Field(ge=0)] = 1e-4
-    rber_retention_coeff_per_year: Annotated[float, Field(ge=0)] = 1e-5
+    rber_fresh: _number(0, 1, "raw bit error rate of a fresh cell, 0 <= x < 1", hi_open=True) = 1e-9
+    rber_pe_coeff: _number(0, 1, "RBER added at rated P/E, 0 to 1") = 1e-4
+    rber_pe_exponent: _number(0, 10, "exponent of the P/E term, 0 < x <= 10", lo_open=True) = 2.0
+    rber_read_coeff: _number(0, 1, "RBER added at the read-disturb limit, 0 to 1") = 1e-4
+    rber_retention_coeff_per_year: _number(0, 1, "RBER added per year of retention, 0 to 1") = 1e-5
 
 
 class Geometry(Part):
-    planes: PosInt
-    blocks_per_plane: PosInt
-    pages_per_block: PosInt
+    planes: _count(1, 1024, "planes per die")
+    blocks_per_plane: _count(1, 10**6, "blocks per plane")
+    pages_per_block: _count(1, 10**5, "pages per block")
     page_size: Bytes
     spare_size: BytesOrZero = 0.0
     capacity: Bytes | None = None  # optional cross-check against the product above
-    partial_programs_per_page: PosInt = 4  # NOP: how many partial programs one page accepts
+    partial_programs_per_page: _count(1, 64, "partial programs per page (NOP)") = 4
 
     @model_validator(mode="after")
-    def _capacity_consistent(self):
+    def _consistent(self):
+        for key in ("page_size", "spare_size"):
+            v = getattr(self, key)
+            if v != int(v):
+                raise ConfigValueError("a page holds a whole number of bytes", key=key, value=f"{v:g} B",
+                                       allowed="a whole number of bytes such as '16 KiB'")
+        if self.spare_size > self.page_size:
+            raise ConfigValueError("the spare area is larger than the page", key="spare_size",
+                                   value=f"{self.spare_size:g} B", allowed=f"at most page_size ({self.page_size:g} B)")
         if self.capacity is not None:
             computed = self.page_size * self.pages_per_block * self.blocks_per_plane * self.planes
             if abs(computed - self.capacity) > 0.002 * self.capacity:
@@ -123,8 +170,8 @@ class FlashDie(Part):
     energy: FlashEnergy
     io: DieIO
     t_register: TimeOrZero = 0.0        # data register -> cache register copy of one page
-    cache_register: bool = True         # two-stage register pipeline (sense next page while draining)
-    multi_plane: bool = True            # all planes sense concurrently
+    cache_register: Flag = True         # two-stage register pipeline (sense next page while draining)
+    multi_plane: Flag = True            # all planes sense concurrently
     usd_per_byte: Price = 0.0
     static_power: Power = 0.0
 
@@ -132,7 +179,7 @@ class FlashDie(Part):
 class Ecc(Part):
     codeword_data: Bytes
     codeword_parity: Bytes
-    t: PosInt                           # correctable bits per codeword
+    t: _count(1, 10**5, "correctable bits per codeword")
     location: Literal["on_die", "controller", "none"]
     decode_rate: Bandwidth              # per decoder (per plane on die) of codeword bits
     encode_rate: Bandwidth
@@ -144,13 +191,23 @@ class Ecc(Part):
     encoder_area: Area = 0.0
     retry_time: TimeOrZero = 0.0        # one read retry (re-sense with shifted reference) costs ~tR
 
+    @model_validator(mode="after")
+    def _code_is_possible(self):
+        if self.codeword_parity > self.codeword_data:
+            raise ConfigValueError("more parity than data in a codeword (code rate below 1/2)", key="codeword_parity",
+                                   value=f"{self.codeword_parity:g} B",
+                                   allowed=f"at most codeword_data ({self.codeword_data:g} B)")
+        if self.t > 8 * self.codeword_parity:
+            raise ConfigValueError("corrects more bits than the codeword has parity bits", key="t", value=self.t,
+                                   allowed=f"at most 8 x codeword_parity = {8 * self.codeword_parity:g}")
+        return self
+
 
 class IfcLogic(Part):
     """Compute logic on the hybrid-bonded CMOS die: per-plane PEs, per-plane KV buffer, per-die global buffer."""
 
-    fmacs_per_plane: PosInt
+    fmacs_per_plane: _count(1, 10**6, "MAC units per plane")
     clock: Frequency
-    pe_precision: Literal["bf16", "int8", "fp32"] = "bf16"
     kv_buffer: BytesOrZero = 0.0
     global_buffer: BytesOrZero = 0.0
     plane_power: Power = 0.0
@@ -164,8 +221,8 @@ class IfcLogic(Part):
     sram_energy_per_bit: EnergyPerBit = 0.0
     psum_bytes: Bytes = 2.0             # width of one partial sum sent off-die
     die_area: Area = 0.0                # array die footprint, for the logic area overhead check
-    cores_per_die: int = 0              # >0: shared cores (Cambricon-LLM) instead of per-plane PEs
-    core_rate: Annotated[float, _q("ops_rate"), Field(ge=0)] = 0.0  # MAC/s of one shared core
+    cores_per_die: _count(0, 1024, "shared cores per die (0: per-plane PEs)") = 0  # >0: Cambricon-LLM cores
+    core_rate: OpsRateOrZero = 0.0      # MAC/s of one shared core
 
     @property
     def plane_area(self) -> float:
@@ -195,18 +252,31 @@ class FlashArray(Part):
     die: FlashDie
     logic: IfcLogic | None = None
     ecc: Ecc
-    channels: PosInt
-    dies_per_channel: PosInt
+    channels: _count(1, 1024, "flash channels")
+    dies_per_channel: _count(1, 1024, "dies per channel")
     channel: Channel
 
     @property
     def dies(self) -> int:
         return self.channels * self.dies_per_channel
 
+    @model_validator(mode="after")
+    def _geometry_fits_the_code(self):
+        g, cw = self.die.geometry, self.ecc.codeword_data
+        if g.page_size < cw:
+            raise ConfigValueError("a page is smaller than one ECC codeword", key="die.geometry.page_size",
+                                   value=f"{g.page_size:g} B", allowed=f"at least ecc.codeword_data ({cw:g} B)")
+        if self.dies > MAX_DIES:
+            raise ConfigValueError(f"{self.dies} dies in one array", key="dies_per_channel",
+                                   value=self.dies_per_channel,
+                                   allowed=f"channels x dies_per_channel at most {MAX_DIES}")
+        return self
+
 
 class Npu(Part):
     name: str
-    peak_ops: dict[str, OpsRate]        # by precision: {"bf16": "32 TOPS", "int8": ...}; ops = 2 x MACs
+    # by MAC kind: {"bf16": "32 TOPS", "int8": ...}; ops = 2 x MACs; int8 defaults to 2 x bf16
+    peak_ops: Annotated[dict[Literal["bf16", "int8"], OpsRate], Field(min_length=1)]
     special_rate: OpsRate               # elements/s of softmax/norm/RoPE/activation
     sram: BytesOrZero = 0.0
     power: Power                        # average active power
@@ -218,13 +288,13 @@ class Npu(Part):
 
 class Dram(Part):
     name: str
-    channels: PosInt
+    channels: _count(1, 1024, "DRAM channels")
     rate_per_channel: Bandwidth
     energy_per_bit: EnergyPerBit
     capacity_per_channel: Bytes
     static_power: Power = 0.0
     usd_per_byte: Price = 0.0
-    shares_flash_channels: bool = False  # Lincoln/Base-1: DRAM devices sit on the flash dies' LPDDR channels
+    shares_flash_channels: Flag = False  # Lincoln/Base-1: DRAM devices sit on the flash dies' LPDDR channels
 
 
 class Link(Part):
@@ -251,9 +321,9 @@ class CsdEngine(Part):
 class KvPlacement(Part):
     store: Literal["colocated", "flash_group", "dram", "nand", "csd"]
     mapping: Literal["page", "naive"] = "page"
-    g2_dies: int = 0                    # flash_group: dies (of flash.array) holding the KV cache
+    g2_dies: _count(0, 4096, "dies holding the KV cache (flash_group only)") = 0
     buffer: SocBuffer | None = None     # SoC KV staging buffer (KVNAND-D)
-    block_randomization: bool = True
+    block_randomization: Flag = True
 
 
 class Placement(Part):
@@ -263,17 +333,17 @@ class Placement(Part):
 
 
 class Schedule(Part):
-    hg_pipeline: bool = False           # overlap QKV of head-group i+1 with attention of head-group i
-    head_parallel: bool = True          # all heads of a stage run at once on their planes
+    hg_pipeline: Flag = False           # overlap QKV of head-group i+1 with attention of head-group i
+    head_parallel: Flag = True          # all heads of a stage run at once on their planes
     # with hg_pipeline: the O-projection rows of head group i run on the weights' dies while head group i+1
     # is in attention (legal: O is a sum over head groups); the partial sums are gathered once per layer
-    overlap_o_proj: bool = True
+    overlap_o_proj: Flag = True
 
 
 class System(Part):
     """A composition of parts; `kvnand report` evaluates one of these per point."""
 
-    schema_version: Literal[1]
+    schema_version: SchemaVersion
     name: str
     description: str = ""
     flash: FlashArray | None = None     # IFC dies holding weights (absent when weights live on a host)
@@ -305,6 +375,9 @@ class System(Part):
         if store == "csd" and self.link is None:
             raise ConfigValueError("kv.store 'csd' needs a 'link' (host interface) part", key="link",
                                    allowed="a link part, e.g. link: {preset: pcie4x4}")
+        if store == "csd" and self.nand is None:
+            raise ConfigValueError("kv.store 'csd' needs a 'nand' part (the drive's flash holding the KV cache)",
+                                   key="nand", allowed="a nand part, e.g. as in the csd-offload preset")
         if self.placement.weights == "host" and self.host_dram is None:
             raise ConfigValueError("placement.weights 'host' needs a 'host_dram' part", key="placement.weights",
                                    value="host", allowed="flash_pe or flash_split, or add a 'host_dram' part")
@@ -313,10 +386,23 @@ class System(Part):
             raise ConfigValueError(f"placement.weights '{w}' needs flash.logic (in-flash compute)",
                                    key="placement.weights", value=w,
                                    allowed="host (with a host_dram part), or add flash.logic")
-        if self.placement.attention == "flash_pe" and store not in ("colocated", "flash_group"):
-            raise ConfigValueError("placement.attention 'flash_pe' needs kv.store 'colocated' or 'flash_group'",
-                                   key="placement.attention", value="flash_pe",
-                                   allowed=f"npu or csd with kv.store '{store}'")
+        attention = self.placement.attention
+        if attention != ATTENTION_FOR_STORE[store]:  # the engine has no other data path (nor energy price)
+            raise ConfigValueError(f"placement.attention '{attention}' cannot read a KV cache in kv.store '{store}'",
+                                   key="placement.attention", value=attention,
+                                   allowed=f"{ATTENTION_FOR_STORE[store]} with kv.store '{store}' (flash_pe with "
+                                   "colocated or flash_group, npu with dram or nand, csd with csd)")
+        if self.nand is not None and self.nand.ecc.location == "on_die":
+            raise ConfigValueError("plain NAND dies (the 'nand' part) have no on-die ECC decoder",
+                                   key="nand.ecc.location", value="on_die", allowed="controller or none")
+        if store != "flash_group" and self.kv.g2_dies:
+            raise ConfigValueError(f"kv.g2_dies applies to kv.store 'flash_group' only (here '{store}')",
+                                   key="kv.g2_dies", value=self.kv.g2_dies,
+                                   allowed="0 (or leave it out), or kv.store: flash_group")
+        if w == "flash_split" and self.flash.logic.cores_per_die < 1:
+            raise ConfigValueError("placement.weights 'flash_split' runs on shared cores",
+                                   key="flash.logic.cores_per_die", value=self.flash.logic.cores_per_die,
+                                   allowed="1 to 1024 (with a core_rate), or placement.weights: flash_pe")
         if store == "flash_group":
             dies = self.flash.dies
             if not 0 < self.kv.g2_dies < dies:
@@ -334,7 +420,7 @@ class System(Part):
 
 
 class CalibrationConstant(Part):
-    value: float
+    value: Annotated[float, Strict(), Field(allow_inf_nan=False)]
     unit: str                           # unit of `value` as written into `path` (SI)
     meaning: str
     path: str                           # dotted config path the constant sets
@@ -348,5 +434,5 @@ class CalibrationConstant(Part):
 
 class Calibration(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    schema_version: Literal[1]
+    schema_version: SchemaVersion
     constants: dict[str, CalibrationConstant]

@@ -47,12 +47,76 @@ DIMENSIONS: dict[str, tuple[str, str]] = {
 }
 
 
+def _atomic_disk_cache(cache) -> None:
+    """Make pint's on-disk cache (shared by every kvnand process of the user) safe under concurrency.
+
+    pint writes its cache files in place, so a process starting while another writes reads a truncated
+    pickle, and a run killed mid-write leaves one behind for every later run. Here a file is written under
+    a private name and renamed into place, and a file that cannot be read is a miss (rebuilt and replaced).
+    """
+    import os
+    import uuid
+
+    base = type(cache)
+
+    class AtomicDiskCache(base):
+        def rawload(self, header, cache_path=None):
+            try:
+                return super().rawload(header, cache_path)
+            except Exception:  # noqa: BLE001 -- truncated, foreign or unreadable: rebuild
+                return None
+
+        def rawsave(self, header, converted_object, cache_path=None):
+            final = cache_path if cache_path is not None else self.cache_path_for(header)
+            tmp = final.with_name(f".{final.stem}.{uuid.uuid4().hex[:12]}{final.suffix}")
+            try:
+                super().rawsave(header, converted_object, tmp)
+                if tmp.with_suffix(".json").exists():
+                    os.replace(tmp.with_suffix(".json"), final.with_suffix(".json"))
+                os.replace(tmp, final)
+            except OSError:
+                pass  # a cache that cannot be written (read-only home, disk full) only costs speed
+            finally:
+                for leftover in (tmp, tmp.with_suffix(".json")):
+                    leftover.unlink(missing_ok=True)
+            return final
+
+    cache.__class__ = AtomicDiskCache
+
+
+# The physically sane range of each dimension (SI): wide enough for any device we might model, narrow enough
+# that no product or quotient of config values overflows or divides by (almost) zero. A zero, where a field
+# allows it ("no such cost"), is outside these ranges and admitted by the schema separately.
+RANGES: dict[str, tuple[float, float, str]] = {
+    "time": (1e-12, 3600.0, "1 ps to 1 h"),
+    "bytes": (1.0, 2.0**60, "1 B to 1 EiB"),
+    "bandwidth": (1e3, 1e15, "1 kB/s to 1 PB/s"),
+    "energy": (1e-18, 1.0, "1 aJ to 1 J"),
+    "energy_per_bit": (1e-18, 1e-6, "1 aJ/bit to 1 uJ/bit"),
+    "frequency": (1e3, 1e12, "1 kHz to 1 THz"),
+    "power": (1e-9, 1e6, "1 nW to 1 MW"),
+    "area": (1e-18, 1.0, "1e-6 um^2 to 1 m^2"),
+    "ops_rate": (1.0, 1e18, "1 /s to 1e18 /s (1 EOPS)"),
+    "money_per_byte": (1e-18, 1.0, "1e-9 USD/GB to 1 USD/B"),
+}
+
+
 @cache
 def _registry():
     import pint
 
+    class Registry(pint.UnitRegistry):
+        # the disk cache is created in __init__ and first used after it (pint's metaclass calls _after_init)
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            if self._diskcache is not None:
+                _atomic_disk_cache(self._diskcache)
+
     # pint's cache of its parsed definition files makes the registry ~8x faster to build after the first run
-    ureg = pint.UnitRegistry(non_int_type=float, cache_folder=":auto:")
+    try:
+        ureg = Registry(non_int_type=float, cache_folder=":auto:")
+    except OSError:  # no usable cache folder (read-only home, XDG_CACHE_HOME pointing nowhere): do without
+        ureg = Registry(non_int_type=float)
     # Information has its own dimension (see _BIT); KiB etc. come from pint's binary prefixes.
     ureg.define(f"{_BIT} = [information]")
     ureg.define(f"{_BYTE} = 8 * {_BIT}")
@@ -150,6 +214,8 @@ def _parse_str(text: str, dimension: str) -> float:
     target = _registry().Unit(unit) if dimension != "money_per_byte" else _registry().Unit(f"USD / {_BYTE}")
     try:
         value = float(q.to(target).magnitude)
+    except OverflowError:  # a number with hundreds of digits
+        raise UnitParseError(f"'{text}' is not finite", desc, "not finite") from None
     except Exception:
         raise UnitParseError(f"'{text}' has the wrong dimension", desc, "wrong unit dimension") from None
     if value != value or value in (float("inf"), float("-inf")):

@@ -88,10 +88,10 @@ def pareto(
     designs compare)."""
     from kvnand.dse import export
     from kvnand.dse.study import load_existing, objective_directions
-    from kvnand.report.commands import check_output
+    from kvnand.report import check_output
     from kvnand.report.figures import SUFFIXES
 
-    check_output(plot, "--plot", SUFFIXES)
+    check_output(plot, "--plot", suffixes=SUFFIXES)
     st = load_existing(storage, study)
     objectives, dirs = objective_directions(st)
     rows = export.rows_from_study(st, objectives)

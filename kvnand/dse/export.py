@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kvnand.dse.objectives import dominates, improvement, jsonable, non_dominated, stored_constraints
-from kvnand.report import atomic_path, write_text
+from kvnand.report import atomic_path, json_text, write_text
 
 
 @dataclass
@@ -156,7 +156,7 @@ def why_infeasible(rows: list[Row]) -> list[dict]:
 
 def write_json(path: Path, obj) -> None:
     """Standard JSON: undefined values (inf, nan) become null."""
-    write_text(path, json.dumps(jsonable(obj), indent=2, allow_nan=False) + "\n")
+    write_text(path, json_text(jsonable(obj), indent=2) + "\n")
 
 
 def rows_csv(rows: list[Row], objectives: list[str]) -> str:

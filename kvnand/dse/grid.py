@@ -18,7 +18,6 @@ from kvnand.dse import export
 from kvnand.dse.objectives import evaluate_design
 from kvnand.dse.space import Space, load_space
 from kvnand.dse.study import directions, save_grid
-from kvnand.errors import InputError
 
 _space: Space | None = None  # the space of a pool worker process
 
@@ -35,9 +34,12 @@ def _evaluate(params: dict):
 
 def run_grid(space: Space, out: Path, workers: int = 1, log=print, progress=None) -> dict:
     """Evaluate every design; `progress(done, total)` is called as designs finish."""
-    if workers < 1:
-        raise InputError("needs at least one worker", key="--workers", value=workers)
+    from kvnand.dse.study import check_workers
+    from kvnand.report import check_output
+
+    check_workers(workers)
     combos = space.grid()
+    check_output(out, "--out", directory=True)
     known = {json.dumps(p, sort_keys=True): label for label, p in space.known_designs()}
     in_grid = {json.dumps(p, sort_keys=True) for p in combos}
     combos += [json.loads(k) for k in known if k not in in_grid]

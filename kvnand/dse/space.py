@@ -23,19 +23,27 @@ import itertools
 import json
 import math
 import operator
+import re
+import string
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, model_validator
 
 from kvnand.errors import InputError
 
-Scalar = str | int | float | bool
-_Int, _Float = int, float  # Param has fields named `int` and `float` (the YAML keys); annotations use these
+# Strict and finite: YAML's `true` is not the number 1, NaN and Infinity are not values of a design.
+_Int = Annotated[int, Strict(), Field(ge=-10**12, le=10**12)]
+_Float = Annotated[float, Strict(), Field(allow_inf_nan=False, ge=-1e300, le=1e300)]
+_Str = Annotated[str, Strict()]
+Scalar = _Str | Annotated[bool, Strict()] | _Int | _Float
+Weight = Annotated[float, Strict(), Field(gt=0, le=1e6, allow_inf_nan=False, description="a weight > 0, <= 1e6")]
 SPECIAL_TARGETS = ("system", "precision")  # parameter targets that are evaluate() arguments, not overrides
 MAX_GRID_DESIGNS = 100_000
+SEED_RANGE = 2**32  # numpy's samplers take seeds 0 .. 2^32 - 1
+MAX_LABEL = 200  # characters of a filled-in known-design label
 
 
 class _Strict(BaseModel):
@@ -56,7 +64,7 @@ def _parse_bound(text: str) -> ast.Expression:
         raise ValueError(f"range bound {text!r} is not an expression") from None
     for node in ast.walk(tree):
         if not isinstance(node, _BOUND_NODES) or (isinstance(node, ast.Constant) and not isinstance(
-                node.value, (_Int, _Float))):
+                node.value, (int, float))):
             raise ValueError(f"range bound {text!r}: only numbers, earlier parameter names and + - * // are allowed")
     return tree
 
@@ -78,7 +86,7 @@ def eval_bound(bound, values: dict[str, Any]):
             return node.value
         if isinstance(node, ast.Name):
             v = values.get(node.id)
-            if isinstance(v, bool) or not isinstance(v, (_Int, _Float)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise ValueError(f"range bound {bound!r}: '{node.id}' is {v!r}, not a number")
             return v
         if isinstance(node, ast.UnaryOp):
@@ -97,10 +105,10 @@ class Param(_Strict):
     int: tuple[_Int | str, _Int | str] | None = None
     float: tuple[_Float | str, _Float | str] | None = None
     step: Annotated[_Float, Field(gt=0)] | None = None
-    log: bool = False
+    log: Annotated[bool, Strict()] = False
     unit: str | None = None                             # appended to int/float values ("400 MHz")
     default: Scalar | None = None                       # the paper's value (used by known designs)
-    when: dict[str, Scalar | list[Scalar]] = {}         # active only if earlier parameters match
+    when: dict[str, Scalar | Annotated[list[Scalar], Field(min_length=1)]] = {}  # active if earlier ones match
     source: str | None = None
     note: str | None = None
 
@@ -147,14 +155,19 @@ class Param(_Strict):
         low, high = self.int or self.float
         return (isinstance(low, str) or low <= value) and (isinstance(high, str) or value <= high)
 
+    def grid_size(self, low, high) -> int:
+        """How many values grid_values(low, high) has, without listing them."""
+        if self.int is not None:
+            return max(0, (high - low) // int(self.step or 1) + 1)
+        if self.step is None:
+            raise ValueError("a float range needs a step to be enumerated")
+        return int(math.floor(min((high - low) / self.step + 1e-9, 1e18))) + 1
+
     def grid_values(self, low, high) -> list[Scalar]:
         """Every value of a range between its evaluated bounds (float ranges need a step)."""
         if self.int is not None:
             return list(range(low, high + 1, int(self.step or 1)))
-        if self.step is None:
-            raise ValueError("a float range needs a step to be enumerated")
-        n = int(math.floor((high - low) / self.step + 1e-9))
-        return [round(low + i * self.step, 12) for i in range(n + 1)]
+        return [round(low + i * self.step, 12) for i in range(self.grid_size(low, high))]
 
     def assignments(self, name: str, value: Scalar) -> dict[str, Any]:
         """The evaluate() arguments / overrides this parameter sets for `value`."""
@@ -165,15 +178,18 @@ class Param(_Strict):
         return {self.set or name: value}
 
 
+_Context = _Str | Annotated[int, Strict()]
+
+
 class Workload(_Strict):
-    models: dict[str, Annotated[float, Field(gt=0)]] | list[str]
-    contexts: dict[str | int, Annotated[float, Field(gt=0)]] | list[str | int]
+    models: Annotated[dict[_Str, Weight] | list[_Str], Field(min_length=1)]
+    contexts: Annotated[dict[_Context, Weight] | list[_Context], Field(min_length=1)]
     profile: str = "continuous"                         # usage profile of the reliability model
 
 
 class Bound(_Strict):
-    max: float | None = None
-    min: float | None = None
+    max: _Float | None = None
+    min: _Float | None = None
 
     @model_validator(mode="after")
     def _one(self):
@@ -184,15 +200,16 @@ class Bound(_Strict):
 
 class KnownDesign(_Strict):
     label: str                                          # format string over the parameter values
-    params: dict[str, Scalar | list[Scalar]] = {}       # lists expand to every combination
+    params: dict[str, Scalar | Annotated[list[Scalar], Field(min_length=1)]] = {}  # lists: every combination
     source: str | None = None
 
 
 class StudySettings(_Strict):
     sampler: Literal["tpe", "nsga2", "random"] = "tpe"
-    trials: Annotated[int, Field(gt=0)] = 100
-    seed: int = 0
-    heartbeat_s: Annotated[int, Field(gt=0)] = 10       # a worker silent for 2x this is presumed dead
+    trials: Annotated[int, Strict(), Field(gt=0, le=10**7, description="an integer 1 to 10^7")] = 100
+    seed: Annotated[int, Strict(), Field(ge=0, lt=SEED_RANGE, description="an integer 0 to 2^32 - 1")] = 0
+    # a worker silent for 2x this is presumed dead
+    heartbeat_s: Annotated[int, Strict(), Field(gt=0, le=3600, description="seconds, an integer 1 to 3600")] = 10
 
 
 class SpaceFile(_Strict):
@@ -333,6 +350,16 @@ class Space:
         """Every combination of the active parameters' values (conditional parameters only where active)."""
         combos: list[dict[str, Any]] = [{}]
         for name, p in self.varying.items():
+            # counted before anything is listed: a range of 10^7 values must not be built to be refused
+            try:
+                size = sum((len(p.labels) if p.choices is not None else p.grid_size(*self.bounds(name, c)))
+                           if self.active(name, c) else 1 for c in combos)
+            except ValueError as exc:
+                raise InputError(f"grid mode: {exc}", file=self.file, key=f"parameters.{name}") from None
+            if size > MAX_GRID_DESIGNS:
+                raise InputError(f"grid mode: more than {MAX_GRID_DESIGNS} designs; use `kvnand dse run`",
+                                 file=self.file, key=f"parameters.{name}",
+                                 allowed=f"at most {MAX_GRID_DESIGNS} combinations (a coarser step, fewer choices)")
             nxt = []
             for c in combos:
                 if not self.active(name, c):
@@ -344,9 +371,6 @@ class Space:
                     raise InputError(f"grid mode: {exc}", file=self.file, key=f"parameters.{name}") from None
                 nxt.extend({**c, name: v} for v in values)
             combos = nxt
-            if len(combos) > MAX_GRID_DESIGNS:
-                raise InputError(f"grid mode: more than {MAX_GRID_DESIGNS} designs; use `kvnand dse run`",
-                                 file=self.file, key="parameters")
         return combos
 
     def known_designs(self) -> list[tuple[str, dict[str, Any]]]:
@@ -377,12 +401,16 @@ class Space:
             values["g1_dies"] = values["dies"] - values["g2_dies"]
         values = {k: (v.upper() if k == "precision" and isinstance(v, str) else v) for k, v in values.items()}
         try:
-            return template.format_map(values)
-        except (KeyError, ValueError, IndexError) as exc:
+            label = template.format_map(values)
+        except (KeyError, ValueError, IndexError, TypeError, AttributeError) as exc:
             raise InputError(f"label template cannot be filled: {exc}", file=self.file,
                              key=f"known_designs[{i}].label", value=template,
                              allowed="{NAME} of a parameter or override key, {system}, {precision}, {g1_dies}",
                              ) from None
+        if len(label) > MAX_LABEL:
+            raise InputError(f"label longer than {MAX_LABEL} characters", file=self.file,
+                             key=f"known_designs[{i}].label", value=template, allowed="a short design name")
+        return label
 
 
 # ---------------------------------------------------------------------- loading
@@ -468,7 +496,9 @@ def _check(space: Space, src) -> None:
     for key in spec.constraints:
         check_metric_key(key, space, lambda msg, key=key, **kw: _err(space, src, f"constraints.{key}", msg, **kw))
     _check_workload(space, src)
+    _check_special_values(space, src)
     for i, kd in enumerate(spec.known_designs):
+        _check_template(kd.label, lambda msg, i=i, **kw: _err(space, src, f"known_designs[{i}].label", msg, **kw))
         for k, v in kd.params.items():
             if k not in space.varying:
                 raise _err(space, src, f"known_designs[{i}].params.{k}", "not a varying parameter",
@@ -480,10 +510,52 @@ def _check(space: Space, src) -> None:
     _check_targets(space, src)
 
 
+_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SPEC = re.compile(r"[^{}]{0,20}")  # a short format spec with no nested fields
+
+
+def _check_template(template: str, error) -> None:
+    """A label template names plain fields with short format specs: '{dies:>99999999}' would allocate
+    gigabytes and '{system.__class__}' would reach into Python objects."""
+    try:
+        fields = [(f, spec) for _, f, spec, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        raise error(f"label template cannot be read: {exc}", value=template) from None
+    for f, spec in fields:
+        if not _FIELD.fullmatch(f) or not _SPEC.fullmatch(spec or "") or re.search(r"\d{4}", spec or ""):
+            raise error("label template field not allowed", value=f"{{{f}{':' + spec if spec else ''}}}",
+                        allowed="{NAME} or {NAME:SPEC} with a plain name and a short spec such as {x:.3g}")
+
+
+def _check_special_values(space: Space, src) -> None:
+    """Values that become `system` or `precision` arguments are names (strings)."""
+    for name, p in space.spec.parameters.items():
+        if not isinstance(p, Param):
+            if name in SPECIAL_TARGETS and not isinstance(p, str):
+                raise _err(space, src, f"parameters.{name}", f"'{name}' takes a name", value=p)
+            continue
+        if isinstance(p.choices, dict):
+            for label, bundle in p.choices.items():
+                for k, v in bundle.items():
+                    if k in SPECIAL_TARGETS and not isinstance(v, str):
+                        raise _err(space, src, f"parameters.{name}.choices.{label}.{k}", f"'{k}' takes a name",
+                                   value=v, allowed=f"a {k} name (a string)")
+        elif (p.set or name) in SPECIAL_TARGETS:
+            target = p.set or name
+            if p.choices is None or not all(isinstance(c, str) for c in p.choices):
+                raise _err(space, src, f"parameters.{name}", f"a parameter setting '{target}' chooses among names",
+                           allowed=f"choices: [a list of {target} names (strings)]")
+
+
 def _check_workload(space: Space, src) -> None:
+    from kvnand.reliability.profile import get_profile
     from kvnand.workload.model import load_model
 
     w = space.spec.workload
+    try:
+        get_profile(w.profile)
+    except InputError as exc:
+        raise _err(space, src, "workload.profile", exc.detail, value=w.profile, allowed=exc.allowed) from None
     for m in w.models:
         try:
             load_model(m)

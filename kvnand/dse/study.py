@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import os
+import shutil
 import socket
 import time
 import warnings
@@ -38,7 +39,7 @@ from kvnand.dse.objectives import (
     stored_constraints,
     worst,
 )
-from kvnand.dse.space import Space, load_space
+from kvnand.dse.space import SEED_RANGE, Space, load_space
 from kvnand.errors import InputError
 
 META_KEY = "kvnand"           # study user attribute holding the space and its digest
@@ -46,6 +47,8 @@ META_KEY = "kvnand"           # study user attribute holding the space and its d
 # optuna-dashboard reads only that); tests check it equals optuna.samplers._base._CONSTRAINTS_KEY
 CONSTRAINTS_KEY = "constraints"
 PROGRESS_EVERY_S = 5.0
+MAX_TRIALS = 10**7
+MAX_WORKERS = 1024
 
 
 # ---------------------------------------------------------------------- storage and study
@@ -298,20 +301,36 @@ def run(space: Space, out: Path, *, trials: int | None = None, workers: int = 1,
     import optuna
 
     from kvnand.dse import export
+    from kvnand.report import check_output
 
-    if workers < 1:
-        raise InputError("needs at least one worker", key="--workers", value=workers)
+    check_workers(workers)
     budget = trials if trials is not None else space.spec.study.trials
-    if budget < 1:
-        raise InputError("needs at least one trial", key="--trials", value=budget)
+    if not 1 <= budget <= MAX_TRIALS:
+        raise InputError("trial budget out of range", key="--trials", value=budget, allowed=f"1 to {MAX_TRIALS}")
     seed = space.spec.study.seed if seed is None else seed
+    if not 0 <= seed <= SEED_RANGE - workers:  # worker i uses seed + i
+        raise InputError("sampler seed out of range", key="--seed", value=seed,
+                         allowed=f"0 to {SEED_RANGE - workers} (worker i uses seed + i < 2^32)")
+    if storage is not None and _in_memory(storage):
+        raise InputError("an in-memory database is private to one process and lost at exit; workers could not "
+                         "share it and nothing would remain to export", key="--storage", value=storage,
+                         allowed="sqlite:///PATH.db or postgresql://USER@HOST:PORT/DB")
+    if storage is not None:
+        check_sqlite_file(storage, must_exist=False)
     name = study_name or space.name
     out = Path(out)
+    check_output(out, "--out", directory=True)
+    made = [d for d in (out, *out.parents) if not os.path.exists(d)]
     out.mkdir(parents=True, exist_ok=True)
     url = storage or default_storage(out)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     hb = space.spec.study.heartbeat_s
-    study = open_study(space, open_storage(url, hb), name, seed)
+    try:
+        study = open_study(space, open_storage(url, hb), name, seed)
+    except InputError:  # e.g. an unreachable --storage: leave nothing behind
+        if made:
+            shutil.rmtree(made[-1], ignore_errors=True)
+        raise
     n_known = len(space.known_designs())
     if budget < n_known:
         log(f"note: --trials {budget} is less than the {n_known} published designs; only the first {budget} run")
@@ -342,6 +361,38 @@ def run(space: Space, out: Path, *, trials: int | None = None, workers: int = 1,
     })
     export.write_json(out / "summary.json", summary)
     return summary
+
+
+def check_workers(workers: int) -> None:
+    if not 1 <= workers <= MAX_WORKERS:
+        raise InputError("number of worker processes out of range", key="--workers", value=workers,
+                         allowed=f"1 to {MAX_WORKERS}")
+
+
+def check_sqlite_file(url: str, *, must_exist: bool) -> None:
+    """A `sqlite:///PATH` must name an SQLite database (or, unless `must_exist`, no file yet): opening anything
+    else would create an empty database, or leave journal files beside a file that is not one."""
+    if not url.startswith("sqlite:///") or _in_memory(url):
+        return
+    path = Path(url.removeprefix("sqlite:///").split("?", 1)[0])
+    allowed = "the sqlite:///PATH.db of an earlier `kvnand dse run`" if must_exist else \
+        "sqlite:///PATH.db (a new file or an SQLite database), or a server URL"
+    try:
+        exists = path.exists()
+        head = path.read_bytes()[:16] if exists else b""
+    except OSError as exc:
+        raise InputError(f"cannot read the study database ({exc.strerror or exc})", key="--storage", value=url,
+                         allowed=allowed) from None
+    if must_exist and not exists:
+        raise InputError("no such study database", key="--storage", value=url, allowed=allowed)
+    if exists and head and head != b"SQLite format 3\x00":
+        raise InputError("not an SQLite database", key="--storage", value=url, allowed=allowed)
+
+
+def _in_memory(url: str) -> bool:
+    """sqlite:// (no path) and sqlite:///:memory: are SQLite databases that live in one process's memory."""
+    rest = url.split("://", 1)[1] if url.startswith("sqlite") and "://" in url else None
+    return rest is not None and rest.split("?", 1)[0] in ("", "/", "/:memory:")
 
 
 def _finished(study) -> int:
@@ -398,6 +449,10 @@ def load_existing(url: str, name: str):
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if url.startswith("sqlite") and _in_memory(url):
+        raise InputError("an in-memory database holds no study", key="--storage", value=url,
+                         allowed="the sqlite:///PATH.db of an earlier `kvnand dse run`, or a server URL")
+    check_sqlite_file(url, must_exist=True)
     storage = open_storage(url)
     names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
     if name not in names:

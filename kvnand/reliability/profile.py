@@ -13,6 +13,7 @@ of decoding per day and years of service.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from kvnand.errors import InputError
@@ -78,14 +79,25 @@ def get_profile(profile: str | Profile, overrides: dict | None = None) -> Profil
         if profile not in PROFILES:
             raise InputError("unknown usage profile", key="profile", value=profile, allowed=", ".join(PROFILES))
         profile = PROFILES[profile]
-    changes = {name: _number(key, value, integer=name in ("output_tokens", "turns"), nullable=name == "tokens_per_s")
+    changes = {name: _number(key, value, integer=name in ("output_tokens", "turns"), nullable=name == "tokens_per_s",
+                             allowed=_RANGES[name][2])
                for name, (key, value) in prefixed(overrides, "profile", _FIELDS, "profile field").items()}
-    p = dataclasses.replace(profile, **changes)
-    if p.output_tokens < 1 or p.turns < 1 or not 0 < p.hours_per_day <= 24 or p.years <= 0 or (
-            p.tokens_per_s is not None and p.tokens_per_s <= 0):
-        raise InputError("profile out of range: output_tokens and turns >= 1, 0 < hours_per_day <= 24, years > 0,"
-                         " tokens_per_s > 0", key="profile", value=p.name)
-    return p
+    for name, (key, _) in prefixed(overrides, "profile", _FIELDS, "profile field").items():
+        lo, hi, allowed = _RANGES[name]
+        v = changes[name]
+        if v is not None and not lo < v <= hi:
+            raise InputError("out of range", key=key, value=v, allowed=allowed)
+    return dataclasses.replace(profile, **changes)
+
+
+# field -> (exclusive low, inclusive high, what is allowed): generous, finite, so every rate and count stays finite
+_RANGES = {
+    "output_tokens": (0, 10**9, "an integer 1 to 1e9"),
+    "turns": (0, 10**6, "an integer 1 to 1e6"),
+    "tokens_per_s": (0, 1e9, "a rate > 0 and <= 1e9 tokens/s, or none (the system's own)"),
+    "hours_per_day": (0, 24, "hours > 0 and <= 24"),
+    "years": (0, 100, "years > 0 and <= 100"),
+}
 
 
 def prefixed(overrides: dict | None, prefix: str, names, what: str) -> dict[str, tuple[str, object]]:
@@ -100,14 +112,16 @@ def prefixed(overrides: dict | None, prefix: str, names, what: str) -> dict[str,
     return out
 
 
-def _number(key: str, value, *, integer: bool, nullable: bool):
+def _number(key: str, value, *, integer: bool, nullable: bool, allowed: str):
     if nullable and (value is None or str(value).strip().lower() in ("none", "null", "auto")):
         return None  # tokens_per_s: the system's own decode rate
     if isinstance(value, str):
         try:
             value = float(value)
         except ValueError:
-            raise InputError("not a number", key=key, value=value) from None
-    if isinstance(value, bool) or not isinstance(value, int | float) or (integer and value != int(value)):
-        raise InputError("not an integer" if integer else "not a number", key=key, value=value)
+            raise InputError("not a number", key=key, value=value, allowed=allowed) from None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or (
+            integer and value != int(value)):
+        raise InputError("not an integer" if integer else "not a finite number", key=key, value=value,
+                         allowed=allowed)
     return int(value) if integer else float(value)

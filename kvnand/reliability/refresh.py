@@ -51,13 +51,24 @@ def get_policy(overrides: dict | None = None) -> RefreshPolicy:
                 raise InputError("unknown refresh trigger", key=key, value=value, allowed=", ".join(TRIGGERS))
             changes[name] = value
             continue
+        lo, hi, allowed = _RANGES[name]
         try:
-            changes[name] = float(value)
-        except (TypeError, ValueError):
-            raise InputError("not a number", key=key, value=value) from None
-        if not changes[name] > 0:
-            raise InputError("must be positive", key=key, value=value)
+            x = float(value) if not isinstance(value, bool) else math.nan
+        except (TypeError, ValueError, OverflowError):
+            x = math.nan
+        if not lo < x <= hi:  # also refuses nan and inf
+            raise InputError("out of range" if math.isfinite(x) else "not a finite number", key=key, value=value,
+                             allowed=allowed)
+        changes[name] = x
     return replace(RefreshPolicy(), **changes)
+
+
+# setting -> (exclusive low, inclusive high, what is allowed)
+_RANGES = {
+    "read_fraction": (0.0, 1e12, "a fraction > 0 and <= 1e12 of the read-disturb limit (large: no refresh)"),
+    "uber_target": (0.0, 1e-3, "a probability > 0 and <= 1e-3 (e.g. 1e-15)"),
+    "retention_years": (0.0, 100.0, "years > 0 and <= 100"),
+}
 
 
 def read_threshold(policy: RefreshPolicy, g: GroupStress) -> float:

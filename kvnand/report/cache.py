@@ -6,7 +6,8 @@ The key hashes everything a result depends on: the system name and its resolved 
 `--set` overrides applied), the parsed model, context, precision, mode, the kvnand version and a hash of
 the package sources, so editing the code or a preset invalidates old entries. The tree is hashed before
 unit parsing and validation, so a fully cached rerun never starts pint or pydantic. Each entry is written
-atomically as soon as it is computed, so an interrupted sweep resumes where it stopped.
+atomically as soon as it is computed, so an interrupted sweep resumes where it stopped and concurrent runs
+sharing the cache never read a half-written entry; an entry that cannot be read is recomputed and replaced.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import kvnand
 from kvnand.config.loader import apply_overrides, resolve_system_tree
+from kvnand.errors import InputError
 from kvnand.paths import CONFIG_ROOT
 from kvnand.report import write_text
 from kvnand.workload.model import load_model
@@ -121,12 +123,17 @@ class Cache:
             return None
         try:
             record = json.loads((self.dir / f"{key}.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):  # absent, or damaged by something other than us: recompute
+        except (OSError, ValueError, RecursionError):  # absent, or damaged by something other than us: recompute
+            return None
+        if not isinstance(record, dict):  # valid JSON but not a record (a foreign or damaged file)
             return None
         self.hits += 1
         return record
 
     def put(self, key: str, record: dict) -> None:
-        if self.enabled:
-            self.dir.mkdir(parents=True, exist_ok=True)
+        if not self.enabled:
+            return
+        try:
             write_text(self.dir / f"{key}.json", json.dumps(record))
+        except InputError:  # a cache that cannot be written (read-only, full) only costs speed: stop using it
+            self.enabled = False

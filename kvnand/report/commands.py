@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -16,7 +15,7 @@ from typing import Annotated
 import typer
 
 from kvnand.errors import InputError
-from kvnand.report import sweep, write_text
+from kvnand.report import check_output, json_text, sweep, write_text
 from kvnand.report.cache import Cache
 from kvnand.report.figures import SUFFIXES
 
@@ -35,7 +34,7 @@ class Mode(StrEnum):
 
 
 def _as_json(results: list[dict]) -> str:
-    return json.dumps({"schema": "kvnand.report/1", "results": results}, indent=2)
+    return json_text({"schema": "kvnand.report/1", "results": results}, indent=2)
 
 
 def _as_csv(results: list[dict]) -> str:
@@ -49,17 +48,6 @@ def _as_csv(results: list[dict]) -> str:
     return buf.getvalue()
 
 
-def check_output(path: Path | None, option: str, suffixes: tuple[str, ...] = ()) -> None:
-    if path is None:
-        return
-    if suffixes and path.suffix.lower() not in suffixes:
-        raise InputError("unsupported file type", key=option, value=str(path), allowed=", ".join(suffixes))
-    # a missing directory is created when the file is written; an existing non-directory on the way is an error
-    existing = next(p for p in (path.parent, *path.parent.parents) if p.exists())
-    if not existing.is_dir():
-        raise InputError("not a directory", key=option, value=str(existing))
-
-
 def _trace(points: list[sweep.Point], results: list[dict], precision, overrides) -> str:
     """Chrome trace (JSON text) of the first point that fits, re-run in event mode with its timeline."""
     from kvnand.evaluation import evaluate
@@ -71,7 +59,7 @@ def _trace(points: list[sweep.Point], results: list[dict], precision, overrides)
     r = evaluate(p.system, p.model, p.context, precision=precision, mode="event", overrides=overrides,
                  with_timeline=True)
     label = f"{r['system']} | {r['model']} | {sweep.context_label(r['context'])} tokens | {r['precision']}"
-    return json.dumps(chrome_trace([(label, r["_timeline"])]), separators=(",", ":"))
+    return json_text(chrome_trace([(label, r["_timeline"])]), separators=(",", ":"))
 
 
 def _references(results: list[dict], mode: str, overrides: dict, cache: Cache, refresh: str | None) -> list[dict]:
@@ -120,10 +108,9 @@ def report(
         from kvnand.reliability.profile import get_profile
 
         get_profile(refresh)  # an unknown profile is an InputError before any point runs
-    check_output(plot, "--plot", SUFFIXES)
+    check_output(plot, "--plot", suffixes=SUFFIXES)
     check_output(trace, "--trace")
-    if out is not None and out.exists() and not out.is_dir():
-        raise InputError("not a directory", key="--out", value=str(out))
+    check_output(out, "--out", directory=True)
 
     points = sweep.grid(system_list, model_list, context_list)
     cache = Cache(enabled=not no_cache)
@@ -173,7 +160,7 @@ def fields(format: Annotated[Format, typer.Option("--format", help="table, json 
     from kvnand.report.fields import FIELDS
 
     if format == Format.json:
-        typer.echo(json.dumps({"schema": "kvnand.fields/1", "fields": [
+        typer.echo(json_text({"schema": "kvnand.fields/1", "fields": [
             {"field": k, "unit": u, "meaning": m} for k, (u, m) in FIELDS.items()]}, indent=2))
         return
     if format == Format.csv:

@@ -19,8 +19,10 @@ PAPER_MODELS = ("opt-30b", "llama2-7b", "llama3.1-8b", "llama3.1-70b", "mixtral-
 PAPER_CONTEXTS = (128, 1000, 10_000, 100_000)
 
 _SCALE = {"": 1, "k": 1000, "K": 1000, "M": 10**6, "Ki": 1024, "Mi": 1024**2}
-_CONTEXT = re.compile(r"(\d+(?:\.\d+)?)(" + "|".join(s for s in _SCALE if s) + r")?")
-CONTEXT_HELP = "positive token counts, optionally with k or K (x1000), M, Ki (x1024) or Mi: e.g. 128,1k,10k,100k,1Ki"
+_CONTEXT = re.compile(r"(\d{1,12}(?:\.\d{1,12})?)(" + "|".join(s for s in _SCALE if s) + r")?")
+MAX_CONTEXT = 10**9  # tokens; far beyond any model's window, small enough that every count stays exact
+CONTEXT_HELP = ("positive token counts up to 1e9, optionally with k or K (x1000), M, Ki (x1024) or Mi: "
+                "e.g. 128,1k,10k,100k,1Ki")
 
 
 @dataclass(frozen=True)
@@ -42,10 +44,10 @@ def parse_context(item) -> int | None:
     if isinstance(item, bool):
         return None
     if isinstance(item, int):
-        return item if item > 0 else None
+        return item if 0 < item <= MAX_CONTEXT else None
     m = _CONTEXT.fullmatch(str(item).strip())
     n = float(m.group(1)) * _SCALE[m.group(2) or ""] if m else 0.0
-    return int(n) if n >= 1 and n == int(n) else None
+    return int(n) if 1 <= n <= MAX_CONTEXT and n == int(n) else None
 
 
 def parse_contexts(text: str, option: str = "--contexts") -> list[int]:

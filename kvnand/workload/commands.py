@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -17,22 +18,24 @@ def graph(
     output: Annotated[str | None, typer.Option(help="write the layer DAG as GraphML to this file")] = None,
 ):
     """Per-layer summary of the decode-step operator graph (FLOPs, bytes, kind), or GraphML for other tools."""
+    from kvnand.errors import InputError
+    from kvnand.report import atomic_path, check_output
+    from kvnand.report.sweep import MAX_CONTEXT
     from kvnand.workload.graph import head_operators, layer_dag, layer_operators, prologue_operators, step_flops
     from kvnand.workload.model import load_model
 
     m = load_model(model)
+    if not 1 <= context <= MAX_CONTEXT:
+        raise InputError("not a context length", key="--context", value=context,
+                         allowed=f"a number of tokens from 1 to {MAX_CONTEXT}")
     if output:
-        from pathlib import Path
-
         import networkx as nx
 
-        from kvnand.errors import InputError
-        from kvnand.report import atomic_path
-
-        g = layer_dag(m, precision, context)
-        if not Path(output).resolve().parent.is_dir():
+        check_output(output, "--output")
+        if not os.path.isdir(os.path.dirname(os.path.abspath(output))):
             raise InputError("the output directory does not exist", key="--output", value=output,
                              allowed="a file path in an existing directory")
+        g = layer_dag(m, precision, context)
         with atomic_path(output) as tmp:  # nothing half-written is left behind
             nx.write_graphml(g, tmp)
         typer.echo(f"wrote {output}: {g.number_of_nodes()} operators, {g.number_of_edges()} edges (one layer)")

@@ -186,13 +186,20 @@ def models_record(spec: ModelSpec, precision: Precision | str) -> dict:
     }
 
 
+def _is(path: Path, what: str) -> bool:
+    try:
+        return path.is_dir() if what == "dir" else path.is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte: not a file
+        return False
+
+
 def _locate(name_or_path: str) -> tuple[Path, str]:
     if name_or_path in zoo_names():
         return zoo_dir() / f"{name_or_path}.json", name_or_path
     path = Path(name_or_path).expanduser()
-    if path.is_dir():  # a downloaded HF snapshot folder
+    if _is(path, "dir"):  # a downloaded HF snapshot folder
         path = path / "config.json"
-    if path.is_file():
+    if _is(path, "file"):
         # "config.json" says nothing; the folder holding it usually carries the model's name.
         return path, path.resolve().parent.name if path.name == "config.json" else path.stem
     if path.suffix == ".json" or "/" in name_or_path or "\\" in name_or_path:
@@ -201,22 +208,32 @@ def _locate(name_or_path: str) -> tuple[Path, str]:
                      allowed=", ".join(zoo_names()) + ", or a path to a Hugging Face config.json")
 
 
+def _not_json(constant: str):
+    raise ValueError(f"{constant} is not standard JSON")
+
+
 def _read_json(path: Path) -> dict:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is allowed, as in YAML files
     except (OSError, UnicodeDecodeError) as e:
         raise InputError(f"cannot read model config: {e}", file=str(path)) from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_not_json)
     except json.JSONDecodeError as e:
         raise InputError(f"malformed JSON: {e.msg} (line {e.lineno}, column {e.colno})",
                          file=str(path), line=e.lineno) from None
+    except (ValueError, RecursionError) as e:  # NaN/Infinity, a 5000-digit integer, 100000-deep nesting
+        problem = "nested too deeply" if isinstance(e, RecursionError) else str(e).split(";")[0]
+        raise InputError(f"malformed JSON: {problem}", file=str(path),
+                         allowed="a Hugging Face config.json (plain numbers, modest nesting)") from None
     if not isinstance(data, dict):
         raise InputError("a config.json must hold a JSON object", file=str(path), value=type(data).__name__)
     return data
 
 
 _REQUIRED = object()
+MAX_DIM = 2**24  # any size or count in a config.json (layers, hidden, vocab, experts, ...)
+MAX_POSITIONS = 2**31
 
 
 class _Config:
@@ -240,9 +257,10 @@ class _Config:
 
     def get_int(self, key: str, default: int | object = _REQUIRED) -> int:
         value = self._get(key, default)
-        # bool is an int subclass in Python; `true` is not a size.
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise self.error("must be a positive integer", key, value)
+        # bool is an int subclass in Python; `true` is not a size. The bound keeps every count and product exact.
+        high = MAX_POSITIONS if key == "max_position_embeddings" else MAX_DIM
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= high:
+            raise self.error("must be a positive integer", key, value, allowed=f"an integer 1 to {high}")
         return value
 
     def get_bool(self, key: str, default: bool) -> bool:
