@@ -55,7 +55,7 @@ CONFIGS = REPO / "arch_configs"
 KINDS = ("system", "device", "model", "space", "validation", "cli")
 SMALL_MODELS = ("llama3.1-8b", "llama2-7b", "mixtral-8x7b", "opt-6.7b")
 CONTEXTS = ("128", "1k", "10k", "100k", "4Ki")
-SIGNED_KEYS = re.compile(r"(^|\.)(gain|constraints|improvement|values|violated|number|dominated_by|rel_error)(\.|$|\[)")
+SIGNED_KEYS = re.compile(r"(^|\.)(gain|constraints|rel_error)(\.|$|\[)")
 ENUMS = {
     "store": ["colocated", "flash_group", "dram", "nand", "csd"], "mapping": ["page", "naive"],
     "weights": ["flash_pe", "flash_split", "host"], "attention": ["flash_pe", "npu", "csd"],
