@@ -14,7 +14,7 @@ an enumeration switched), so many inputs are valid by the schema and get evaluat
 - exit 2 prints one line `kvnand: error: ...` (or typer's usage box for a malformed command line) and leaves
   no file behind;
 - exit 0/1 prints and writes standard JSON (no NaN/Infinity) and no NaN, inf or negative number in any
-  result (a few keys are signed by meaning: gains, constraint violations);
+  result (a few keys are signed by meaning: gains, constraint violations, relative errors);
 - a shipped input left unchanged (some of the generated ones) is accepted ("refused" otherwise);
 - a value that can never be valid (a bool for a count, NaN, a bare number for a quantity, ...) is refused
   ("accepted" is reported, not counted as a failure: that detector is a heuristic).
@@ -407,7 +407,7 @@ def generate(n: int, seed: int, kinds=KINDS) -> list[Case]:
 
 
 # ------------------------------------------------------------------------------------------- one input
-class _Timeout(Exception):
+class _Timeout(BaseException):  # not an Exception: code under test that catches Exception must not swallow it
     pass
 
 
