@@ -82,6 +82,7 @@ def _evaluate(system: str, model: str, context: int, precision: str | None, mode
     record: dict[str, Any] = {
         "system": system, "model": spec.name, "context": context, "precision": prec.name,
         "mode": mode, "oom": fitted.oom, "oom_reason": fitted.reason, "max_context": fitted.max_context,
+        "model_max_context": spec.max_context, "beyond_model_context": context > spec.max_context,
         "tokens_per_s": None, "latency_s": None, "energy_j_per_token": None, "ttft_s": None,
         "power_w": None, "power_breakdown_w": {},
         "breakdown_s": {}, "breakdown_by_resource_s": {}, "busy_s": {}, "energy_breakdown_j": {},

@@ -165,6 +165,17 @@ def test_context_limits():
     assert load_model("gemma2-9b").max_context == 8192
 
 
+def test_context_beyond_the_model_is_flagged(kvnand_cli):
+    r = kvnand.evaluate("kvnand-c16", "mistral-7b-v0.1", 100_000)
+    assert r["beyond_model_context"] and r["model_max_context"] == 32768
+    assert not kvnand.evaluate("kvnand-c16", "mistral-7b-v0.1", 32768)["beyond_model_context"]
+    code, out, _ = kvnand_cli("report", "--systems", "kvnand-c16", "--models", "mistral-7b-v0.1,qwen2.5-7b",
+                              "--contexts", "1k,100k")
+    assert code == 0
+    assert "warning: beyond the model's max_position_embeddings" in out
+    assert "  mistral-7b-v0.1 (max 32768) at 100k\n" in out and "qwen2.5-7b (max" not in out
+
+
 def test_models_command_lists_attention_and_kv(kvnand_cli):
     code, out, _ = kvnand_cli("models", "--format", "json")
     records = {r["name"]: r for r in json.loads(out)["models"]}
@@ -244,6 +255,8 @@ def test_mla_attention_is_mqa_over_the_latent():
     assert ops["kv_append"].kv_bytes == 576 * 2
     # absorbed projections: the weights of kv_b_proj, once per token
     assert ops["q_absorb"].macs + ops["v_absorb"].macs == 512 * 16 * (128 + 128)
+    # a prefill makes per-head K and V once per prompt token and attends expanded
+    assert spec.prefill_macs_per_key == 16 * (128 + 64 + 128) < spec.attn_macs_per_key == 16 * (576 + 512)
 
 
 @pytest.mark.parametrize("system", ["kvnand-c16", "kvnand-d", "base1", "base2", "csd-offload"])

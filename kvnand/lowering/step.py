@@ -320,7 +320,7 @@ class Lowering:
         for kind, count in m.layer_kinds:
             per_layer_w = sum(x.in_dim * x.out_dim * x.active for x in m.matrices(kind.moe))
             stream = self.weights.prefill_stream(self, per_layer_w * n, per_layer_w * p.weight_bytes)
-            attn_macs = m.attn_macs_per_key * _causal_keys(n, kind.window)
+            attn_macs = m.prefill_macs_per_key * _causal_keys(n, kind.window)
             attn = Task("layer.attention", "prefill", ("npu",), npu_matmul_pipe(self.s.npu, attn_macs, p.mac_kind),
                         1, (("npu.ops", 2 * attn_macs),))
             soft = self.npu_vec("layer.softmax", "prefill", m.heads * _causal_keys(n, kind.window))

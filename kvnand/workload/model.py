@@ -169,6 +169,13 @@ class ModelSpec:
         return 2 * self.heads * self.head_dim
 
     @property
+    def prefill_macs_per_key(self) -> int:
+        """attn_macs_per_key of a prefill, where MLA runs expanded (compute-bound prompts make per-head K and V
+        once per token rather than meeting the latent with every head): heads x (qk head + v head)."""
+        a = self.mla
+        return self.heads * (a.qk_nope_head_dim + a.qk_rope_head_dim + a.v_head_dim) if a else self.attn_macs_per_key
+
+    @property
     def max_context(self) -> int:
         return self.context_limit or self.max_positions
 
