@@ -297,3 +297,12 @@ def test_mla_latent_expanded_to_heads_costs_what_mha_costs(tmp_path, system):
     a, b = attention(mla)[2], attention(mha)[2]
     assert sum(a.get(k, 0) for k in read) / sum(b.get(k, 0) for k in read) == pytest.approx(576 / 2048, rel=0.01)
     assert sum(a.get(k, 0) for k in macs) / sum(b.get(k, 0) for k in macs) == pytest.approx(1088 / 256, rel=0.01)
+
+
+def test_graph_shows_each_layer_kind(kvnand_cli, monkeypatch):
+    monkeypatch.delenv("COLUMNS", raising=False)
+    code, out, _ = kvnand_cli("graph", "gemma2-9b", "--context", "100000")
+    assert code == 0 and out.count("x21 layers") == 2
+    assert "(window 4096, dense FFN)" in out and "(full context, dense FFN)" in out
+    code, out, _ = kvnand_cli("graph", "llama3.1-8b")
+    assert code == 0 and "x32 layers" in out and "dense FFN" not in out
