@@ -3,7 +3,8 @@
 The system's placement picks one strategy per axis from the registries (where weights live, where KV
 lives, where attention runs); this module composes them into a layer and a step: the head-group schedule
 (pipelined QKV of HG i+1 with attention of HG i, and the O-projection of HG i, when weights and KV are on
-different units; all heads at once with head parallelism; else one after another), attention rounds when
+different units; all heads at once with head parallelism; else one after another; MLA's latent is one head
+group), one loop per layer kind (a windowed kind attends over its window), attention rounds when
 the NPU SRAM cannot hold every logits row at once, the LM head, and the amortized KV programs. Every task
 names the physical resources it holds; the engines only schedule.
 

@@ -561,7 +561,7 @@ def _biases(cfg: _Config, family: str) -> set[str]:
     if family == "qwen2":
         return {"q", "k", "v"}  # Qwen2 hard-wires q/k/v biases; o and the MLP have none
     if family.startswith("deepseek"):
-        attn = {"q", "q_a", "kv_a", "o"}
+        attn = {"q_a", "kv_a", "o"}  # HF DeepseekV2/V3 attention: q_proj, q_b_proj and kv_b_proj never biased
     elif family in ("llama", "qwen3", "qwen3_moe", "gemma2", "gemma3_text"):
         attn = {"q", "k", "v", "o"}
     else:
