@@ -291,20 +291,21 @@ class Lowering:
 
     def layer(self, kind: LayerKind) -> Seq:
         """The workload's layer operators of `kind` in order; QKV through the O-projection form the attention
-        block, scheduled by head groups. Call it on `for_kind(kind)`."""
+        block, scheduled by head groups, over the context the kind attends over."""
+        lw = self.for_kind(kind)
         ops = layer_operators(self.m, self.p, self.context, kind=kind)
         parts = []
         for op in ops:
             if op.name == "qkv":
-                parts += self._mla_block(ops) if self.m.mla else self._attention_block()
+                parts += lw._mla_block(ops) if self.m.mla else lw._attention_block()
             elif op.name not in ATTENTION_BLOCK:
-                parts.append(self._place(op, "ffn"))
+                parts.append(lw._place(op, "ffn"))
         return Seq(tuple(parts), name="layer")
 
     def layers(self) -> list[Loop]:
         """One loop per layer kind over its layers (their order within the step does not change its cost)."""
         kinds = self.m.layer_kinds
-        return [Loop(self.for_kind(k).layer(k), n, name="layers" if len(kinds) == 1 else f"layers ({_label(k)})")
+        return [Loop(self.layer(k), n, name="layers" if len(kinds) == 1 else f"layers ({_label(k)})")
                 for k, n in kinds]
 
     def decode_step(self) -> Seq:
