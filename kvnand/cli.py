@@ -50,7 +50,8 @@ def models(
     precision: Annotated[str, typer.Option(help="bf16, w8a8 or w4a16")] = "bf16",
     format: Annotated[Format, typer.Option("--format")] = Format.table,
 ):
-    """The model zoo (or the models named): parameters, active parameters, KV bytes per token."""
+    """The model zoo (or the models named): parameters, active parameters, KV bytes per token (and per layer),
+    attention kind (MHA/GQA/MQA/MLA, sliding windows) and the longest trained context."""
     from kvnand.workload.model import load_model, models_record, zoo_names
 
     records = [models_record(load_model(n), precision) for n in (names or zoo_names())]
@@ -61,15 +62,17 @@ def models(
 
     from kvnand.report.terminal import show
 
-    t = Table(title=f"models ({precision})")
+    t = Table(title=f"models ({precision}); KV/token: every layer keeps the token (within every window)")
     for col in ("name", "family", "params (B)", "active (B)", "layers", "heads/kv", "head_dim",
-                "weights (GB)", "KV/token (KiB)"):
-        t.add_column(col, justify="right" if col not in ("name", "family") else "left")
+                "weights (GB)", "KV/token (KiB)", "KV/token/layer (KiB)", "attention", "max context"):
+        t.add_column(col, justify="left" if col in ("name", "family", "attention") else "right")
     for r in records:
         t.add_row(r["name"], r["family"], f"{r['params'] / 1e9:.2f}", f"{r['active_params'] / 1e9:.2f}",
                   str(r["layers"]), f"{r['heads']}/{r['kv_heads']}", str(r["head_dim"]),
-                  f"{r['weight_bytes'] / 1e9:.2f}", f"{r['kv_bytes_per_token'] / 1024:.0f}")
-    show(t, optional=("head_dim", "heads/kv", "layers", "family"))
+                  f"{r['weight_bytes'] / 1e9:.2f}", f"{r['kv_bytes_per_token'] / 1024:.4g}",
+                  f"{r['kv_bytes_per_token_layer'] / 1024:.4g}", r["attention"], str(r["max_context"]))
+    show(t, optional=("head_dim", "heads/kv", "layers", "KV/token/layer (KiB)", "max context", "family"),
+         text_columns=("attention",))
 
 
 @app.command("show-config")

@@ -82,6 +82,7 @@ def _evaluate(system: str, model: str, context: int, precision: str | None, mode
     record: dict[str, Any] = {
         "system": system, "model": spec.name, "context": context, "precision": prec.name,
         "mode": mode, "oom": fitted.oom, "oom_reason": fitted.reason, "max_context": fitted.max_context,
+        "model_max_context": spec.max_context, "beyond_model_context": context > spec.max_context,
         "tokens_per_s": None, "latency_s": None, "energy_j_per_token": None, "ttft_s": None,
         "power_w": None, "power_breakdown_w": {},
         "breakdown_s": {}, "breakdown_by_resource_s": {}, "busy_s": {}, "energy_breakdown_j": {},
@@ -143,12 +144,15 @@ def kv_page_reads(counts: dict, b: Lowering) -> dict:
     if lay is None or b.s.placement.attention == "npu" and b.s.kv.store == "dram":
         return {}
     hp = heads_per_phase(b.s, b.m)
-    rounds = b.logit_rounds() if hp == b.m.kv_heads else 1
-    busiest, _ = lay.phase_reads(b.L, math.ceil(hp / rounds))
-    phases = 2 * b.m.layers * math.ceil(b.m.kv_heads / hp) * rounds
+    busiest = 0.0
+    for kind, layers in b.m.layer_kinds:  # each kind attends over its own context (a window caps it)
+        lw = b.for_kind(kind)
+        rounds = lw.logit_rounds() if hp == b.m.kv_heads else 1
+        phases = 2 * layers * math.ceil(b.m.kv_heads / hp) * rounds  # Logit and Attend
+        busiest += lay.phase_reads(lw.L, math.ceil(hp / rounds))[0] * phases
     total = counts.get(b.kv_sense_action(), 0.0) / (8 * g.page_bytes)
-    return {"page_reads_per_token": total, "busiest_plane_page_reads_per_token": busiest * phases,
-            "useful_kv_bytes_per_token": b.m.kv_bytes_per_token(b.p) * b.L,
+    return {"page_reads_per_token": total, "busiest_plane_page_reads_per_token": busiest,
+            "useful_kv_bytes_per_token": b.m.kv_bytes(b.p, b.context),
             "sensed_kv_bytes_per_token": total * g.page_bytes}
 
 

@@ -500,16 +500,16 @@ def _model_metric(metric: str, model: str, context: int, precision: str) -> floa
 
     spec = load_model(model)
     if metric == "kv_bytes":
-        return spec.kv_bytes_per_token(precision) * context
+        return spec.kv_bytes(precision, context)
     if metric == "weight_bytes":
         return spec.weight_bytes(precision)
     # arithmetic_intensity: decode ops (2 per MAC: weights and attention) per byte read (weights + KV)
     from kvnand.workload.precision import get_precision
 
     p = get_precision(precision)
-    attn_macs = 2 * spec.layers * spec.heads * spec.head_dim * context  # q.K^T and p.V
+    attn_macs = sum(n * spec.attn_macs_per_key * k.context(context) for k, n in spec.layer_kinds)  # q.K^T, p.V
     ops = 2 * (spec.active_params + attn_macs)
-    read = spec.active_params * p.weight_bytes + spec.kv_bytes_per_token(p) * context
+    read = spec.active_params * p.weight_bytes + spec.kv_bytes(p, context)
     return ops / read
 
 

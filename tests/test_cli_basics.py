@@ -18,9 +18,10 @@ import yaml
 
 KVNAND = Path(sys.executable).parent / "kvnand"
 MODEL_KEYS = {"name", "family", "params", "active_params", "layers", "heads", "kv_heads", "head_dim", "weight_bytes",
-              "kv_bytes_per_token"}
+              "kv_bytes_per_token", "attention", "kv_bytes_per_token_layer", "windows", "max_context"}
 ZOO = {"llama2-7b", "llama2-13b", "llama2-70b", "llama3.1-8b", "llama3.1-70b", "opt-6.7b", "opt-13b", "opt-30b",
-       "opt-66b", "mixtral-8x7b"}
+       "opt-66b", "mixtral-8x7b", "qwen2.5-7b", "qwen3-8b", "qwen3-30b-a3b", "gemma2-9b", "phi3-mini-4k",
+       "deepseek-v2-lite", "llama3.2-1b", "mistral-7b-v0.1"}
 
 
 @pytest.fixture(scope="module")

@@ -32,19 +32,17 @@ layouts = st.builds(
 
 
 def _unit_pages(lay, placed, key):
-    """(plane, page) pairs a unit's bytes occupy: a page-level unit may run into its group's next page."""
+    """(plane, page) pairs a unit's bytes occupy: a page-level unit may run into its group's next pages (more
+    than one when the group's share of a page, page / A, is smaller than a unit)."""
     plane, pid, off = placed[key]
     if lay.mapping == "naive":
         last = int((pid * lay.page + off + lay.unit - 1) // lay.page)
         return [(naive_plane(q, lay.planes), q) for q in range(pid, last + 1)]
     per = lay.group_bytes_per_page
-    end = off - off % per + per                             # end of the group's region in this page
-    out = [(plane, pid)]
-    if off + lay.unit > end + 1e-9:
-        _, s_, share, i = pid
-        p = lay.planes_per_stream
-        out.append((s_ * p + (share + i + 1) % p, ("g", s_, share, i + 1)))
-    return out
+    spans = math.ceil((off % per + lay.unit) / per - 1e-9)  # group pages the unit's bytes run over
+    _, s_, share, i = pid
+    p = lay.planes_per_stream
+    return [(plane, pid)] + [(s_ * p + (share + i + k) % p, ("g", s_, share, i + k)) for k in range(1, spans)]
 
 
 @settings(max_examples=80, deadline=None)

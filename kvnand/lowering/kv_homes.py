@@ -14,7 +14,7 @@ import math
 from kvnand.hw.flash import FlashGroup
 from kvnand.hw.units import dram_rate, link_time, npu_matmul_pipe, npu_peak
 from kvnand.lowering.registry import Registry
-from kvnand.mapping.capacity import Store
+from kvnand.mapping.capacity import KvGrowth, Store
 from kvnand.program import Pipe, Seq, Task, single_stage
 
 KV_HOMES: Registry = Registry("kv.store")
@@ -50,11 +50,11 @@ class KvHome:
         """(weights' die group, KV's die group)."""
         return weight_groups(system), None
 
-    def stores(self, system, weight_bytes: float, kv_per_token: float, weights) -> list[Store]:
-        """Memories and what they hold: (name, capacity, fixed bytes, bytes per token)."""
-        return [weights.weight_store(system, weight_bytes), *self.kv_stores(system, kv_per_token)]
+    def stores(self, system, weight_bytes: float, kv: KvGrowth, weights) -> list[Store]:
+        """Memories and what they hold: (name, capacity, fixed bytes, KV growth with the context)."""
+        return [weights.weight_store(system, weight_bytes), *self.kv_stores(system, kv)]
 
-    def kv_stores(self, system, kv_per_token: float) -> list[Store]:
+    def kv_stores(self, system, kv: KvGrowth) -> list[Store]:
         return []
 
     def append(self, lw, nbytes: float) -> Task:
@@ -113,9 +113,9 @@ class Colocated(KvHome):
         g = weight_groups(system)
         return g, g
 
-    def stores(self, system, weight_bytes, kv_per_token, weights):
-        return [Store("IFC flash (weights + KV)", _dies_bytes(system.flash, system.flash.dies), weight_bytes,
-                      kv_per_token)]
+    def stores(self, system, weight_bytes, kv, weights):
+        return [Store.of_kv("IFC flash (weights + KV)", _dies_bytes(system.flash, system.flash.dies), weight_bytes,
+                            kv)]
 
     def append(self, lw, nbytes):
         return lw.xfer("kv.to_planes", "kv_write", nbytes / lw.kvgroup.channels_used, nbytes)
@@ -137,11 +137,11 @@ class G2Group(KvHome):
         g2 = system.kv.g2_dies
         return FlashGroup("g1", system.flash, system.flash.dies - g2), FlashGroup("g2", system.flash, g2)
 
-    def stores(self, system, weight_bytes, kv_per_token, weights):
+    def stores(self, system, weight_bytes, kv, weights):
         g2 = system.kv.g2_dies
         g1 = system.flash.dies - g2
         return [Store(f"G1 flash ({g1} dies, weights)", _dies_bytes(system.flash, g1), weight_bytes, 0.0),
-                Store(f"G2 flash ({g2} dies, KV)", _dies_bytes(system.flash, g2), 0.0, kv_per_token)]
+                Store.of_kv(f"G2 flash ({g2} dies, KV)", _dies_bytes(system.flash, g2), 0.0, kv)]
 
     def append(self, lw, nbytes):
         return _soc_append(lw, nbytes)
@@ -154,8 +154,8 @@ class DramHome(KvHome):
     def missing(self, system):
         return None if system.dram is not None else "DRAM for the KV cache (dram:)"
 
-    def kv_stores(self, system, kv_per_token):
-        return [Store("DRAM (KV)", system.dram.channels * system.dram.capacity_per_channel, 0.0, kv_per_token)]
+    def kv_stores(self, system, kv):
+        return [Store.of_kv("DRAM (KV)", system.dram.channels * system.dram.capacity_per_channel, 0.0, kv)]
 
     def npu_phase(self, lw, name, kv_heads, macs):
         """The NPU streams the KV of the phase's heads out of DRAM as its matmul operand."""
@@ -190,8 +190,8 @@ class PlainNand(KvHome):
     def groups(self, system):
         return weight_groups(system), FlashGroup("nand", system.nand, system.nand.dies)
 
-    def kv_stores(self, system, kv_per_token):
-        return [Store("plain NAND (KV)", _dies_bytes(system.nand, system.nand.dies), 0.0, kv_per_token)]
+    def kv_stores(self, system, kv):
+        return [Store.of_kv("plain NAND (KV)", _dies_bytes(system.nand, system.nand.dies), 0.0, kv)]
 
     def npu_phase(self, lw, name, kv_heads, macs):
         """The phase's KV pages read out of the plain dies (multi-plane batches over die I/O and the channel)
@@ -226,8 +226,8 @@ class Csd(KvHome):
     def groups(self, system):
         return weight_groups(system), FlashGroup("csd", system.nand, system.nand.dies)
 
-    def kv_stores(self, system, kv_per_token):
-        return [Store("CSD flash (KV)", _dies_bytes(system.nand, system.nand.dies), 0.0, kv_per_token)]
+    def kv_stores(self, system, kv):
+        return [Store.of_kv("CSD flash (KV)", _dies_bytes(system.nand, system.nand.dies), 0.0, kv)]
 
     def append(self, lw, nbytes):
         return Task("kv.link", "kv_write", ("link",), single_stage("PCIe link", link_time(lw.s.link, nbytes)),

@@ -3,7 +3,8 @@
 The system's placement picks one strategy per axis from the registries (where weights live, where KV
 lives, where attention runs); this module composes them into a layer and a step: the head-group schedule
 (pipelined QKV of HG i+1 with attention of HG i, and the O-projection of HG i, when weights and KV are on
-different units; all heads at once with head parallelism; else one after another), attention rounds when
+different units; all heads at once with head parallelism; else one after another; MLA's latent is one head
+group), one loop per layer kind (a windowed kind attends over its window), attention rounds when
 the NPU SRAM cannot hold every logits row at once, the LM head, and the amortized KV programs. Every task
 names the physical resources it holds; the engines only schedule.
 
@@ -14,8 +15,8 @@ System resources: "ifc" (the weight dies of a co-located design), "g1"/"g2" (KVN
 
 from __future__ import annotations
 
+import copy
 import math
-from functools import lru_cache
 
 from kvnand.config.schema import System
 from kvnand.errors import InputError
@@ -24,16 +25,18 @@ from kvnand.hw.units import npu_matmul_pipe, npu_special_pipe
 from kvnand.lowering.attention import ATTENTION_SITES
 from kvnand.lowering.kv_homes import KV_HOMES
 from kvnand.lowering.weights import WEIGHT_HOMES
-from kvnand.mapping.capacity import Fit, check
-from kvnand.mapping.kv import KvLayout, attention_working_set
+from kvnand.mapping.capacity import Fit, KvGrowth, check
+from kvnand.mapping.kv import KvLayout, attention_working_set, min_program_bytes
 from kvnand.mapping.weights import tile_gemv
 from kvnand.program import Loop, Pipeline, Seq, Task, single_stage
 from kvnand.workload.graph import Operator, head_operators, layer_operators, prologue_operators
-from kvnand.workload.model import ModelSpec
+from kvnand.workload.model import LayerKind, ModelSpec
 from kvnand.workload.precision import Precision
 
-# the layer operators the attention block lowers together (see Lowering._attention_block)
-ATTENTION_BLOCK = ("qkv", "rope", "kv_append", "logit", "softmax", "attend", "o_proj")
+# the layer operators the attention block lowers together (see Lowering._attention_block); MLA adds its
+# query and latent norms, the second query projection and the absorbed W_UK / W_UV
+ATTENTION_BLOCK = ("qkv", "q_norm", "q_b", "kv_norm", "kv_b", "rope", "kv_append", "q_absorb", "logit", "softmax",
+                   "attend", "v_absorb", "o_proj")
 
 
 def check_composition(system: System) -> None:
@@ -58,17 +61,9 @@ def heads_per_phase(system: System, model: ModelSpec) -> int:
 def fit(system: System, model: ModelSpec, precision: Precision, context: int) -> Fit:
     """Weights and KV at `context` tokens against the memories the placement puts them in."""
     home = KV_HOMES[system.kv.store]
-    stores = home.stores(system, model.weight_bytes(precision), model.kv_bytes_per_token(precision),
+    stores = home.stores(system, model.weight_bytes(precision), KvGrowth(*model.kv_growth(precision)),
                          WEIGHT_HOMES[system.placement.weights])
     return check(stores, context)
-
-
-@lru_cache(maxsize=512)
-def _layer_ops(model: ModelSpec, precision: Precision) -> tuple[Operator, ...]:
-    """The layer's operators, once per (model, precision): what the lowering places from them outside the
-    attention block (vector ops, router, FFN GEMVs) does not depend on the context (the attention block is
-    lowered by the attention site at the step's context)."""
-    return tuple(layer_operators(model, precision, 1))
 
 
 # (id(system), model, precision) -> (system, error): the system object is kept so its id is not reused
@@ -83,7 +78,8 @@ def _global_buffer_error(s: System, wgroup: FlashGroup, m: ModelSpec, p: Precisi
     if hit is not None and hit[0] is s:
         return hit[1]
     logic, error = s.flash.logic, None
-    for op in (*prologue_operators(m, p), *_layer_ops(m, p), *head_operators(m, p)):
+    layer_ops = [op for kind, _ in m.layer_kinds for op in layer_operators(m, p, 1, kind=kind)]
+    for op in (*prologue_operators(m, p), *layer_ops, *head_operators(m, p)):
         if op.kind != "gemv" or op.name == "router":
             continue
         til = tile_gemv(wgroup, op.in_dim, op.out_dim, p.weight_bytes)
@@ -104,8 +100,12 @@ def energy_prefix(g: FlashGroup) -> str:
 
 
 class Lowering:
+    """The step at `context` tokens. `L` is the context attention works over: the longest any layer kind
+    attends over here, and a kind's own in the copy `for_kind` makes to lower that kind's layers."""
+
     def __init__(self, system: System, model: ModelSpec, precision: Precision, context: int):
-        self.s, self.m, self.p, self.L = system, model, precision, context
+        self.s, self.m, self.p, self.context = system, model, precision, context
+        self.L = max(k.context(context) for k, _ in model.layer_kinds)
         self.weights = WEIGHT_HOMES[system.placement.weights]
         self.kv_home = KV_HOMES[system.kv.store]
         self.site = ATTENTION_SITES[system.placement.attention]
@@ -120,7 +120,8 @@ class Lowering:
             return None
         s, m = self.s, self.m
         # head parallelism gives every (head, K|V) its own plane set when there are enough planes
-        split = self.kv_home.shares_weight_dies and s.schedule.head_parallel and g.planes >= 2 * m.kv_heads
+        split = self.kv_home.shares_weight_dies and s.schedule.head_parallel and \
+            g.planes >= m.kv_streams * m.kv_heads
         hp = heads_per_phase(s, m)
         kw = {}
         if not self.kv_home.staged_in_soc and self.kv_home.on_ifc_dies and s.flash.logic is not None:
@@ -131,14 +132,31 @@ class Lowering:
             kw = {"staging_bytes": s.kv.buffer.size}
         return KvLayout(s.kv.mapping, g.planes, m.layers, m.kv_heads, m.head_dim * self.p.kv_bytes, g.page_bytes,
                         split_kv_sets=split, codeword=g.array.ecc.codeword_data,
-                        nop=g.die.geometry.partial_programs_per_page, heads_per_phase=hp, **kw)
+                        nop=g.die.geometry.partial_programs_per_page, heads_per_phase=hp,
+                        streams_per_head=m.kv_streams, **kw)
 
     def plane_working_set(self, split: bool, hp: int) -> float:
         """Bytes of a KV plane's buffer that in-flash attention needs (query, partial outputs, chunks)."""
+        return self._working_set(self.query_heads_per_pass(split, hp), split, hp)
+
+    def _working_set(self, q_heads: int, split: bool, hp: int) -> float:
+        return attention_working_set(q_heads, self.m.head_dim, self.p.act_bytes, self.s.flash.logic.psum_bytes,
+                                     self.kvgroup.page_bytes, self.p.kv_bytes, 1 if split else hp)
+
+    def query_heads_per_pass(self, split: bool, hp: int) -> int:
+        """Query heads a KV plane's PE works on at once: every query head of its KV head, except for MLA, whose
+        one latent serves all heads and whose absorbed queries (heads x latent values) can outgrow the plane
+        buffer. The PE then takes the heads in passes over the page it holds in its register (no new sense,
+        the same MACs), as many at once as fit beside one minimum KV program when KV is staged there."""
         m = self.m
-        return attention_working_set(m.heads // m.kv_heads, m.head_dim, self.p.act_bytes,
-                                     self.s.flash.logic.psum_bytes, self.kvgroup.page_bytes, self.p.kv_bytes,
-                                     1 if split else hp)
+        q = m.heads // m.kv_heads
+        if not m.latent_kv:
+            return q
+        g = self.kvgroup
+        staged_here = not self.kv_home.staged_in_soc and self.kv_home.on_ifc_dies
+        budget = self.s.flash.logic.kv_buffer - (min_program_bytes(
+            g.page_bytes, g.die.geometry.partial_programs_per_page, g.array.ecc.codeword_data) if staged_here else 0)
+        return max((t for t in range(1, q + 1) if self._working_set(t, split, hp) <= budget), default=1)
 
     def on_chip_error(self) -> str | None:
         """The first on-chip memory the dataflow overflows (reported like an OOM), or None."""
@@ -209,8 +227,11 @@ class Lowering:
 
     def attention(self, kv_heads: int) -> Seq:
         """Logit, softmax, attend for `kv_heads` KV heads (and their query heads) of one layer."""
-        q_heads = kv_heads * (self.m.heads // self.m.kv_heads)
-        return self.site.lower(self, kv_heads, q_heads, q_heads * self.L * self.m.head_dim)
+        m = self.m
+        q_heads = kv_heads * (m.heads // m.kv_heads)
+        # MACs of one phase: the mean of Logit's and Attend's per key and query head (head_dim for both, except
+        # MLA's latent and its compressed part)
+        return self.site.lower(self, kv_heads, q_heads, q_heads * self.L * (m.attn_macs_per_key // (2 * m.heads)))
 
     def _qkv(self, kv_heads: int):
         """QKV GEMV of `kv_heads` head groups, split into (input broadcast, compute, rest)."""
@@ -222,6 +243,29 @@ class Lowering:
                 self.kv_home.append(self, 2 * kv_heads * m.head_dim * self.p.kv_bytes))
         return bcast, compute, Seq(tail)
 
+    def _attention_rounds(self, heads: int):
+        """Attention of `heads` KV heads at once, in rounds when their logits overflow the NPU SRAM."""
+        r = self.logit_rounds()
+        return self.attention(heads) if r == 1 else Loop(self.attention(math.ceil(heads / r)), r,
+                                                         name="attention rounds (NPU SRAM)")
+
+    def _mla_block(self, ops: list[Operator]) -> list:
+        """MLA's attention block, one operator after another (the latent is one head group; an expanded cache
+        has every head's K and V, attended at once or head group by head group)."""
+        m, parts = self.m, []
+        hp = heads_per_phase(self.s, m)
+        for op in ops:
+            if op.name not in ATTENTION_BLOCK or op.name in ("softmax", "attend"):
+                continue
+            if op.name == "logit":
+                parts.append(self._attention_rounds(hp) if hp == m.kv_heads else
+                             Loop(self.attention(1), m.kv_heads, name="head groups (serial)"))
+            elif op.kind == "kv_write":
+                parts.append(self.kv_home.append(self, op.kv_bytes))
+            else:
+                parts.append(self._place(op, op.name))
+        return parts
+
     def _attention_block(self):
         """QKV and attention of a layer, plus the O-projection when it joins the head-group pipeline."""
         m, sch = self.m, self.s.schedule
@@ -229,10 +273,7 @@ class Lowering:
         bcast, compute, rest = self._qkv(heads)
         o_full = (m.heads * m.head_dim, m.hidden)
         if heads == m.kv_heads:
-            r = self.logit_rounds()
-            attn = self.attention(heads) if r == 1 else Loop(self.attention(math.ceil(heads / r)), r,
-                                                             name="attention rounds (NPU SRAM)")
-            return [bcast, compute, rest, attn, self.gemv("o_proj", "o_proj", *o_full)]
+            return [bcast, compute, rest, self._attention_rounds(heads), self.gemv("o_proj", "o_proj", *o_full)]
         if sch.hg_pipeline and not self.kv_home.shares_weight_dies:
             # discrete designs: QKV of HG i+1 (weights' dies) overlaps attention of HG i (KV's home); the QKV
             # input vector is the same for every head group, so it is broadcast once
@@ -258,33 +299,61 @@ class Lowering:
                         (("npu.ops", 2 * op.macs),))
         return self.gemv(op.name, stage, op.in_dim, op.out_dim)
 
-    def layer(self) -> Seq:
-        """The workload's layer operators in order; QKV through the O-projection form the attention block,
-        scheduled by head groups."""
+    def for_kind(self, kind: LayerKind) -> Lowering:
+        """This lowering with attention over the context `kind`'s layers attend over."""
+        lw = copy.copy(self)
+        lw.L = kind.context(self.context)
+        return lw
+
+    def layer(self, kind: LayerKind) -> Seq:
+        """The workload's layer operators of `kind` in order; QKV through the O-projection form the attention
+        block, scheduled by head groups, over the context the kind attends over."""
+        lw = self.for_kind(kind)
+        ops = layer_operators(self.m, self.p, self.context, kind=kind)
         parts = []
-        for op in _layer_ops(self.m, self.p):
+        for op in ops:
             if op.name == "qkv":
-                parts += self._attention_block()
+                parts += lw._mla_block(ops) if self.m.mla else lw._attention_block()
             elif op.name not in ATTENTION_BLOCK:
-                parts.append(self._place(op, "ffn"))
+                parts.append(lw._place(op, "ffn"))
         return Seq(tuple(parts), name="layer")
+
+    def layers(self) -> list[Loop]:
+        """One loop per layer kind over its layers (their order within the step does not change its cost)."""
+        kinds = self.m.layer_kinds
+        return [Loop(self.layer(k), n, name="layers" if len(kinds) == 1 else f"layers ({_label(k)})")
+                for k, n in kinds]
 
     def decode_step(self) -> Seq:
         prologue = [self._place(op, "lm_head") for op in prologue_operators(self.m, self.p)]
         head = [self._place(op, "lm_head") for op in head_operators(self.m, self.p)]
-        return Seq((*prologue, Loop(self.layer(), self.m.layers, name="layers"), *head, self.kv_home.program(self)),
-                   name="decode step")
+        return Seq((*prologue, *self.layers(), *head, self.kv_home.program(self)), name="decode step")
 
     def prefill(self, n: int) -> Seq:
         """Prefill of n prompt tokens: GEMMs on the NPU (or host) with weights streamed once per layer,
-        causal attention on the NPU, the prompt's KV written to its home."""
+        causal attention on the NPU (a windowed layer's queries see at most `window` keys), the prompt's KV
+        written to its home."""
         m, p = self.m, self.p
-        per_layer_w = sum(x.in_dim * x.out_dim * x.active for x in m.matrices())
-        stream = self.weights.prefill_stream(self, per_layer_w * n, per_layer_w * p.weight_bytes)
-        attn_macs = m.heads * m.head_dim * n * (n + 1) / 2 * 2
-        attn = Task("layer.attention", "prefill", ("npu",), npu_matmul_pipe(self.s.npu, attn_macs, p.mac_kind), 1,
-                    (("npu.ops", 2 * attn_macs),))
-        soft = self.npu_vec("layer.softmax", "prefill", m.heads * n * (n + 1) / 2)
-        layer = Seq((stream, attn, soft))
-        write = self.kv_home.prefill_write(self, m.kv_bytes_per_token(p) * n)
-        return Seq((Loop(layer, m.layers, name="layers"), write), name="prefill")
+        loops = []
+        for kind, count in m.layer_kinds:
+            per_layer_w = sum(x.in_dim * x.out_dim * x.active for x in m.matrices(kind.moe))
+            stream = self.weights.prefill_stream(self, per_layer_w * n, per_layer_w * p.weight_bytes)
+            attn_macs = m.prefill_macs_per_key * _causal_keys(n, kind.window)
+            attn = Task("layer.attention", "prefill", ("npu",), npu_matmul_pipe(self.s.npu, attn_macs, p.mac_kind),
+                        1, (("npu.ops", 2 * attn_macs),))
+            soft = self.npu_vec("layer.softmax", "prefill", m.heads * _causal_keys(n, kind.window))
+            loops.append(Loop(Seq((stream, attn, soft)), count, name="layers"))
+        write = self.kv_home.prefill_write(self, m.kv_bytes(p, n))
+        return Seq((*loops, write), name="prefill")
+
+
+def _causal_keys(n: int, window: int | None) -> float:
+    """Query-key pairs of a causal prefill of n tokens, each query seeing at most `window` keys."""
+    if window is None or window >= n:
+        return n * (n + 1) / 2
+    return window * (window + 1) / 2 + (n - window) * window
+
+
+def _label(kind: LayerKind) -> str:
+    return ", ".join(x for x in ("full" if kind.window is None else f"window {kind.window}",
+                                 "MoE" if kind.moe else "") if x)

@@ -11,11 +11,30 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 
+class KvGrowth(NamedTuple):
+    """How a KV cache grows with the context: bytes per token for good, plus (bytes per token, window) of
+    layers that keep only their last `window` tokens."""
+
+    per_token: float
+    windowed: tuple[tuple[float, int], ...] = ()
+
+    def at(self, context: int) -> float:
+        return self.per_token * context + sum(b * min(context, w) for b, w in self.windowed)
+
+
 class Store(NamedTuple):
     name: str
     capacity_bytes: float
     fixed_bytes: float          # held whatever the context (weights)
-    bytes_per_token: float      # KV cache
+    bytes_per_token: float      # KV cache of the full-context layers
+    windowed: tuple[tuple[float, int], ...] = ()  # (bytes per token, window) of windowed layers
+
+    @staticmethod
+    def of_kv(name: str, capacity: float, fixed: float, kv: KvGrowth) -> Store:
+        return Store(name, capacity, fixed, kv.per_token, kv.windowed)
+
+    def used(self, context: int) -> float:
+        return self.fixed_bytes + KvGrowth(self.bytes_per_token, self.windowed).at(context)
 
 
 @dataclass(frozen=True)
@@ -29,9 +48,13 @@ class Fit:
 def check(stores: list[Store], context: int) -> Fit:
     max_ctx = math.inf
     reason = None
-    for name, cap, fixed, per_tok in stores:
-        used = fixed + per_tok * context
-        fits_ctx = math.floor((cap - fixed) / per_tok) if per_tok else (math.inf if fixed <= cap else -1)
+    for store in stores:
+        name, cap, fixed, per_tok, windowed = store
+        used = store.used(context)
+        if windowed:
+            fits_ctx = _longest(cap - fixed, per_tok, windowed)
+        else:
+            fits_ctx = math.floor((cap - fixed) / per_tok) if per_tok else (math.inf if fixed <= cap else -1)
         max_ctx = min(max_ctx, fits_ctx)
         if used > cap and reason is None:
             what = "weights" if fixed > cap else f"weights + KV at {context} tokens" if fixed else \
@@ -40,5 +63,17 @@ def check(stores: list[Store], context: int) -> Fit:
                       f"(short by {(used - cap) / 1e9:.2f} GB)")
     max_ctx = int(max(0, min(max_ctx, 10**12)))
     return Fit(reason is not None, reason, max_ctx,
-               {s.name: {"capacity_bytes": s.capacity_bytes, "used_bytes": s.fixed_bytes + s.bytes_per_token * context}
-                for s in stores})
+               {s.name: {"capacity_bytes": s.capacity_bytes, "used_bytes": s.used(context)} for s in stores})
+
+
+def _longest(room: float, per_tok: float, windowed: tuple[tuple[float, int], ...]) -> float:
+    """Longest context whose KV fits `room` bytes: the growth is piecewise linear, each window's layers
+    stop growing at their window."""
+    if room < 0:
+        return -1
+    c, used, slope = 0, 0.0, per_tok + sum(b for b, _ in windowed)
+    for b, w in sorted(windowed, key=lambda x: x[1]):
+        if used + slope * (w - c) > room:
+            break
+        used, c, slope = used + slope * (w - c), w, slope - b
+    return math.inf if slope <= 0 else math.floor(c + (room - used) / slope)

@@ -1,6 +1,7 @@
 """KV-cache placement on flash planes under the device's write granularity.
 
-A stream is the K (or V) of one (layer, KV head); a unit is one token of a stream (head_dim x bytes).
+A stream is the K (or V) of one (layer, KV head), or an MLA layer's latent (one stream that both Logit and
+Attend read); a unit is one token of a stream (head_dim x bytes).
 
 **Write granularity (device physics).** A program cannot be smaller than one ECC codeword (parity is
 computed over the whole codeword and cannot be rewritten: programming only moves cells out of the erased
@@ -64,16 +65,17 @@ class KvLayout:
     codeword: float = 0.0             # ECC codeword data bytes (0: programs limited by NOP only)
     nop: int = 1 << 30                # partial programs a page accepts
     heads_per_phase: int = 1          # KV heads one attention phase reads together
+    streams_per_head: int = 2         # K and V; 1 for an MLA latent
 
     # ---- geometry of the page-level mapping ----
     @property
     def split(self) -> bool:
-        return self.split_kv_sets and self.planes >= 2 * self.kv_heads
+        return self.split_kv_sets and self.planes >= self.streams_per_head * self.kv_heads
 
     @property
     def sets(self) -> int:
         """Plane sets a stream can be assigned to (2k for head-parallel C, 1 when striped over all)."""
-        return 2 * self.kv_heads if self.split else 1
+        return self.streams_per_head * self.kv_heads if self.split else 1
 
     @property
     def planes_per_stream(self) -> int:
@@ -81,7 +83,7 @@ class KvLayout:
 
     @property
     def streams(self) -> int:
-        return 2 * self.layers * self.kv_heads
+        return self.streams_per_head * self.layers * self.kv_heads
 
     @property
     def co_read(self) -> int:
@@ -91,7 +93,7 @@ class KvLayout:
     @property
     def groups(self) -> int:
         """Co-read groups (the units the FTL writes and a phase reads)."""
-        return 2 * self.layers * math.ceil(self.kv_heads / self.co_read)
+        return self.streams_per_head * self.layers * math.ceil(self.kv_heads / self.co_read)
 
     @property
     def groups_per_set(self) -> int:
@@ -185,7 +187,8 @@ class KvLayout:
         if self.mapping == "page":
             n = self.group_pages(context)
             return float(math.ceil(n / self.planes_per_stream)), float(math.ceil(heads / self.co_read) * n)
-        return naive_phase_reads(self.planes, self.layers, self.kv_heads, self.unit, self.page, context, heads)
+        return naive_phase_reads(self.planes, self.streams_per_head * self.layers, self.kv_heads, self.unit,
+                                 self.page, context, heads)
 
     # ---- writes ----
     def programs_per_token(self) -> tuple[float, float]:
@@ -217,8 +220,9 @@ def attention_working_set(q_per_kv: int, head_dim: int, act_bytes: float, psum_b
     return pairs_per_plane * (max(q, out) + chunk)
 
 
-def naive_phase_reads(planes, layers, kv_heads, unit, page, context, heads) -> tuple[float, float]:
-    return _naive_cached(int(planes), int(layers), int(kv_heads), float(unit), float(page), int(context),
+def naive_phase_reads(planes, layer_streams, kv_heads, unit, page, context, heads) -> tuple[float, float]:
+    """`layer_streams`: streams per KV head over all layers (2 x layers for K and V, layers for MLA)."""
+    return _naive_cached(int(planes), int(layer_streams), int(kv_heads), float(unit), float(page), int(context),
                          int(heads))
 
 
@@ -228,10 +232,10 @@ def naive_plane(page_id, planes: int):
 
 
 @lru_cache(maxsize=1024)
-def _naive_cached(planes, layers, kv_heads, unit, page, context, heads):
+def _naive_cached(planes, layer_streams, kv_heads, unit, page, context, heads):
     import numpy as np
 
-    record = 2 * layers * kv_heads * unit           # bytes of one token's KV
+    record = layer_streams * kv_heads * unit        # bytes of one token's KV
     width = heads * unit                            # the phase reads `heads` contiguous units per token
     t = np.arange(context, dtype=np.float64)
     start = t * record                              # layer 0, K (any layer/K|V gives the same pattern)
@@ -263,7 +267,7 @@ def enumerate_layout(layout: KvLayout, context: int) -> dict:
         pos = 0.0
         for t in range(context):
             for lyr in range(layout.layers):
-                for kv in range(2):
+                for kv in range(layout.streams_per_head):
                     for h in range(layout.kv_heads):
                         page_id = int(pos // layout.page)
                         out[(lyr, h, kv, t)] = (naive_plane(page_id, layout.planes), page_id,
@@ -274,7 +278,7 @@ def enumerate_layout(layout: KvLayout, context: int) -> dict:
     per_page = layout.group_bytes_per_page
     where = {}                                               # stream -> (set, group key, member)
     for lyr in range(layout.layers):
-        for kv in range(2):
+        for kv in range(layout.streams_per_head):
             for h in range(layout.kv_heads):
                 s = kv * layout.kv_heads + h if layout.split else 0  # K sets first, then V sets
                 where[(lyr, h, kv)] = (s, (lyr, kv, h // g), h % g)  # co-read group and position in it

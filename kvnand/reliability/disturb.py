@@ -195,9 +195,9 @@ def weight_blocks(model: ModelSpec, prec: Precision, group: FlashGroup, s: Sessi
     per prefill. An untied embedding table is read one row per token: its blocks are left out as cold.
     Blocks hold one rate class, spread evenly over the group's planes."""
     by_rate: dict[float, float] = {}
-    for m in model.matrices():
+    for m, layers in model.layer_matrices():
         rate = m.count_per_token / m.experts
-        by_rate[rate] = by_rate.get(rate, 0.0) + model.layers * m.params
+        by_rate[rate] = by_rate.get(rate, 0.0) + layers * m.params
     for m in model.outer_matrices():
         by_rate[1.0] = by_rate.get(1.0, 0.0) + m.params
     geo = group.die.geometry
@@ -281,12 +281,12 @@ def _naive_table(lay: KvLayout, heads: int) -> tuple[int, int, np.ndarray, np.nd
     of its `pp` pages, the token offsets at which phases first touch it and how many phases do.
     Returns (t0, pp, offsets pp x E, phases pp x E), zero-padded."""
     unit, page, k = int(lay.unit), int(lay.page), lay.kv_heads
-    rec = 2 * lay.layers * k * unit
+    rec = lay.streams * unit
     t0 = page // math.gcd(rec, page)
     batches = np.arange(-(-k // heads))
     width = np.minimum(heads, k - batches * heads) * unit
-    start = (np.arange(2 * lay.layers)[:, None] * k * unit + batches * heads * unit).ravel()
-    end = start + np.tile(width, 2 * lay.layers)
+    start = (np.arange(lay.streams_per_head * lay.layers)[:, None] * k * unit + batches * heads * unit).ravel()
+    end = start + np.tile(width, lay.streams_per_head * lay.layers)
     tau = np.arange(t0)[:, None]
     first = ((tau * rec + start) // page).ravel()
     last = ((tau * rec + end - 1) // page).ravel()
@@ -309,7 +309,7 @@ def _naive_table(lay: KvLayout, heads: int) -> tuple[int, int, np.ndarray, np.nd
 
 def _naive(lay: KvLayout, ppb: int, s: Session, heads: int) -> tuple[Blocks, KvLanes]:
     t0, pp, offsets, counts = _naive_table(lay, heads)
-    total = _ceil_div(s.context * 2 * lay.layers * lay.kv_heads * int(lay.unit), int(lay.page))
+    total = _ceil_div(s.context * lay.streams * int(lay.unit), int(lay.page))
     # reads of every page of a session, computed one run of periods at a time (global page = q * pp + k)
     periods = _ceil_div(total, pp)
     fits32 = int(counts.sum(axis=1).max()) * s.decode_steps < 2**31

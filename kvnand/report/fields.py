@@ -25,6 +25,10 @@ FIELDS: dict[str, tuple[str, str]] = {
     "oom": ("", "true when the weights or the KV cache do not fit; the timing fields are then null"),
     "oom_reason": ("", "which memory is short and by how much (null when it fits)"),
     "max_context": ("tokens", "longest context that fits (0 when even the weights do not)"),
+    "model_max_context": ("tokens", "longest context the model's positions are trained or scaled for "
+                                    "(max_position_embeddings, or YaRN's reach)"),
+    "beyond_model_context": ("", "true when the context exceeds model_max_context: the cost is modelled, "
+                                 "the model's output there is not"),
     "tokens_per_s": ("tokens/s", "decode throughput, 1 / latency_s"),
     "latency_s": ("s", "time of one decode step (one token), refresh included when asked for"),
     "energy_j_per_token": ("J/token", "energy of one decode step"),

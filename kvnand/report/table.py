@@ -97,6 +97,20 @@ def _num(x: float | None, fmt: str) -> str:
     return "-" if x is None else format(x, fmt)
 
 
+def _context_note(results: list[dict]) -> str | None:
+    """Points beyond a model's trained (or scaled) context: said under the table, never silently run."""
+    beyond: dict[tuple[str, int], set[int]] = defaultdict(set)
+    for r in results:
+        if r.get("beyond_model_context"):
+            beyond[(r["model"], r["model_max_context"])].add(r["context"])
+    if not beyond:
+        return None
+    lines = [f"  {m} (max {limit}) at {', '.join(context_label(c) for c in sorted(cs))}"
+             for (m, limit), cs in beyond.items()]  # one short line per model: the note fits narrow terminals
+    return "\n".join(["warning: beyond the model's max_position_embeddings (positions extrapolated):",
+                      *lines])
+
+
 def _extra_note(references: list[dict]) -> str | None:
     """Which references were also run at other precisions (they are not rows of the table)."""
     runs = defaultdict(set)
@@ -146,7 +160,8 @@ def render(results: list[dict], references: list[dict] = ()):
         for i, n in enumerate(names):
             g.add_row(n, *(cells[i] for _, cells in rows))
         out.append(g)
-    return out, _extra_note(list(references))
+    notes = [n for n in (_context_note(results), _extra_note(list(references))) if n]
+    return out, "\n".join(notes) or None
 
 
 def csv_rows(results: list[dict]) -> tuple[list[str], list[dict]]:
