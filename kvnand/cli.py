@@ -38,7 +38,7 @@ def _main(version: Annotated[bool, typer.Option("--version", callback=_version, 
 
 
 def emit_json(obj) -> None:
-    from kvnand.report import json_text
+    from kvnand.io import json_text
 
     typer.echo(json_text(obj, indent=2))
 

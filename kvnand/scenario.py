@@ -5,6 +5,7 @@ precision defaults to the system's own."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -16,6 +17,49 @@ from kvnand.workload.model import ModelSpec, load_model
 from kvnand.workload.precision import Precision, get_precision
 
 AUTO = ":auto"
+
+_SCALE = {"": 1, "k": 1000, "K": 1000, "M": 10**6, "Ki": 1024, "Mi": 1024**2}
+_CONTEXT = re.compile(r"(\d{1,12}(?:\.\d{1,12})?)(" + "|".join(s for s in _SCALE if s) + r")?")
+MAX_CONTEXT = 10**9  # tokens; far beyond any model's window, small enough that every count stays exact
+CONTEXT_HELP = ("positive token counts up to 1e9, optionally with k or K (x1000), M, Ki (x1024) or Mi: "
+                "e.g. 128,1k,10k,100k,1Ki")
+
+
+def split_list(text: str, option: str) -> list[str]:
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    if not items:
+        raise InputError("needs at least one comma-separated value", key=option, value=text)
+    return list(dict.fromkeys(items))
+
+
+def parse_context(item) -> int | None:
+    """128, "1k" (1000), "10K", "100k", "1Ki" (1024) -> tokens; None when not a positive whole token count."""
+    if isinstance(item, bool):
+        return None
+    if isinstance(item, int):
+        return item if 0 < item <= MAX_CONTEXT else None
+    m = _CONTEXT.fullmatch(str(item).strip())
+    n = float(m.group(1)) * _SCALE[m.group(2) or ""] if m else 0.0
+    return int(n) if 1 <= n <= MAX_CONTEXT and n == int(n) else None
+
+
+def parse_contexts(text: str, option: str = "--contexts") -> list[int]:
+    """`128,1k,10k,100k,1Ki` -> [128, 1000, 10000, 100000, 1024] (the paper's "1K" is 1000 tokens)."""
+    out = []
+    for item in split_list(text, option):
+        n = parse_context(item)
+        if n is None:
+            raise InputError("not a context length", key=option, value=item, allowed=CONTEXT_HELP)
+        out.append(n)
+    return list(dict.fromkeys(out))
+
+
+def context_label(n: int) -> str:
+    if n >= 1000 and n % 1000 == 0:
+        return f"{n // 1000}k"
+    if n % 1024 == 0:
+        return f"{n // 1024}Ki"
+    return str(n)
 
 
 def split_auto(name: str) -> tuple[str, bool]:

@@ -49,7 +49,7 @@ from typing import Annotated, Any
 import typer
 
 from kvnand.errors import InputError
-from kvnand.report.sweep import parse_context
+from kvnand.scenario import parse_context
 
 SCHEMA = "kvnand.validate/1"
 

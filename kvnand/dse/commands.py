@@ -88,7 +88,7 @@ def pareto(
     designs compare)."""
     from kvnand.dse import export
     from kvnand.dse.study import load_existing, objective_directions
-    from kvnand.report import check_output
+    from kvnand.io import check_output
     from kvnand.report.figures import SUFFIXES
 
     check_output(plot, "--plot", suffixes=SUFFIXES)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kvnand.dse.objectives import dominates, improvement, jsonable, non_dominated, stored_constraints
-from kvnand.report import atomic_path, json_text, write_text
+from kvnand.io import atomic_path, json_text, write_text
 
 
 @dataclass
@@ -135,7 +135,7 @@ def write_outputs(out: Path, rows: list[Row], objectives: list[str], directions:
 def why_infeasible(rows: list[Row]) -> list[dict]:
     """Per violated constraint (most common first): how many designs break it and, for capacity, at which
     workload points they run out of memory, with counts."""
-    from kvnand.report.sweep import context_label
+    from kvnand.scenario import context_label
 
     out: dict[str, dict] = {}
     for r in rows:
@@ -321,7 +321,7 @@ def heatmap_figure(path: Path | None, rows: list[Row]):
     import numpy as np
     from matplotlib.colors import LogNorm
 
-    from kvnand.report.sweep import context_label
+    from kvnand.scenario import context_label
 
     cells: dict[tuple, dict[tuple, float]] = {}
     for r in rows:

@@ -35,7 +35,7 @@ def _evaluate(params: dict):
 def run_grid(space: Space, out: Path, workers: int = 1, log=print, progress=None) -> dict:
     """Evaluate every design; `progress(done, total)` is called as designs finish."""
     from kvnand.dse.study import check_workers
-    from kvnand.report import check_output
+    from kvnand.io import check_output
 
     check_workers(workers)
     combos = space.grid()

@@ -58,7 +58,7 @@ def metric(key: str) -> Metric:
 
 def check_metric_key(key: str, space, error: Callable[..., InputError]) -> None:
     """Raise error(msg, ...) unless `key` is a known metric, optionally @ one of the workload's contexts."""
-    from kvnand.report.sweep import parse_contexts
+    from kvnand.scenario import parse_contexts
 
     base, ctx = split_key(key)
     if base not in METRICS:
@@ -201,7 +201,7 @@ def _point_report(space, d, p, keys: list[str]) -> dict:
 
 
 def _aggregate(space, key: str, points: list[dict]) -> float | None:
-    from kvnand.report.sweep import parse_contexts
+    from kvnand.scenario import parse_contexts
 
     base, ctx = split_key(key)
     if ctx is not None:

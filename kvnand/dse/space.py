@@ -266,7 +266,7 @@ class Space:
 
     @cached_property
     def points(self) -> list[Point]:
-        from kvnand.report.sweep import parse_contexts
+        from kvnand.scenario import parse_contexts
 
         w = self.spec.workload
         models = w.models if isinstance(w.models, dict) else dict.fromkeys(w.models, 1.0)

@@ -301,7 +301,7 @@ def run(space: Space, out: Path, *, trials: int | None = None, workers: int = 1,
     import optuna
 
     from kvnand.dse import export
-    from kvnand.report import check_output
+    from kvnand.io import check_output
 
     check_workers(workers)
     budget = trials if trials is not None else space.spec.study.trials

@@ -49,7 +49,8 @@ def reliability(
     from kvnand.reliability.disturb import MAPPINGS, system_overrides
     from kvnand.reliability.profile import get_profile
     from kvnand.reliability.refresh import get_policy
-    from kvnand.report.sweep import check_inputs, parse_contexts, split_list
+    from kvnand.report.sweep import check_inputs
+    from kvnand.scenario import parse_contexts, split_list
 
     overrides = parse_sets(set_)
     system_list, model_list = split_list(systems, "--systems"), split_list(models, "--models")

@@ -22,8 +22,8 @@ from pathlib import Path
 import kvnand
 from kvnand.config.loader import apply_overrides, resolve_system_tree
 from kvnand.errors import InputError
+from kvnand.io import write_text
 from kvnand.paths import CONFIG_ROOT
-from kvnand.report import write_text
 from kvnand.workload.model import load_model
 
 

@@ -15,9 +15,11 @@ from typing import Annotated
 import typer
 
 from kvnand.errors import InputError
-from kvnand.report import check_output, json_text, sweep, write_text
+from kvnand.io import check_output, json_text, write_text
+from kvnand.report import sweep
 from kvnand.report.cache import Cache
 from kvnand.report.figures import SUFFIXES
+from kvnand.scenario import CONTEXT_HELP, context_label, parse_contexts, split_list
 
 app = typer.Typer()
 
@@ -58,7 +60,7 @@ def _trace(points: list[sweep.Point], results: list[dict], precision, overrides)
         raise InputError("nothing to trace: every point is out of memory", key="--trace")
     r = evaluate(p.system, p.model, p.context, precision=precision, mode="event", overrides=overrides,
                  with_timeline=True)
-    label = f"{r['system']} | {r['model']} | {sweep.context_label(r['context'])} tokens | {r['precision']}"
+    label = f"{r['system']} | {r['model']} | {context_label(r['context'])} tokens | {r['precision']}"
     return json_text(chrome_trace([(label, r["_timeline"])]), separators=(",", ":"))
 
 
@@ -78,7 +80,7 @@ def report(
                                               "G1/G2 split)")] = ",".join(sweep.PAPER_SYSTEMS),
     models: Annotated[str, typer.Option(help="comma-separated zoo names or paths to HF config.json")]
     = ",".join(sweep.PAPER_MODELS),
-    contexts: Annotated[str, typer.Option(help=sweep.CONTEXT_HELP)] = "128,1k,10k,100k",
+    contexts: Annotated[str, typer.Option(help=CONTEXT_HELP)] = "128,1k,10k,100k",
     precision: Annotated[str | None, typer.Option(help="bf16, w8a8 or w4a16 (default: each system's)")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="key.path=value override (repeatable)")] = None,
     format: Annotated[Format, typer.Option("--format")] = Format.table,
@@ -99,9 +101,9 @@ def report(
     """
     from kvnand.cli import parse_sets
 
-    system_list = sweep.split_list(systems, "--systems")
-    model_list = sweep.split_list(models, "--models")
-    context_list = sweep.parse_contexts(contexts)
+    system_list = split_list(systems, "--systems")
+    model_list = split_list(models, "--models")
+    context_list = parse_contexts(contexts)
     overrides = parse_sets(set_)
     sweep.check_inputs(system_list, model_list, precision, overrides)
     if refresh is not None:

@@ -17,8 +17,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from kvnand.report import atomic_path
-from kvnand.report.sweep import context_label
+from kvnand.io import atomic_path
+from kvnand.scenario import context_label
 
 SUFFIXES = (".png", ".svg", ".pdf")
 PANEL_COLUMNS = 3

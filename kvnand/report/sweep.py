@@ -7,66 +7,22 @@ point is stored in the cache before the next starts, so an interrupted sweep res
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 
 from kvnand.errors import InputError
 from kvnand.report.cache import Cache
+from kvnand.scenario import context_label
 
 # The paper's comparison (KVNAND Sec. V, Fig. 12): what `kvnand report` runs with no arguments.
 PAPER_SYSTEMS = ("base1", "base2", "kvnand-c16", "kvnand-d:auto")
 PAPER_MODELS = ("opt-30b", "llama2-7b", "llama3.1-8b", "llama3.1-70b", "mixtral-8x7b")
 PAPER_CONTEXTS = (128, 1000, 10_000, 100_000)
 
-_SCALE = {"": 1, "k": 1000, "K": 1000, "M": 10**6, "Ki": 1024, "Mi": 1024**2}
-_CONTEXT = re.compile(r"(\d{1,12}(?:\.\d{1,12})?)(" + "|".join(s for s in _SCALE if s) + r")?")
-MAX_CONTEXT = 10**9  # tokens; far beyond any model's window, small enough that every count stays exact
-CONTEXT_HELP = ("positive token counts up to 1e9, optionally with k or K (x1000), M, Ki (x1024) or Mi: "
-                "e.g. 128,1k,10k,100k,1Ki")
-
-
 @dataclass(frozen=True)
 class Point:
     system: str
     model: str
     context: int
-
-
-def split_list(text: str, option: str) -> list[str]:
-    items = [s.strip() for s in text.split(",") if s.strip()]
-    if not items:
-        raise InputError("needs at least one comma-separated value", key=option, value=text)
-    return list(dict.fromkeys(items))
-
-
-def parse_context(item) -> int | None:
-    """128, "1k" (1000), "10K", "100k", "1Ki" (1024) -> tokens; None when not a positive whole token count."""
-    if isinstance(item, bool):
-        return None
-    if isinstance(item, int):
-        return item if 0 < item <= MAX_CONTEXT else None
-    m = _CONTEXT.fullmatch(str(item).strip())
-    n = float(m.group(1)) * _SCALE[m.group(2) or ""] if m else 0.0
-    return int(n) if 1 <= n <= MAX_CONTEXT and n == int(n) else None
-
-
-def parse_contexts(text: str, option: str = "--contexts") -> list[int]:
-    """`128,1k,10k,100k,1Ki` -> [128, 1000, 10000, 100000, 1024] (the paper's "1K" is 1000 tokens)."""
-    out = []
-    for item in split_list(text, option):
-        n = parse_context(item)
-        if n is None:
-            raise InputError("not a context length", key=option, value=item, allowed=CONTEXT_HELP)
-        out.append(n)
-    return list(dict.fromkeys(out))
-
-
-def context_label(n: int) -> str:
-    if n >= 1000 and n % 1000 == 0:
-        return f"{n // 1000}k"
-    if n % 1024 == 0:
-        return f"{n // 1024}Ki"
-    return str(n)
 
 
 def check_inputs(systems: list[str], models: list[str], precision: str | None, overrides: dict) -> None:

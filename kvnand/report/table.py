@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from kvnand.report.sweep import Point, context_label
+from kvnand.report.sweep import Point
+from kvnand.scenario import context_label
 
 REFERENCES = ("base1", "base2")
 SPEEDUP_RULE = "speedup = decode tokens/s over base1 at the row's precision (base2 where base1 is OOM)"

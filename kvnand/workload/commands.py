@@ -20,8 +20,8 @@ def graph(
     """Per-layer summary of the decode-step operator graph (FLOPs, bytes, kind), one table per layer kind, or
     GraphML for other tools."""
     from kvnand.errors import InputError
-    from kvnand.report import atomic_path, check_output
-    from kvnand.report.sweep import MAX_CONTEXT
+    from kvnand.io import atomic_path, check_output
+    from kvnand.scenario import MAX_CONTEXT
     from kvnand.workload.graph import head_operators, layer_dag, layer_operators, prologue_operators, step_flops
     from kvnand.workload.model import load_model
 
