@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from kvnand.errors import InputError
+from kvnand.io import emit_json
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Cycle-approximate model of in-flash computing (3D NAND + logic die) for LLM inference.")
@@ -35,12 +36,6 @@ def _version(value: bool) -> None:
 def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                                 help="Print the version and exit.")] = False):
     """Cycle-approximate model of in-flash computing (3D NAND + logic die) for LLM inference."""
-
-
-def emit_json(obj) -> None:
-    from kvnand.io import json_text
-
-    typer.echo(json_text(obj, indent=2))
 
 
 @app.command()
@@ -84,6 +79,7 @@ def show_config(
     import yaml
 
     from kvnand.config.loader import load_system
+    from kvnand.scenario import parse_sets
 
     cfg = load_system(system, parse_sets(set_))
     typer.echo(yaml.safe_dump(cfg.model_dump(exclude_none=True), sort_keys=False))
@@ -97,29 +93,13 @@ def schema():
     emit_json(System.model_json_schema())
 
 
-def parse_sets(items: list[str] | None) -> dict:
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise InputError("--set takes key.path=value", key="--set", value=item)
-        k, v = item.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
-
-
 def _register() -> None:
     """Command groups owned by other modules (each a typer app whose commands merge into this one)."""
     import importlib
 
     for mod in ("kvnand.report.commands", "kvnand.validate", "kvnand.reliability.commands",
                 "kvnand.dse.commands", "kvnand.workload.commands"):
-        try:
-            m = importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if exc.name == mod:
-                continue  # not built yet
-            raise
-        app.add_typer(m.app)
+        app.add_typer(importlib.import_module(mod).app)
 
 
 _register()

@@ -97,3 +97,10 @@ def finite(obj):
 def json_text(obj, **kwargs) -> str:
     """Standard JSON (RFC 8259: no NaN or Infinity) of `obj`; other objects as their string."""
     return json.dumps(finite(obj), allow_nan=False, default=str, **kwargs)
+
+
+def emit_json(obj) -> None:
+    """A command's JSON output on stdout (standard JSON, indented)."""
+    import typer
+
+    typer.echo(json_text(obj, indent=2))

@@ -62,6 +62,17 @@ def context_label(n: int) -> str:
     return str(n)
 
 
+def parse_sets(items: list[str] | None) -> dict:
+    """`--set key.path=value` items -> {key.path: value text} (the loader parses the values)."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise InputError("--set takes key.path=value", key="--set", value=item)
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
 def split_auto(name: str) -> tuple[str, bool]:
     """('kvnand-d', True) for 'kvnand-d:auto'; (name, False) otherwise."""
     return (name.removesuffix(AUTO), True) if name.endswith(AUTO) else (name, False)

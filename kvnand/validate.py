@@ -661,7 +661,7 @@ def validate(
                    f"{', '.join(stale)}", err=True)
     summ = summary(rows, n_cal)
     if format == Format.json:
-        from kvnand.cli import emit_json
+        from kvnand.io import emit_json
 
         emit_json({"schema": SCHEMA, "cases": [r.as_json() for r in rows], "mape": summ["mape"],
                    "calibration_constants": n_cal})

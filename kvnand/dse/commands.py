@@ -127,9 +127,9 @@ def _front_table(rows, front, objectives: list[str], dirs: list[str]) -> None:
 
 
 def _pareto_json(study, rows, front, objectives, dirs) -> None:
-    from kvnand.cli import emit_json
     from kvnand.dse import export
     from kvnand.dse.objectives import jsonable
+    from kvnand.io import emit_json
 
     emit_json(jsonable({"schema": "kvnand.dse.pareto/1", "study": study, "objectives": objectives, "directions": dirs,
                "trials": len(rows), "pareto": [{"number": r.number, "label": r.label,

@@ -43,14 +43,14 @@ def reliability(
     rate is each point's own unless --set profile.tokens_per_s=N. Refresh: --set refresh.trigger=reads|rber,
     refresh.read_fraction, refresh.uber_target, refresh.retention_years.
     """
-    from kvnand.cli import emit_json, parse_sets
     from kvnand.errors import InputError
     from kvnand.evaluation import evaluate_reliability as point
+    from kvnand.io import emit_json
     from kvnand.reliability.disturb import MAPPINGS, system_overrides
     from kvnand.reliability.profile import get_profile
     from kvnand.reliability.refresh import get_policy
     from kvnand.report.sweep import check_inputs
-    from kvnand.scenario import parse_contexts, split_list
+    from kvnand.scenario import parse_contexts, parse_sets, split_list
 
     overrides = parse_sets(set_)
     system_list, model_list = split_list(systems, "--systems"), split_list(models, "--models")

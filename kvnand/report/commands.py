@@ -99,7 +99,7 @@ def report(
 
     With no options: the KVNAND paper's comparison (Fig. 12), with geomean speedups per context.
     """
-    from kvnand.cli import parse_sets
+    from kvnand.scenario import parse_sets
 
     system_list = split_list(systems, "--systems")
     model_list = split_list(models, "--models")
