@@ -141,7 +141,7 @@ def kv_page_reads(counts: dict, b: Lowering) -> dict:
     """KV page reads of one decode step: in total (the sensed KV bits that energy and read disturb use)
     and on the busiest plane summed over the attention phases (what sets their time)."""
     lay, g = b.layout, b.kvgroup
-    if lay is None or b.s.placement.attention == "npu" and b.s.kv.store == "dram":
+    if lay is None:  # KV outside flash (DRAM) has no pages
         return {}
     hp = heads_per_phase(b.s, b.m)
     busiest = 0.0

@@ -84,14 +84,19 @@ class KvHome:
         return Seq(tuple(parts))
 
     def prefill_write(self, lw, kv_bytes: float) -> Task:
-        """The prompt's KV written to its home after the prefill."""
+        """The prompt's KV written to its home after the prefill: transferred in, then programmed."""
         g = lw.kvgroup
-        pages_per_plane = math.ceil(kv_bytes / (g.page_bytes * g.planes))
-        t_prog = pages_per_plane * g.die.cell.tPROG
-        t_in = kv_bytes / (g.channels_used * g.array.channel.rate)
-        counts = ((f"{lw.part(g)}.program_bits", kv_bytes * 8), ("ch.bits", kv_bytes * 8))
-        return Task("kv.program", "prefill", (g.name, "ch"), Pipe(("transfer in", "array program"), (t_in, t_prog),
-                                                                 (("bus",), ("array",))), 1, counts)
+        t_prog = math.ceil(kv_bytes / (g.page_bytes * g.planes)) * g.die.cell.tPROG
+        resources, t_in, action = self._prefill_transfer(lw, kv_bytes)
+        counts = ((f"{lw.part(g)}.program_bits", kv_bytes * 8), (action, kv_bytes * 8))
+        return Task("kv.program", "prefill", resources, Pipe(("transfer in", "array program"), (t_in, t_prog),
+                                                             (("bus",), ("array",))), 1, counts)
+
+    def _prefill_transfer(self, lw, kv_bytes: float) -> tuple[tuple[str, ...], float, str]:
+        """(resources held, transfer time, action counting the transferred bits) of the prompt's KV: over the
+        flash channels of the KV group."""
+        g = lw.kvgroup
+        return (g.name, "ch"), kv_bytes / (g.channels_used * g.array.channel.rate), "ch.bits"
 
 
 def _soc_append(lw, nbytes: float) -> Task:
@@ -233,11 +238,7 @@ class Csd(KvHome):
         return Task("kv.link", "kv_write", ("link",), single_stage("PCIe link", link_time(lw.s.link, nbytes)),
                     1, (("link.bits", nbytes * 8), ("csdbuf.bits", nbytes * 8)))
 
-    def prefill_write(self, lw, kv_bytes):
-        g = lw.kvgroup
-        pages_per_plane = math.ceil(kv_bytes / (g.page_bytes * g.planes))
-        t_prog = pages_per_plane * g.die.cell.tPROG
-        t_in = max(kv_bytes / (g.channels_used * g.array.channel.rate), link_time(lw.s.link, kv_bytes))
-        counts = ((f"{lw.part(g)}.program_bits", kv_bytes * 8), ("link.bits", kv_bytes * 8))
-        return Task("kv.program", "prefill", ("csd", "link"), Pipe(("transfer in", "array program"), (t_in, t_prog),
-                                                                   (("bus",), ("array",))), 1, counts)
+    def _prefill_transfer(self, lw, kv_bytes):
+        """Over the link into the drive, then its channels: the slower sets the time."""
+        _, t_channels, _ = super()._prefill_transfer(lw, kv_bytes)
+        return ("csd", "link"), max(t_channels, link_time(lw.s.link, kv_bytes)), "link.bits"

@@ -127,8 +127,7 @@ class KvLayout:
         """Whether the staging buffer can hold the programs the layout needs (else: a capacity error)."""
         if self.mapping == "naive":
             return True
-        a, active = self._sharing
-        return a * self.slot >= self.min_program * (1 - 1e-9)
+        return self.read_amplification * self.slot >= self.min_program * (1 - 1e-9)
 
     @property
     def active_groups(self) -> int:
