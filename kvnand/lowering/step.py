@@ -94,15 +94,15 @@ def merge_stores(stores: list[Store], more: list[Store]) -> list[Store]:
     return out
 
 
-# (id(system), model, precision, columns) -> (system, error): the system object is kept so its id is not reused
+# (id(system), model, precision) -> (system, error): the system object is kept so its id is not reused
 _GLOBAL_BUFFER: dict[tuple, tuple[System, str | None]] = {}
 
 
-def _global_buffer_error(s: System, wgroup: FlashGroup, m: ModelSpec, p: Precision, cols: int = 1) -> str | None:
-    """The first GEMV whose input vectors and per-die partial sums (one of each per query column: `cols` =
-    sequences x query tokens) overflow the die's global buffer (once per system, model, precision and
-    columns: it does not depend on the context)."""
-    key = (id(s), m, p, cols)
+def _global_buffer_error(s: System, wgroup: FlashGroup, m: ModelSpec, p: Precision) -> str | None:
+    """The first GEMV whose input vector and per-die partial sums overflow the die's global buffer (once per
+    system, model and precision: it does not depend on the context). Several query columns that do not fit
+    together take passes over the pages (kvnand.lowering.weights.FlashPe.passes)."""
+    key = (id(s), m, p)
     hit = _GLOBAL_BUFFER.get(key)
     if hit is not None and hit[0] is s:
         return hit[1]
@@ -112,11 +112,10 @@ def _global_buffer_error(s: System, wgroup: FlashGroup, m: ModelSpec, p: Precisi
         if op.kind != "gemv" or op.name == "router":
             continue
         til = tile_gemv(wgroup, op.in_dim, op.out_dim, p.weight_bytes)
-        need = (op.in_dim * p.act_bytes + til.cols_per_die * logic.psum_bytes) * cols
+        need = op.in_dim * p.act_bytes + til.cols_per_die * logic.psum_bytes
         if need > logic.global_buffer:
-            times = f" x {cols} query columns" if cols > 1 else ""
             error = (f"die global buffer: GEMV {op.name} needs {need / 1024:.1f} KiB (input vector + partial "
-                     f"sums of {til.cols_per_die} columns{times}) > {logic.global_buffer / 1024:.1f} KiB")
+                     f"sums of {til.cols_per_die} columns) > {logic.global_buffer / 1024:.1f} KiB")
             break
     if len(_GLOBAL_BUFFER) >= 4096:
         _GLOBAL_BUFFER.clear()
@@ -211,7 +210,7 @@ class Lowering:
             return (f"{where}: {max(lay.staging_bytes, 0) / 1024:.2f} KiB left for KV writes cannot stage one "
                     f"minimum program ({lay.min_program:.0f} B) per active page")
         if logic is not None and logic.global_buffer > 0 and self.weights.name == "flash_pe":
-            error = _global_buffer_error(s, self.wgroup, m, self.p, self.cols)
+            error = _global_buffer_error(s, self.wgroup, m, self.p)
             if error is not None:
                 return error
         if self.logit_rounds() > heads_per_phase(s, m):  # not even one KV head's logits fit

@@ -65,10 +65,14 @@ class _Flash(WeightHome):
         in_bytes = in_dim * a * n
         out_per_channel = til.cols_per_die * psum * g.dies_per_channel * n
         return (lw.xfer(f"{name}.in", stage, in_bytes, in_bytes * g.channels_used),
-                self.compute(lw, name, stage, til, in_dim * out_dim * n),
+                self.compute(lw, name, stage, til, in_dim * out_dim * n, self.passes(lw, til)),
                 lw.xfer(f"{name}.out", stage, out_per_channel, out_dim * psum * n))
 
-    def compute(self, lw, name, stage, til, macs) -> Task:
+    def passes(self, lw, til) -> int:
+        """Passes over the weight pages a GEMM of `lw.cols` query columns takes (1: every column at once)."""
+        return 1
+
+    def compute(self, lw, name, stage, til, macs, passes) -> Task:
         raise NotImplementedError
 
     def prefill_stream(self, lw, macs, wbytes):
@@ -91,12 +95,22 @@ class FlashPe(_Flash):
             return "per-plane FMACs (flash.logic.fmacs_per_plane, clock) or die cores (cores_per_die)"
         return None
 
-    def compute(self, lw, name, stage, til, macs):
+    def passes(self, lw, til):
+        """The die's global buffer holds the input vector and the partial sums of every query column it works
+        on; columns that do not fit together are taken in passes, each sensing the pages again (a single
+        column that does not fit is an on-chip OOM: Lowering.on_chip_error)."""
+        logic = lw.s.flash.logic
+        per_column = til.in_dim * lw.p.act_bytes + til.cols_per_die * logic.psum_bytes
+        if lw.cols == 1 or logic.global_buffer <= 0 or per_column > logic.global_buffer:
+            return 1
+        return math.ceil(lw.cols / (logic.global_buffer // per_column))
+
+    def compute(self, lw, name, stage, til, macs, passes):
         g = lw.wgroup
-        pages = til.pages_per_die * g.dies
-        # the plane's PEs apply every weight of the page to each query column
-        return Task(name, stage, (g.name,), g.compute_pipe(til.weights_per_page * lw.cols), til.pages_per_plane,
-                    lw.sense_counts(g, pages, macs))
+        pages = til.pages_per_die * g.dies * passes
+        # the plane's PEs apply every weight of the page to each query column of the pass
+        pipe = g.compute_pipe(til.weights_per_page * math.ceil(lw.cols / passes))
+        return Task(name, stage, (g.name,), pipe, til.pages_per_plane * passes, lw.sense_counts(g, pages, macs))
 
 
 @WEIGHT_HOMES.register("flash_split")
@@ -109,7 +123,7 @@ class FlashSplit(_Flash):
             return "die cores for READ_COMPUTE (flash.logic.cores_per_die > 0, core_rate > 0)"
         return None
 
-    def compute(self, lw, name, stage, til, macs):
+    def compute(self, lw, name, stage, til, macs, passes):
         """A fraction alpha of the pages is computed by the die cores (READ_COMPUTE), the rest is shipped raw
         to the NPU (READ_SLICE); alpha balances the two so both finish together, under the array's own read
         rate."""
