@@ -176,6 +176,8 @@ def csv_rows(results: list[dict]) -> tuple[list[str], list[dict]]:
     and `energy_breakdown_j.<part>` columns (the union over all points)."""
     head = ["system", "model", "context", "precision", "mode", "oom", "oom_reason", "tokens_per_s", "latency_s",
             "energy_j_per_token", "ttft_s", "bottleneck", "split", "max_context", "cost_usd"]
+    if any("batch" in r for r in results):  # batched or speculative points: their step and aggregate rate
+        head[8:8] = ["batch", "queries_per_step", "tokens_per_step", "step_latency_s", "aggregate_tokens_per_s"]
     nested = ("breakdown_s", "energy_breakdown_j")
     extra = {n: list(dict.fromkeys(k for r in results for k in r.get(n, {}))) for n in nested}
     columns = head + [f"{n}.{k}" for n in nested for k in extra[n]]
