@@ -181,3 +181,39 @@ def test_report_sweeps_batches_and_draws_the_batch_figure(kvnand_cli, tmp_path):
     assert sorted((r["system"], r["batch"]) for r in rows) == [("base1", 1), ("base1", 4), ("kvnand-c16", 1),
                                                                 ("kvnand-c16", 4)]
     assert (tmp_path / "f-batch.png").stat().st_size > 0
+
+
+def test_merged_stores_add_what_one_memory_holds():
+    from kvnand.lowering.step import merge_stores
+    from kvnand.mapping.capacity import Store
+
+    target = [Store("IFC flash (weights)", 100.0, 60.0, 0.0), Store("DRAM (KV)", 50.0, 0.0, 2.0)]
+    draft = [Store("DRAM (weights)", 50.0, 5.0, 0.0), Store("DRAM (KV)", 50.0, 0.0, 0.5)]
+    merged = merge_stores(target, draft)
+    assert merged == [Store("IFC flash (weights)", 100.0, 60.0, 0.0), Store("DRAM (KV)", 50.0, 5.0, 2.5)]
+    assert merge_stores(target, [Store("host DRAM", 9.0, 1.0, 0.0)])[-1].name == "host DRAM"
+
+
+def test_lincoln_cases_are_tracked_and_run_at_given_acceptance_rates():
+    from kvnand import validate as v
+    from kvnand.paths import VALIDATION_ROOT
+
+    cases = v.load_cases([VALIDATION_ROOT / "cases" / "lincoln-2025.yaml"])
+    assert cases and all(c.status == "tracked" for c in cases)
+    assert sorted({c.decode["spec_accept"] for c in cases}) == [0.6, 0.7, 0.8]
+    gain = next(c for c in cases if c.id == "lincoln2-spec-gain-opt66b-a07")
+    (row,) = v.run([gain])
+    assert row.simulated is not None and row.simulated > 1  # speculation speeds Lincoln up at a = 0.7
+
+
+def test_a_dse_design_carries_batch_to_evaluate():
+    from kvnand.dse.objectives import evaluate_design
+    from kvnand.dse.space import load_space
+    from kvnand.paths import DSE_ROOT
+
+    space = load_space(DSE_ROOT / "batch-vs-fmacs.yaml")
+    one = evaluate_design(space, {"batch": 1, "fmacs_per_plane": 16})
+    four = evaluate_design(space, {"batch": 4, "fmacs_per_plane": 16})
+    assert four.report["design"]["decode"] == {"batch": 4}
+    assert four.metrics["aggregate_tokens_per_s"] > 3 * one.metrics["aggregate_tokens_per_s"]
+    assert four.metrics["latency_s"] > one.metrics["latency_s"]
