@@ -146,8 +146,11 @@ class FlashSplit(_Flash):
         total = pages * page
         t_split = alpha * total / rc_bytes_per_s
         t_array = total / array_rate
-        limiter = "READ_COMPUTE cores + READ_SLICE channel" if t_split >= t_array else "array sense"
-        t = max(t_split, t_array) + die.cell.tR
+        # the NPU computes the READ_SLICE pages (for every query column)
+        t_npu = 2 * macs * (1 - alpha) / npu_peak(lw.s.npu, lw.p.mac_kind)
+        t_bound, limiter = max((t_split, "READ_COMPUTE cores + READ_SLICE channel"), (t_array, "array sense"),
+                               (t_npu, "NPU PE array (READ_SLICE pages)"), key=lambda x: x[0])
+        t = t_bound + die.cell.tR
         lw.split_alpha = alpha
         all_pages = til.pages_per_die * g.dies
         shipped = (1 - alpha) * all_pages * page
