@@ -10,6 +10,8 @@ A case file holds the cases of one source:
         baseline: base1                          # ratio metrics: the reference system
         overrides: {}                            # --set overrides of the candidate systems
         baseline_overrides: {}                   # --set overrides of the baseline
+        decode: {}                               # batch / speculative decoding of the candidates: keywords
+        baseline_decode: {}                      # of kvnand.evaluate (batch, spec_draft, spec_k, spec_accept)
         models: [opt-30b, llama2-7b]
         contexts: [128]                          # tokens; "1k" = 1000, "1Ki" = 1024
         precision: bf16                          # default: each system's default precision
@@ -49,7 +51,7 @@ from typing import Annotated, Any
 import typer
 
 from kvnand.errors import InputError
-from kvnand.scenario import parse_context
+from kvnand.scenario import Decode, parse_context
 
 SCHEMA = "kvnand.validate/1"
 
@@ -65,8 +67,10 @@ SINGLE_SYSTEM_METRICS = ("oom", "fits", "max_context") + COST_METRICS
 CHECKS = ("band", "at_least", "at_most")
 STATUSES = ("enforced", "tracked")
 
-CASE_KEYS = ("id", "source", "systems", "baseline", "overrides", "baseline_overrides", "models", "contexts",
-             "precision", "metric", "expected", "tolerance", "check", "skip_oom", "dram", "status", "note")
+CASE_KEYS = ("id", "source", "systems", "baseline", "overrides", "baseline_overrides", "decode", "baseline_decode",
+             "models", "contexts", "precision", "metric", "expected", "tolerance", "check", "skip_oom", "dram",
+             "status", "note")
+DECODE_KEYS = ("batch", "spec_draft", "spec_k", "spec_accept")
 FILE_KEYS = ("schema_version", "cases")
 
 
@@ -135,6 +139,8 @@ class Case:
     baseline: str | None = None
     overrides: dict = field(default_factory=dict)
     baseline_overrides: dict = field(default_factory=dict)
+    decode: dict = field(default_factory=dict)
+    baseline_decode: dict = field(default_factory=dict)
     models: list[str] = field(default_factory=list)
     contexts: list[int] = field(default_factory=list)
     precision: str | None = None
@@ -246,6 +252,17 @@ def parse_case(raw: Any, index: int, file: str, systems: list[str], models: list
         v = raw.get(k, {}) or {}
         if not isinstance(v, dict) or not all(isinstance(x, str) for x in v):
             errs.fail("expected a mapping of --set keys to values", cid, k, v)
+        setattr(c, k, dict(v))
+    for k in ("decode", "baseline_decode"):
+        v = raw.get(k, {}) or {}
+        if not isinstance(v, dict) or not all(x in DECODE_KEYS for x in v):
+            errs.fail("expected a mapping of decode keywords", cid, k, v, allowed=", ".join(DECODE_KEYS))
+        try:
+            Decode(**v)
+        except InputError as exc:
+            errs.fail(exc.detail, cid, f"{k}.{exc.key}", exc.value, allowed=exc.allowed)
+        if v.get("spec_draft") is not None and v["spec_draft"] not in models and not v["spec_draft"].endswith(".json"):
+            errs.fail("unknown model", cid, f"{k}.spec_draft", v["spec_draft"], allowed=", ".join(models))
         setattr(c, k, dict(v))
     c.models = _str_list(errs, cid, "models", raw.get("models", []))
     for m in c.models:
@@ -387,12 +404,14 @@ class Runner:
         self._points: dict[tuple, dict] = {}
         self._cost: dict[tuple, dict] = {}
 
-    def point(self, system: str, model: str, context: int, precision: str | None, overrides: dict) -> dict:
-        key = (system, model, context, precision, _freeze(overrides))
+    def point(self, system: str, model: str, context: int, precision: str | None, overrides: dict,
+              decode: dict | None = None) -> dict:
+        decode = decode or {}
+        key = (system, model, context, precision, _freeze(overrides), _freeze(decode))
         if key not in self._points:
             from kvnand.evaluation import evaluate
 
-            self._points[key] = evaluate(system, model, context, precision=precision, overrides=overrides)
+            self._points[key] = evaluate(system, model, context, precision=precision, overrides=overrides, **decode)
         return self._points[key]
 
     @property
@@ -400,9 +419,9 @@ class Runner:
         return len(self._points)
 
     def best(self, systems: list[str], model: str, context: int, precision: str | None,
-             overrides: dict) -> dict | None:
+             overrides: dict, decode: dict | None = None) -> dict | None:
         """The lowest-latency record among `systems` that fits, or None when all are OOM."""
-        recs = [self.point(s, model, context, precision, overrides) for s in systems]
+        recs = [self.point(s, model, context, precision, overrides, decode) for s in systems]
         fits = [r for r in recs if not r["oom"]]
         return min(fits, key=lambda r: r["latency_s"]) if fits else None
 
@@ -431,17 +450,17 @@ class Runner:
             return self._aggregate(c, models, contexts[0])
         model, ctx = models[0], contexts[0]
         if m in ("oom", "fits", "max_context"):
-            r = self.point(c.systems[0], model, ctx, c.precision, c.overrides)
+            r = self.point(c.systems[0], model, ctx, c.precision, c.overrides, c.decode)
             split = r["config"].get("split")
             detail = _fullest_store(r) + (f"; split {split}" if split else "")
             if m == "max_context":
                 return r["max_context"], detail
             return (r["oom"] if m == "oom" else not r["oom"]), detail
-        best = self.best(c.systems, model, ctx, c.precision, c.overrides)
+        best = self.best(c.systems, model, ctx, c.precision, c.overrides, c.decode)
         detail = _describe(best) if best else "all OOM"
         if m in ("tokens_per_s", "latency_s", "energy_j_per_token"):
             return (best[m] if best else None), detail
-        base = self.point(c.baseline, model, ctx, c.precision, c.baseline_overrides)
+        base = self.point(c.baseline, model, ctx, c.precision, c.baseline_overrides, c.baseline_decode)
         if base["oom"]:
             return None, f"{detail}; baseline {c.baseline} OOM"
         if best is None:
@@ -453,8 +472,8 @@ class Runner:
     def _aggregate(self, c: Case, models: list[str], ctx: int) -> tuple[float | None, str]:
         xs, skipped, missing = [], [], []
         for model in models:
-            best = self.best(c.systems, model, ctx, c.precision, c.overrides)
-            base = self.point(c.baseline, model, ctx, c.precision, c.baseline_overrides)
+            best = self.best(c.systems, model, ctx, c.precision, c.overrides, c.decode)
+            base = self.point(c.baseline, model, ctx, c.precision, c.baseline_overrides, c.baseline_decode)
             if base["oom"] and c.skip_oom:
                 skipped.append(model)
                 continue
