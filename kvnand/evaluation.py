@@ -11,13 +11,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from kvnand.config.loader import load_system
+from kvnand.config.loader import is_policy_key, load_system
 from kvnand.energy.tables import price
 from kvnand.errors import InputError
 from kvnand.lowering.step import Lowering, check_composition, fit, heads_per_phase
 from kvnand.program import count_actions
 from kvnand.scenario import Point, Scenario, resolve, split_auto
 from kvnand.sim import fast
+from kvnand.workload import kv_policy as kvp
+from kvnand.workload.kv_policy import summary as policy_summary
 
 MODES = ("fast", "event", "page")
 DEFAULT_PREFILL_TOKENS = None  # None: prefill of the whole context (time to first token for that prompt)
@@ -37,7 +39,7 @@ def _time(program, mode: str):
 
 def _lower(sc: Scenario) -> tuple[Lowering, str | None]:
     """The lowering of a fitting scenario, and the on-chip memory it overflows (None when all fit)."""
-    lw = Lowering(sc.system, sc.model, sc.precision, sc.context)
+    lw = Lowering(sc.system, sc.model, sc.precision, sc.context, sc.policy)
     return lw, lw.on_chip_error()
 
 
@@ -51,8 +53,12 @@ def _bottleneck(bound: dict[str, float]) -> str:
 
 def evaluate(system: str, model: str, context: int, *, precision: str | None = None, mode: str = "fast",
              overrides: dict[str, Any] | None = None, with_timeline: bool = False,
-             prefill_tokens: int | None = DEFAULT_PREFILL_TOKENS, refresh: str | None = None) -> dict:
+             prefill_tokens: int | None = DEFAULT_PREFILL_TOKENS, refresh: str | None = None,
+             kv_policy: str | None = None) -> dict:
     """Evaluate one point. Returns the record described in DESIGN.md (`kvnand.report/1` results).
+
+    `kv_policy`: a shipped KV-cache policy (arch_configs/kv_policies/NAME.yaml) or a path to one; the same as
+    the override `kv_policy=NAME`, whose fields `kv_policy.bits` etc. override it.
 
     `refresh`: a usage profile (kvnand.reliability.profile, e.g. "continuous"); the read-disturb refresh
     that profile needs (rewrites of blocks that reach their read limit, amortized per token) is then added
@@ -62,6 +68,8 @@ def evaluate(system: str, model: str, context: int, *, precision: str | None = N
     if isinstance(context, bool) or not isinstance(context, int) or context < 1:
         raise InputError("context must be a positive number of tokens", key="context", value=context)
     overrides = dict(overrides or {})
+    if kv_policy is not None:
+        overrides["kv_policy"] = kv_policy
     stem, auto = split_auto(system)
     if auto:
         return _auto_split(stem, model, context, precision, mode, overrides, with_timeline, prefill_tokens,
@@ -78,7 +86,7 @@ def _evaluate(system: str, model: str, context: int, precision: str | None, mode
     sc = resolve(Point(system, model, context, precision, overrides))
     sys_cfg, spec, prec = sc.system, sc.model, sc.precision
     check_composition(sys_cfg)
-    fitted = fit(sys_cfg, spec, prec, context)
+    fitted = fit(sys_cfg, spec, prec, context, sc.policy)
     record: dict[str, Any] = {
         "system": system, "model": spec.name, "context": context, "precision": prec.name,
         "mode": mode, "oom": fitted.oom, "oom_reason": fitted.reason, "max_context": fitted.max_context,
@@ -88,6 +96,9 @@ def _evaluate(system: str, model: str, context: int, precision: str | None, mode
         "breakdown_s": {}, "breakdown_by_resource_s": {}, "busy_s": {}, "energy_breakdown_j": {},
         "bottleneck": None, "capacity": fitted.stores, "config": _config_summary(sys_cfg, overrides),
     }
+    policy_given = any(is_policy_key(k) for k in overrides)
+    if policy_given:
+        record["config"]["kv_policy"] = policy_summary(sc.policy)
     record.update(_memories(system, overrides))
     if fitted.oom:
         return record
@@ -116,7 +127,7 @@ def _evaluate(system: str, model: str, context: int, precision: str | None, mode
     n_pre = prefill_tokens or context
     # the prefill program does not depend on the builder's context: reuse the decode step's builder (its
     # KV layout and die groups) when the prompt is the context, as it is by default
-    pre = (b if n_pre == context else Lowering(sys_cfg, spec, prec, n_pre)).prefill(n_pre)
+    pre = (b if n_pre == context else Lowering(sys_cfg, spec, prec, n_pre, sc.policy)).prefill(n_pre)
     ttft = fast.latency(pre) if mode == "fast" else _time(pre, mode)[0]
     lay = b.layout
     record.update({
@@ -129,6 +140,8 @@ def _evaluate(system: str, model: str, context: int, precision: str | None, mode
     })
     if lay is not None:
         record["kv_mapping"] = {**lay.summary(), **kv_page_reads(counts, b)}
+    if policy_given:
+        record["kv_policy"] = kv_policy_record(b, record.get("kv_mapping"))
     if b.split_alpha is not None:
         record["config"]["read_compute_fraction"] = b.split_alpha
     if with_timeline:
@@ -148,12 +161,53 @@ def kv_page_reads(counts: dict, b: Lowering) -> dict:
     for kind, layers in b.m.layer_kinds:  # each kind attends over its own context (a window caps it)
         lw = b.for_kind(kind)
         rounds = lw.logit_rounds() if hp == b.m.kv_heads else 1
-        phases = 2 * layers * math.ceil(b.m.kv_heads / hp) * rounds  # Logit and Attend
-        busiest += lay.phase_reads(lw.L, math.ceil(hp / rounds))[0] * phases
+        phases = math.ceil(b.m.kv_heads / hp) * rounds * layers
+        heads = math.ceil(hp / rounds)
+        busiest += lw.kv_reads(heads)[0] * 2 * phases  # Logit and Attend
+        if b.policy.selector is not None:
+            busiest += lw.selection_reads(heads)[0] * phases
     total = counts.get(b.kv_sense_action(), 0.0) / (8 * g.page_bytes)
     return {"page_reads_per_token": total, "busiest_plane_page_reads_per_token": busiest,
-            "useful_kv_bytes_per_token": b.m.kv_bytes(b.p, b.context),
+            "useful_kv_bytes_per_token": _useful_kv_bytes(b),
             "sensed_kv_bytes_per_token": total * g.page_bytes}
+
+
+def _useful_kv_bytes(b: Lowering) -> float:
+    """KV bytes attention uses per step: every held token's without selection, the attended ones' with it."""
+    m = b.m
+    if kvp.is_dense(b.policy):
+        return m.kv_bytes(b.p, b.context)
+    unit = m.kv_bytes_per_token_layer(b.p)
+    return sum(n * unit * b.for_kind(kind).L for kind, n in m.layer_kinds)
+
+
+def kv_policy_record(b: Lowering, mapping: dict | None) -> dict:
+    """The `kv_policy` record of a point under a policy: its name and width; tokens held and attended; the
+    fraction of the conversation's KV attention reads (the accuracy proxy), the page-read fraction against
+    reading every held page (flash homes), the selection's page reads, GC per token, and how reads spread."""
+    m, pol = b.m, b.policy
+    hp = heads_per_phase(b.s, m)
+    kinds = [(b.for_kind(kind), n, kind.context(b.context)) for kind, n in m.layer_kinds]
+    read_fraction = sum(n * lw.L for lw, n, _ in kinds) / sum(n * tokens for _, n, tokens in kinds)
+    out = {"name": pol.name, "kv_bytes_per_element": b.p.kv_bytes,
+           "stored_kv_bytes_per_token": m.kv_bytes_per_token(b.p) * kvp.stored_scale(pol, m.kv_streams),
+           "held_tokens": b.held, "attended_tokens": b.L, "read_fraction": read_fraction,
+           "useful_fraction": sum(n * lw.L for lw, n, _ in kinds) / sum(n * lw.held for lw, n, _ in kinds),
+           "page_read_fraction": None, "selection_page_reads_per_token": 0.0, "gc": b.gc()._asdict(),
+           "mean_page_read_probability": None, "hot_page_read_probability": None}
+    if b.layout is None or mapping is None:
+        return out
+    sparse = sum(n * lw.kv_reads(hp)[1] for lw, n, _ in kinds)
+    dense = sum(n * b.layout.phase_reads(lw.held, hp)[1] for lw, n, _ in kinds)
+    out["page_read_fraction"] = sparse / dense if dense else 1.0
+    if pol.selector is not None:
+        out["selection_page_reads_per_token"] = sum(n * lw.selection_reads(hp)[1] for lw, n, _ in kinds) * \
+            math.ceil(m.kv_heads / hp)
+    # read disturb: a held page is read with this probability per step on average; the pages of persistent
+    # heavy hitters (selected at every step) are read at every step, as without selection
+    out["mean_page_read_probability"] = out["page_read_fraction"]
+    out["hot_page_read_probability"] = 1.0
+    return out
 
 
 def _memories(system: str, overrides: dict) -> dict:
@@ -186,7 +240,7 @@ def _split_latency(system, model, context, precision, overrides, g2) -> tuple[fl
     sc = resolve(Point(system, model, context, precision, {**overrides, "g2_dies": g2}))
     sys_cfg = sc.system
     check_composition(sys_cfg)
-    if fit(sys_cfg, sc.model, sc.precision, context).oom:
+    if fit(sys_cfg, sc.model, sc.precision, context, sc.policy).oom:
         return None, sys_cfg.kv.g2_dies, ()
     b, on_chip = _lower(sc)
     if on_chip is not None:

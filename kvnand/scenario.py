@@ -1,5 +1,5 @@
 """A query (Point: system, model, context, precision, overrides as the user gave them) resolved once into a
-Scenario (the System, ModelSpec and Precision objects and the context): the one place that knows that a
+Scenario (the System, ModelSpec, Precision and KV policy objects and the context): the one place that knows that a
 system name may end in ':auto' (pick the fastest G1/G2 split), how overrides reach the system, and that a
 precision defaults to the system's own."""
 
@@ -11,8 +11,9 @@ from functools import lru_cache
 from typing import Any
 
 from kvnand.config.loader import load_system
-from kvnand.config.schema import System
+from kvnand.config.schema import KvPolicy, System
 from kvnand.errors import InputError
+from kvnand.workload.kv_policy import apply_precision, resolve_policy
 from kvnand.workload.model import ModelSpec, load_model
 from kvnand.workload.precision import Precision, get_precision
 
@@ -96,7 +97,8 @@ class Scenario:
     point: Point
     system: System
     model: ModelSpec
-    precision: Precision
+    precision: Precision        # with the KV width the policy stores
+    policy: KvPolicy
 
     @property
     def context(self) -> int:
@@ -113,5 +115,7 @@ def resolve(point: Point) -> Scenario:
     name, auto = split_auto(point.system)
     if auto:
         raise InputError("resolve one G1/G2 split at a time", key="system", value=point.system)
-    system = load_system(name, point.overrides)
-    return Scenario(point, system, _model(point.model), get_precision(point.precision or system.default_precision))
+    system = load_system(name, point.overrides)  # skips the KV-policy overrides, which resolve_policy reads
+    policy = resolve_policy(point.overrides)
+    precision = apply_precision(policy, get_precision(point.precision or system.default_precision))
+    return Scenario(point, system, _model(point.model), precision, policy)

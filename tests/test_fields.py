@@ -8,13 +8,14 @@ import json
 import kvnand
 from kvnand.report.fields import FIELDS, paths
 
-POINTS = [  # every kind of record: fits, out of memory, :auto, event mode, refresh, DRAM, CSD, split GEMV
+POINTS = [  # every kind of record: fits, out of memory, :auto, event mode, refresh, DRAM, CSD, split GEMV, policy
     ("kvnand-d:auto", "llama3.1-8b", 10_000, {"refresh": "continuous"}),
     ("kvnand-c16", "llama2-7b", 1000, {"mode": "event"}),
     ("base1", "llama3.1-70b", 100_000, {}),
     ("base2", "llama2-7b", 1000, {}),
     ("cambricon-llm-l", "llama2-7b", 1000, {}),
     ("csd-offload", "llama2-7b", 1000, {}),
+    ("kvnand-d", "llama2-7b", 10_000, {"kv_policy": "quest", "overrides": {"kv_policy.budget": 5000}}),
 ]
 
 

@@ -38,9 +38,9 @@ class KvHome:
     npu_readable = False        # the NPU can read it (npu_phase)
     shares_weight_dies = False  # the weights' dies hold it too: no pipelining of head groups across units
 
-    def npu_phase(self, lw, name: str, kv_heads: int, macs: float) -> Task | None:
-        """One attention phase (Logit or Attend) on the NPU reading this home's KV, or None if the NPU
-        cannot read it."""
+    def npu_phase(self, lw, name: str, kv_heads: int, macs: float, stage: str = "attention") -> Task | None:
+        """One attention phase (Logit, Attend, or a KV policy's selection) on the NPU reading this home's KV
+        (`lw.L` vectors per KV head), or None if the NPU cannot read it."""
         return None
 
     def missing(self, system) -> str | None:
@@ -68,7 +68,7 @@ class KvHome:
         if g is None:
             return Seq(())
         per_plane, total_ops = lay.programs_per_token()
-        bytes_tok = lay.streams * lay.unit
+        bytes_tok = lay.written_bytes_per_token
         t = per_plane * g.die.cell.tPROG
         on_die = self.encodes_on_logic_die and g.array.ecc.location == "on_die"
         part = lw.part(g)
@@ -81,7 +81,34 @@ class KvHome:
                                  commands=math.ceil(total_ops / g.channels_used)))
             counts.append(("socbuf.bits", bytes_tok * 8))
         parts.append(Task("kv.program", "kv_write", (g.name,), single_stage("array program", t), 1, tuple(counts)))
+        gc = lw.gc()
+        if gc.erases_per_token:
+            parts.append(self._gc_task(lw, gc))
         return Seq(tuple(parts))
+
+    def _gc_task(self, lw, gc) -> Task:
+        """Garbage collection of evicted KV slots, amortized per token (kvnand.mapping.gc): each copied page is
+        sensed, decoded and re-encoded (on the die, or through the controller over the die I/O) and
+        programmed; each reclaimed block is erased. The FTL spreads the work over the KV planes."""
+        g = lw.kvgroup
+        cell, ecc = g.die.cell, g.array.ecc
+        pages = gc.copy_bytes_per_token / g.page_bytes
+        bits = gc.copy_bytes_per_token * 8
+        ecc_bits = bits * (1 + ecc.codeword_parity / ecc.codeword_data)
+        part = lw.part(g)
+        counts = [(lw.kv_sense_action(), bits), (f"{part}.program_bits", bits), (f"{part}.erase_blocks",
+                                                                                gc.erases_per_token)]
+        if ecc.location == "on_die":
+            decode = g.ecc_decode_time()
+            per_page = cell.tR + decode + decode * ecc.decode_rate / ecc.encode_rate + cell.tPROG
+            counts += [("flash.ecc_decode_bits", ecc_bits), ("flash.ecc_encode_bits", ecc_bits)]
+        else:
+            per_page = cell.tR + cell.tPROG + 2 * g.page_bytes / g.io_rate_per_die()
+            counts += [("ctrl.ecc_decode_bits", ecc_bits), ("ctrl.ecc_encode_bits", ecc_bits), ("ch.bits", 2 * bits)]
+            if part != "flash":
+                counts.append((f"{part}.io_bits", 2 * bits))
+        t = (pages * per_page + gc.erases_per_token * cell.tBERS) / g.planes
+        return Task("kv.gc", "kv_gc", (g.name,), single_stage("GC copy-back + erase", t), 1, tuple(counts))
 
     def prefill_write(self, lw, kv_bytes: float) -> Task:
         """The prompt's KV written to its home after the prefill: transferred in, then programmed."""
@@ -162,13 +189,13 @@ class DramHome(KvHome):
     def kv_stores(self, system, kv):
         return [Store.of_kv("DRAM (KV)", system.dram.channels * system.dram.capacity_per_channel, 0.0, kv)]
 
-    def npu_phase(self, lw, name, kv_heads, macs):
+    def npu_phase(self, lw, name, kv_heads, macs, stage="attention"):
         """The NPU streams the KV of the phase's heads out of DRAM as its matmul operand."""
         dram = lw.s.dram
         kv_bytes = kv_heads * lw.L * lw.m.head_dim * lw.p.kv_bytes
         res = ("npu", "dram") + (("ch",) if dram.shares_flash_channels else ())
         pipe = npu_matmul_pipe(lw.s.npu, macs, lw.p.mac_kind, kv_bytes, dram_rate(dram), label="NPU PE array")
-        return Task(name, "attention", res, pipe, 1, (("dram.bits", kv_bytes * 8), ("npu.ops", 2 * macs)))
+        return Task(name, stage, res, pipe, 1, (("dram.bits", kv_bytes * 8), ("npu.ops", 2 * macs)))
 
     def append(self, lw, nbytes):
         res = ("dram",) + (("ch",) if lw.s.dram.shares_flash_channels else ())
@@ -198,11 +225,11 @@ class PlainNand(KvHome):
     def kv_stores(self, system, kv):
         return [Store.of_kv("plain NAND (KV)", _dies_bytes(system.nand, system.nand.dies), 0.0, kv)]
 
-    def npu_phase(self, lw, name, kv_heads, macs):
+    def npu_phase(self, lw, name, kv_heads, macs, stage="attention"):
         """The phase's KV pages read out of the plain dies (multi-plane batches over die I/O and the channel)
         into the NPU; the slower of readout and NPU compute sets the time."""
         g = lw.kvgroup
-        busiest, total = lw.layout.phase_reads(lw.L, kv_heads)
+        busiest, total = lw.kv_reads(kv_heads)
         pipe, items = g.readout_pipe(), busiest  # one page per plane per multi-plane batch
         npu_t = 2 * macs / npu_peak(lw.s.npu, lw.p.mac_kind)
         if npu_t > pipe.makespan(items):
@@ -211,7 +238,7 @@ class PlainNand(KvHome):
         bits = total * g.page_bytes * 8
         counts = (("nand.sense_bits", bits), ("nand.io_bits", bits), ("npu.ops", 2 * macs),
                   ("ctrl.ecc_decode_bits", bits))
-        return Task(name, "attention", ("nand", "ch"), pipe, items, counts)
+        return Task(name, stage, ("nand", "ch"), pipe, items, counts)
 
     def append(self, lw, nbytes):
         return _soc_append(lw, nbytes)

@@ -94,6 +94,9 @@ def report(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="recompute every point (and store nothing)")] = False,
     refresh: Annotated[str | None, typer.Option(help="add the read-disturb refresh a usage profile needs "
                                                      "(e.g. continuous, chat) to latency and energy")] = None,
+    kv_policy: Annotated[str | None, typer.Option("--kv-policy", help="KV-cache policy: a shipped one (dense, "
+                                                  "kivi-2bit, kivi-4bit, quest, h2o, sparf) or a YAML path; "
+                                                  "--set kv_policy.FIELD=... changes its fields")] = None,
 ):
     """Decode tokens/s, ms/token, J/token, speedups, TTFT and bottleneck over systems x models x contexts.
 
@@ -105,6 +108,8 @@ def report(
     model_list = split_list(models, "--models")
     context_list = parse_contexts(contexts)
     overrides = parse_sets(set_)
+    if kv_policy is not None:
+        overrides["kv_policy"] = kv_policy
     sweep.check_inputs(system_list, model_list, precision, overrides)
     if refresh is not None:
         from kvnand.reliability.profile import get_profile
