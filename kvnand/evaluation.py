@@ -70,6 +70,10 @@ def evaluate(system: str, model: str, context: int, *, precision: str | None = N
     overrides = dict(overrides or {})
     if kv_policy is not None:
         overrides["kv_policy"] = kv_policy
+    policy = kvp.resolve_policy(overrides)
+    if kvp.evicts(policy) and policy.reclaim == "auto":
+        return _auto_reclaim(system, model, context, precision, mode, overrides, with_timeline, prefill_tokens,
+                             refresh)
     stem, auto = split_auto(system)
     if auto:
         return _auto_split(stem, model, context, precision, mode, overrides, with_timeline, prefill_tokens,
@@ -182,30 +186,30 @@ def _useful_kv_bytes(b: Lowering) -> float:
 
 
 def kv_policy_record(b: Lowering, mapping: dict | None) -> dict:
-    """The `kv_policy` record of a point under a policy: its name and width; tokens held and attended; the
-    fraction of the conversation's KV attention reads (the accuracy proxy), the page-read fraction against
-    reading every held page (flash homes), the selection's page reads, GC per token, and how reads spread."""
+    """The `kv_policy` record of a point under a policy: its name and width; tokens written, held and
+    attended; the useful fraction (the conversation's KV attention uses: the accuracy proxy) and the
+    page-read fraction (KV pages sensed against reading every page of the conversation: flash homes), the
+    selection's page reads, GC per token, and how often a page is read (read disturb)."""
     m, pol = b.m, b.policy
     hp = heads_per_phase(b.s, m)
-    kinds = [(b.for_kind(kind), n, kind.context(b.context)) for kind, n in m.layer_kinds]
-    read_fraction = sum(n * lw.L for lw, n, _ in kinds) / sum(n * tokens for _, n, tokens in kinds)
-    out = {"name": pol.name, "kv_bytes_per_element": b.p.kv_bytes,
+    kinds = [(b.for_kind(kind), n) for kind, n in m.layer_kinds]
+    out = {"name": pol.name, "reclaim": pol.reclaim if kvp.evicts(pol) else None,
+           "kv_bytes_per_element": b.p.kv_bytes,
            "stored_kv_bytes_per_token": m.kv_bytes_per_token(b.p) * kvp.stored_scale(pol, m.kv_streams),
-           "held_tokens": b.held, "attended_tokens": b.L, "read_fraction": read_fraction,
-           "useful_fraction": sum(n * lw.L for lw, n, _ in kinds) / sum(n * lw.held for lw, n, _ in kinds),
+           "stored_tokens": b.stored, "held_tokens": b.held, "attended_tokens": b.L,
+           "useful_fraction": sum(n * lw.L for lw, n in kinds) / sum(n * lw.stored for lw, n in kinds),
            "page_read_fraction": None, "selection_page_reads_per_token": 0.0, "gc": b.gc()._asdict(),
-           "mean_page_read_probability": None, "hot_page_read_probability": None}
+           "hot_page_read_probability": None}
     if b.layout is None or mapping is None:
         return out
-    sparse = sum(n * lw.kv_reads(hp)[1] for lw, n, _ in kinds)
-    dense = sum(n * b.layout.phase_reads(lw.held, hp)[1] for lw, n, _ in kinds)
+    sparse = sum(n * lw.kv_reads(hp)[1] for lw, n in kinds)
+    dense = sum(n * b.layout.phase_reads(lw.stored, hp)[1] for lw, n in kinds)
     out["page_read_fraction"] = sparse / dense if dense else 1.0
     if pol.selector is not None:
-        out["selection_page_reads_per_token"] = sum(n * lw.selection_reads(hp)[1] for lw, n, _ in kinds) * \
+        out["selection_page_reads_per_token"] = sum(n * lw.selection_reads(hp)[1] for lw, n in kinds) * \
             math.ceil(m.kv_heads / hp)
-    # read disturb: a held page is read with this probability per step on average; the pages of persistent
-    # heavy hitters (selected at every step) are read at every step, as without selection
-    out["mean_page_read_probability"] = out["page_read_fraction"]
+    # read disturb: on average a page is read by page_read_fraction of the phases; the pages of persistent
+    # heavy hitters (selected at every step) are read by every phase, as without a policy
     out["hot_page_read_probability"] = 1.0
     return out
 
@@ -232,6 +236,18 @@ def _config_summary(s, overrides) -> dict:
     out["kv_mapping"] = s.kv.mapping
     out["hg_pipeline"] = s.schedule.hg_pipeline
     return out
+
+
+def _auto_reclaim(system, model, context, precision, mode, overrides, with_timeline, prefill_tokens, refresh):
+    """Eviction with `reclaim: auto`: the FTL compacts (gc) or leaves evicted slots in place (none), whichever
+    decodes faster and fits; when neither fits, the compacting one (it holds less) reports the OOM."""
+    runs = [evaluate(system, model, context, precision=precision, mode=mode, with_timeline=with_timeline,
+                     prefill_tokens=prefill_tokens, refresh=refresh,
+                     overrides={**overrides, "kv_policy.reclaim": choice}) for choice in ("gc", "none")]
+    fitting = [r for r in runs if not r["oom"]]
+    best = min(fitting, key=lambda r: r["latency_s"]) if fitting else runs[0]
+    best["config"]["overrides"] = {k: v for k, v in overrides.items()}
+    return best
 
 
 def _split_latency(system, model, context, precision, overrides, g2) -> tuple[float | None, int, tuple]:

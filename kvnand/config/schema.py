@@ -466,6 +466,10 @@ class KvPolicy(Part):
     budget_fraction: _number(0, 1, "fraction of the context held after eviction", lo_open=True) | None = None
     recent_fraction: _number(0, 1, "share of the held tokens that is the recent window (never evicted); "
                              "the rest are heavy hitters") = 0.5
+    reclaim: Literal["auto", "gc", "none"] = Field(
+        "auto", description="what the FTL does with evicted slots: gc (compact: copy the valid units out, erase; "
+        "the KV stays at the budget), none (leave them in place: the whole conversation stays in flash and "
+        "the held tokens are scattered over its pages), auto (the faster that fits)")
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -485,6 +489,9 @@ class KvPolicy(Part):
             raise ConfigValueError("selector_channels goes with selector 'channels' (and only with it)",
                                    key="selector_channels", value=self.selector_channels,
                                    allowed="an integer with selector channels, else null")
+        if self.reclaim != "auto" and self.budget is None and self.budget_fraction is None:
+            raise ConfigValueError("reclaim only applies with eviction", key="reclaim", value=self.reclaim,
+                                   allowed="auto, or set budget or budget_fraction")
         if self.budget is not None and self.budget_fraction is not None:
             raise ConfigValueError("give budget or budget_fraction, not both", key="budget_fraction",
                                    value=self.budget_fraction, allowed="null when budget is set")

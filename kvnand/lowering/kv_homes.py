@@ -82,7 +82,7 @@ class KvHome:
             counts.append(("socbuf.bits", bytes_tok * 8))
         parts.append(Task("kv.program", "kv_write", (g.name,), single_stage("array program", t), 1, tuple(counts)))
         gc = lw.gc()
-        if gc.erases_per_token:
+        if gc.copy_bytes_per_token:
             parts.append(self._gc_task(lw, gc))
         return Seq(tuple(parts))
 

@@ -107,14 +107,16 @@ def energy_prefix(g: FlashGroup) -> str:
 
 
 class Lowering:
-    """The step at `context` tokens. `held` is the KV tokens a layer keeps and `L` the tokens attention works
-    over (the policy's top-k of `held`; both the whole context without a policy): the most of any layer kind
-    here, and a kind's own in the copy `for_kind` makes to lower that kind's layers."""
+    """The step at `context` tokens. `stored` is the tokens a layer has written to its cache, `held` those the
+    KV policy keeps and `L` those attention works over (the policy's top-k of `held`; all three the context,
+    or a window, without a policy): the most of any layer kind here, and a kind's own in the copy `for_kind`
+    makes to lower that kind's layers."""
 
     def __init__(self, system: System, model: ModelSpec, precision: Precision, context: int,
                  policy: KvPolicy = kvp.DENSE):
         self.s, self.m, self.p, self.context, self.policy = system, model, precision, context, policy
-        self.held = max(kvp.held(policy, k.context(context)) for k, _ in model.layer_kinds)
+        self.stored = max(k.context(context) for k, _ in model.layer_kinds)  # tokens written to the cache
+        self.held = kvp.held(policy, self.stored)
         self.L = kvp.attended(policy, self.held)
         self.weights = WEIGHT_HOMES[system.placement.weights]
         self.kv_home = KV_HOMES[system.kv.store]
@@ -216,14 +218,19 @@ class Lowering:
     def kv_reads(self, heads: int) -> tuple[float, float]:
         """Page reads of one attention phase over `heads` KV heads: (busiest plane, total). Every page of the
         held tokens, or the sparse model's expectation when the policy attends to fewer."""
-        if self.L >= self.held:
+        stored, g = self.held, self.policy.granularity
+        if kvp.evicts(self.policy) and not kvp.compacts(self.policy):
+            # uncompacted eviction: the held tokens lie scattered, token by token, over the conversation's
+            # pages (the recent window too: an upper bound on its pages, which are in fact contiguous)
+            stored, g = self.stored, 1
+        if self.L >= stored:
             return self.layout.phase_reads(self.L, heads)
-        return self.layout.sparse_phase_reads(self.held, self.L, self.policy.granularity, heads)
+        return self.layout.sparse_phase_reads(stored, self.L, g, heads)
 
     def _summaries(self) -> Lowering:
         """This lowering over the policy's summary vectors instead of the held tokens (all of them read)."""
         lw = copy.copy(self)
-        lw.L = lw.held = kvp.summary_vectors_read(self.policy, self.held, self.m.head_dim)
+        lw.L = lw.held = lw.stored = kvp.summary_vectors_read(self.policy, self.held, self.m.head_dim)
         return lw
 
     def selection_reads(self, heads: int) -> tuple[float, float]:
@@ -242,7 +249,7 @@ class Lowering:
     def gc(self) -> GcCost:
         """Garbage collection per token of the KV slots the policy's eviction invalidates (none without)."""
         lay, pol = self.layout, self.policy
-        if lay is None or pol.budget is None and pol.budget_fraction is None:
+        if lay is None or not kvp.compacts(pol):
             return combine([])
         block = self.kvgroup.page_bytes * self.kvgroup.die.geometry.pages_per_block
         per_layer = lay.written_bytes_per_token / lay.layers
@@ -356,7 +363,8 @@ class Lowering:
     def for_kind(self, kind: LayerKind) -> Lowering:
         """This lowering with attention over the context `kind`'s layers attend over."""
         lw = copy.copy(self)
-        lw.held = kvp.held(self.policy, kind.context(self.context))
+        lw.stored = kind.context(self.context)
+        lw.held = kvp.held(self.policy, lw.stored)
         lw.L = kvp.attended(self.policy, lw.held)
         return lw
 
@@ -407,7 +415,8 @@ class Lowering:
         if kvp.is_dense(pol):
             return m.kv_bytes(p, n)
         unit = m.kv_bytes_per_token_layer(p) * kvp.stored_scale(pol, m.kv_streams)
-        return sum(count * unit * kvp.held(pol, k.context(n)) for k, count in m.layer_kinds)
+        keep = (lambda t: kvp.held(pol, t)) if kvp.compacts(pol) else (lambda t: t)
+        return sum(count * unit * keep(k.context(n)) for k, count in m.layer_kinds)
 
 
 def _causal_keys(n: int, window: int | None) -> float:

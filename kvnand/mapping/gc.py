@@ -13,8 +13,13 @@ u = (held - recent) / (context - recent), assuming heavy hitters are spread even
 Reclaiming a block frees (1 - u) of it and copies u of it, so per byte written the FTL copies u / (1 - u)
 bytes (write amplification 1 / (1 - u)) and erases 1 / ((1 - u) x block bytes) blocks. Copies are assumed
 to be reclaimed again only when their own tokens are evicted, which the same rate already counts. The FTL
-reclaims as soon as a block qualifies, which keeps the flash the KV occupies at the budget. With no heavy
-hitters (a pure sliding window) u = 0: whole blocks turn invalid and are erased without a copy.
+reclaims as soon as a block qualifies, which keeps the flash the KV occupies at the budget.
+
+What is charged is what eviction adds: every block of KV written is erased once in any case (when its
+tokens are evicted, or when the session's cache is dropped, which the dense cache is not charged for
+either), so GC adds the copied bytes and the erases of the blocks they fill, u / (1 - u) x bytes written
+/ block bytes. With no heavy hitters (a pure sliding window) u = 0: whole blocks turn invalid and GC adds
+nothing.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import NamedTuple
 class GcCost(NamedTuple):
     write_amplification: float     # bytes programmed per byte of new KV (1: no GC)
     copy_bytes_per_token: float    # valid KV read back and programmed again per decode token
-    erases_per_token: float        # blocks erased per decode token
+    erases_per_token: float        # blocks erased per decode token beyond the one erase all KV needs
 
 
 NO_GC = GcCost(1.0, 0.0, 0.0)
@@ -38,8 +43,8 @@ def gc_per_token(written_bytes_per_token: float, block_bytes: float, context: in
         return NO_GC
     recent = min(recent, held)
     u = (held - recent) / (context - recent)
-    return GcCost(1.0 / (1.0 - u), written_bytes_per_token * u / (1.0 - u),
-                  written_bytes_per_token / ((1.0 - u) * block_bytes))
+    copied = written_bytes_per_token * u / (1.0 - u)
+    return GcCost(1.0 / (1.0 - u), copied, copied / block_bytes)
 
 
 def combine(costs: list[tuple[float, GcCost]]) -> GcCost:

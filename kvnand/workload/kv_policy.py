@@ -6,7 +6,10 @@ workload. It changes:
 - the stored width of a KV element (`bits`, plus a scale and zero point of `metadata_bytes` per `group`
   elements when the width is below the precision's): applied by giving the precision a KV width, so every
   byte count, page fill and PE work per page follows;
-- the tokens held (`budget` / `budget_fraction`: eviction; the rest of the conversation is gone);
+- the tokens held (`budget` / `budget_fraction`: eviction; the rest of the conversation is gone); with
+  `reclaim: gc` the FTL compacts the held tokens (kvnand.mapping.gc), with `none` the evicted slots stay
+  in their pages (the flash holds the whole conversation and the held tokens are read scattered over its
+  pages, like a token-granular selection), `auto` takes the faster that fits;
 - the tokens attended per step (`top_k` / `top_k_fraction`, whole units of `granularity` tokens) and the
   selection work that picks them: a summary stream stored beside K in the KV home (Quest's min/max keys: two
   K vectors per unit; SparF's channel-major copy of K: one K vector per token, of which `selector_channels`
@@ -134,6 +137,15 @@ def stored_scale(policy: KvPolicy, kv_streams: int) -> float:
     return (kv_streams + summary_units_per_token(policy)) / kv_streams
 
 
+def evicts(policy: KvPolicy) -> bool:
+    return policy.budget is not None or policy.budget_fraction is not None
+
+
+def compacts(policy: KvPolicy) -> bool:
+    """Whether evicted slots are reclaimed by garbage collection (`auto` is resolved by evaluate())."""
+    return evicts(policy) and policy.reclaim != "none"
+
+
 def is_dense(policy: KvPolicy) -> bool:
     """Whether the policy keeps, stores and reads the cache exactly as without one (its name aside)."""
     return policy.model_dump(exclude={"name", "source", "note"}) == _DENSE_FIELDS
@@ -146,6 +158,8 @@ def kv_growth(policy: KvPolicy, growth: tuple[float, tuple], kv_streams: int) ->
     per_token, windowed = growth
     if is_dense(policy):
         return growth
+    if not compacts(policy):  # evicted slots stay in flash: the cache grows with the whole conversation
+        policy = policy.model_copy(update={"budget": None, "budget_fraction": None, "reclaim": "auto"})
     scale = stored_scale(policy, kv_streams)
     kinds = [(b * scale, w) for b, w in ([(per_token, math.inf), *windowed] if per_token else windowed)]
     f = policy.budget_fraction or 1.0
