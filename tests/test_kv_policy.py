@@ -258,3 +258,35 @@ def test_every_shipped_policy_cites_its_source():
 def test_a_bad_policy_field_names_its_key():
     with pytest.raises(InputError, match="kv_policy.top_k_fraction"):
         kvp.resolve_policy({"kv_policy.top_k_fraction": 1.5, "kv_policy.selector": "minmax"})
+
+
+def test_policy_is_a_dse_parameter_with_the_useful_fraction_as_objective():
+    from kvnand.dse.objectives import evaluate_design
+    from kvnand.dse.space import load_space
+    from kvnand.paths import DSE_ROOT
+
+    space = load_space(DSE_ROOT / "kv-policy.yaml")
+    dense = evaluate_design(space, {"g2_dies": 4, "policy": "dense"})
+    quest = evaluate_design(space, {"g2_dies": 4, "policy": "quest", "top_k": 4096})
+    assert dense.metrics["kv_useful_fraction"] == 1.0
+    assert quest.metrics["kv_useful_fraction"] == pytest.approx(4096 / 128_000)  # the worst point: 128k
+    assert quest.metrics["latency_s"] < dense.metrics["latency_s"]
+    assert not quest.violated
+
+
+def test_a_space_with_an_unknown_policy_field_is_an_error(tmp_path):
+    from kvnand.dse.space import load_space
+    from kvnand.paths import DSE_ROOT
+
+    text = (DSE_ROOT / "kv-policy.yaml").read_text().replace("set: kv_policy.top_k", "set: kv_policy.topk")
+    (tmp_path / "bad.yaml").write_text(text)
+    with pytest.raises(InputError, match="kv_policy.topk"):
+        load_space(tmp_path / "bad.yaml")
+
+
+def test_policy_plot_is_written(kvnand_cli, tmp_path):
+    fig = tmp_path / "policies.png"
+    code, _, err = kvnand_cli("report", "--systems", "kvnand-c16,base1", "--models", "llama2-7b", "--contexts",
+                              "1k,100k", "--kv-policy", "quest", "--policy-plot", str(fig), "--format", "json")
+    assert code == 0, err
+    assert fig.stat().st_size > 10_000 and fig.read_bytes()[:4] == b"\x89PNG"
