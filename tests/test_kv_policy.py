@@ -290,3 +290,19 @@ def test_policy_plot_is_written(kvnand_cli, tmp_path):
                               "1k,100k", "--kv-policy", "quest", "--policy-plot", str(fig), "--format", "json")
     assert code == 0, err
     assert fig.stat().st_size > 10_000 and fig.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_gc_adds_pe_cycles_in_the_reliability_model():
+    from kvnand.evaluation import evaluate_reliability
+
+    def kv_group(overrides):
+        r = evaluate_reliability("kvnand-d", "llama3.1-8b", 50_000, overrides=overrides)
+        return next(g for g in r["groups"] if "kv" in g["holds"])
+
+    dense = kv_group({})
+    assert dense["gc_erases_per_day"] == 0
+    compacted = kv_group({"kv_policy": "h2o", "kv_policy.reclaim": "gc"})
+    assert compacted["gc_erases_per_day"] > 0
+    assert compacted["write_erases_per_day"] > compacted["gc_erases_per_day"]
+    # quantized KV fills fewer blocks per token: fewer write erases at a similar decode rate
+    assert kv_group({"kv_policy": "kivi-2bit"})["write_erases_per_day"] < dense["write_erases_per_day"] / 3
