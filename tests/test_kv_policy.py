@@ -91,6 +91,8 @@ def test_larger_top_k_is_never_faster(system, context, k1, k2, granularity, sele
     assert r_lo["latency_s"] <= r_hi["latency_s"] * (1 + 1e-12)
     if r_lo["kv_policy"]["page_read_fraction"] is not None:  # KV in flash
         assert r_lo["kv_policy"]["page_read_fraction"] <= r_hi["kv_policy"]["page_read_fraction"] + 1e-12
+        for r in (r_lo, r_hi):  # the step senses at least the bytes it uses
+            assert r["kv_mapping"]["sensed_kv_bytes_per_token"] >= r["kv_mapping"]["useful_kv_bytes_per_token"]
 
 
 def _layout(mapping, planes, layers, kv_heads, unit, page_units, split, all_heads):
@@ -306,3 +308,15 @@ def test_gc_adds_pe_cycles_in_the_reliability_model():
     assert compacted["write_erases_per_day"] > compacted["gc_erases_per_day"]
     # quantized KV fills fewer blocks per token: fewer write erases at a similar decode rate
     assert kv_group({"kv_policy": "kivi-2bit"})["write_erases_per_day"] < dense["write_erases_per_day"] / 3
+
+
+def test_a_bad_policy_file_names_file_and_key(tmp_path):
+    bad = tmp_path / "mine.yaml"
+    bad.write_text("name: mine\nbits: 3\n")
+    with pytest.raises(InputError) as exc:
+        kvnand.evaluate("kvnand-d", "llama2-7b", 1000, kv_policy=str(bad))
+    assert "mine.yaml" in str(exc.value) and "bits" in str(exc.value)
+    good = tmp_path / "q8.yaml"
+    good.write_text("name: q8\nbits: 8\n")
+    assert kvnand.evaluate("kvnand-d", "llama2-7b", 1000, kv_policy=str(good))["kv_policy"]["kv_bytes_per_element"] \
+        == 1.0 + 4 / 32
