@@ -87,28 +87,12 @@ class KvHome:
         return Seq(tuple(parts))
 
     def _gc_task(self, lw, gc) -> Task:
-        """Garbage collection of evicted KV slots, amortized per token (kvnand.mapping.gc): each copied page is
-        sensed, decoded and re-encoded (on the die, or through the controller over the die I/O) and
-        programmed; each reclaimed block is erased. The FTL spreads the work over the KV planes."""
+        """Garbage collection of evicted KV slots, amortized per token (kvnand.mapping.gc): the copy-back of
+        the still-valid data and the erases, spread by the FTL over the KV planes."""
         g = lw.kvgroup
-        cell, ecc = g.die.cell, g.array.ecc
-        pages = gc.copy_bytes_per_token / g.page_bytes
-        bits = gc.copy_bytes_per_token * 8
-        ecc_bits = bits * (1 + ecc.codeword_parity / ecc.codeword_data)
-        part = lw.part(g)
-        counts = [(lw.kv_sense_action(), bits), (f"{part}.program_bits", bits), (f"{part}.erase_blocks",
-                                                                                gc.erases_per_token)]
-        if ecc.location == "on_die":
-            decode = g.ecc_decode_time()
-            per_page = cell.tR + decode + decode * ecc.decode_rate / ecc.encode_rate + cell.tPROG
-            counts += [("flash.ecc_decode_bits", ecc_bits), ("flash.ecc_encode_bits", ecc_bits)]
-        else:
-            per_page = cell.tR + cell.tPROG + 2 * g.page_bytes / g.io_rate_per_die()
-            counts += [("ctrl.ecc_decode_bits", ecc_bits), ("ctrl.ecc_encode_bits", ecc_bits), ("ch.bits", 2 * bits)]
-            if part != "flash":
-                counts.append((f"{part}.io_bits", 2 * bits))
-        t = (pages * per_page + gc.erases_per_token * cell.tBERS) / g.planes
-        return Task("kv.gc", "kv_gc", (g.name,), single_stage("GC copy-back + erase", t), 1, tuple(counts))
+        t, counts = g.copy_back(gc.copy_bytes_per_token / g.page_bytes, gc.erases_per_token, lw.part(g),
+                                lw.kv_sense_action())
+        return Task("kv.gc", "kv_gc", (g.name,), single_stage("GC copy-back + erase", t), 1, tuple(counts.items()))
 
     def prefill_write(self, lw, kv_bytes: float) -> Task:
         """The prompt's KV written to its home after the prefill: transferred in, then programmed."""
