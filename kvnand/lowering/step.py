@@ -28,7 +28,7 @@ from kvnand.lowering.attention import ATTENTION_SITES
 from kvnand.lowering.kv_homes import KV_HOMES
 from kvnand.lowering.weights import WEIGHT_HOMES
 from kvnand.mapping.capacity import Fit, KvGrowth, check
-from kvnand.mapping.gc import GcCost, combine, gc_per_token
+from kvnand.mapping.gc import NO_GC, GcCost, combine, gc_per_token
 from kvnand.mapping.kv import KvLayout, attention_working_set, min_program_bytes
 from kvnand.mapping.weights import tile_gemv
 from kvnand.program import Loop, Pipeline, Seq, Task, single_stage
@@ -217,7 +217,8 @@ class Lowering:
 
     def kv_reads(self, heads: int) -> tuple[float, float]:
         """Page reads of one attention phase over `heads` KV heads: (busiest plane, total). Every page of the
-        held tokens, or the sparse model's expectation when the policy attends to fewer."""
+        held tokens, or the sparse model's expectation when the policy attends to fewer or leaves evicted
+        slots in place."""
         stored, g = self.held, self.policy.granularity
         if kvp.evicts(self.policy) and not kvp.compacts(self.policy):
             # uncompacted eviction: the held tokens lie scattered, token by token, over the conversation's
@@ -250,7 +251,7 @@ class Lowering:
         """Garbage collection per token of the KV slots the policy's eviction invalidates (none without)."""
         lay, pol = self.layout, self.policy
         if lay is None or not kvp.compacts(pol):
-            return combine([])
+            return NO_GC
         block = self.kvgroup.page_bytes * self.kvgroup.die.geometry.pages_per_block
         per_layer = lay.written_bytes_per_token / lay.layers
         costs = []
