@@ -219,14 +219,20 @@ class Lowering:
         """Page reads of one attention phase over `heads` KV heads: (busiest plane, total). Every page of the
         held tokens, or the sparse model's expectation when the policy attends to fewer or leaves evicted
         slots in place."""
-        stored, g = self.held, self.policy.granularity
-        if kvp.evicts(self.policy) and not kvp.compacts(self.policy):
-            # uncompacted eviction: the held tokens lie scattered, token by token, over the conversation's
-            # pages (the recent window too: an upper bound on its pages, which are in fact contiguous)
-            stored, g = self.stored, 1
-        if self.L >= stored:
-            return self.layout.phase_reads(self.L, heads)
-        return self.layout.sparse_phase_reads(stored, self.L, g, heads)
+        lay, pol = self.layout, self.policy
+        if kvp.evicts(pol) and not kvp.compacts(pol) and self.held < self.stored:
+            # uncompacted eviction: the recent window fills its own pages; the heavy hitters lie scattered,
+            # token by token, over the pages of everything older (the busiest plane: the two added, an upper
+            # bound since they share the planes); never more than every page of the conversation
+            recent = round(pol.recent_fraction * self.held)
+            new_b, new_t = lay.phase_reads(recent, heads)
+            old_b, old_t = lay.sparse_phase_reads(self.stored - recent, self.held - recent, 1, heads) \
+                if self.held > recent else (0.0, 0.0)
+            all_b, all_t = lay.phase_reads(self.stored, heads)
+            return min(all_b, new_b + old_b), min(all_t, new_t + old_t)
+        if self.L >= self.held:
+            return lay.phase_reads(self.L, heads)
+        return lay.sparse_phase_reads(self.held, self.L, pol.granularity, heads)
 
     def _summaries(self) -> Lowering:
         """This lowering over the policy's summary vectors instead of the held tokens (all of them read)."""
