@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from kvnand.config.loader import load_system
+from kvnand.config.loader import is_policy_key, load_system
 from kvnand.energy.tables import price
 from kvnand.errors import InputError
 from kvnand.lowering.decode import DecodeStep
@@ -19,6 +19,8 @@ from kvnand.lowering.step import Lowering, check_composition, heads_per_phase
 from kvnand.program import count_actions
 from kvnand.scenario import Decode, Point, Scenario, resolve, split_auto
 from kvnand.sim import fast
+from kvnand.workload import kv_policy as kvp
+from kvnand.workload.kv_policy import summary as policy_summary
 
 MODES = ("fast", "event", "page")
 DEFAULT_PREFILL_TOKENS = None  # None: prefill of the whole context (time to first token for that prompt)
@@ -47,9 +49,12 @@ def _bottleneck(bound: dict[str, float]) -> str:
 def evaluate(system: str, model: str, context: int, *, precision: str | None = None, mode: str = "fast",
              overrides: dict[str, Any] | None = None, with_timeline: bool = False,
              prefill_tokens: int | None = DEFAULT_PREFILL_TOKENS, refresh: str | None = None,
-             batch: int | None = None, spec_draft: str | None = None, spec_k: int | None = None,
-             spec_accept: float | None = None) -> dict:
+             kv_policy: str | None = None, batch: int | None = None, spec_draft: str | None = None,
+             spec_k: int | None = None, spec_accept: float | None = None) -> dict:
     """Evaluate one point. Returns the record described in DESIGN.md (`kvnand.report/1` results).
+
+    `kv_policy`: a shipped KV-cache policy (arch_configs/kv_policies/NAME.yaml) or a path to one; the same as
+    the override `kv_policy=NAME`, whose fields `kv_policy.bits` etc. override it.
 
     `refresh`: a usage profile (kvnand.reliability.profile, e.g. "continuous"); the read-disturb refresh
     that profile needs (rewrites of blocks that reach their read limit, amortized per token) is then added
@@ -68,6 +73,12 @@ def evaluate(system: str, model: str, context: int, *, precision: str | None = N
         raise InputError("the read-disturb refresh is modelled for single-sequence decoding only", key="refresh",
                          value=refresh, allowed="no refresh with batch or spec_draft")
     overrides = dict(overrides or {})
+    if kv_policy is not None:
+        overrides["kv_policy"] = kv_policy
+    policy = kvp.resolve_policy(overrides)
+    if kvp.evicts(policy) and policy.reclaim == "auto":
+        return _auto_reclaim(system, model, context, precision, mode, overrides, with_timeline, prefill_tokens,
+                             refresh, decode)
     stem, auto = split_auto(system)
     if auto:
         return _auto_split(stem, model, context, precision, mode, overrides, with_timeline, prefill_tokens,
@@ -97,6 +108,9 @@ def _evaluate(system: str, model: str, context: int, precision: str | None, mode
     }
     if decode.active:
         record.update(_decode_fields(decode, sc, None))
+    policy_given = any(is_policy_key(k) for k in overrides)
+    if policy_given:
+        record["config"]["kv_policy"] = policy_summary(sc.policy)
     record.update(_memories(system, overrides))
     if fitted.oom:
         return record
@@ -150,6 +164,8 @@ def _evaluate(system: str, model: str, context: int, precision: str | None, mode
     })
     if lay is not None:
         record["kv_mapping"] = {**lay.summary(), **kv_page_reads(counts, b)}
+    if policy_given:
+        record["kv_policy"] = kv_policy_record(b, record.get("kv_mapping"))
     if b.split_alpha is not None:
         record["config"]["read_compute_fraction"] = b.split_alpha
     if with_timeline:
@@ -183,12 +199,53 @@ def kv_page_reads(counts: dict, b: Lowering) -> dict:
     for kind, layers in b.m.layer_kinds:  # each kind attends over its own context (a window caps it)
         lw = b.for_kind(kind)
         rounds = lw.logit_rounds() if hp == b.m.kv_heads else 1
-        phases = 2 * layers * math.ceil(b.m.kv_heads / hp) * rounds  # Logit and Attend
-        busiest += lay.phase_reads(lw.L, math.ceil(hp / rounds))[0] * phases * b.batch
+        phases = math.ceil(b.m.kv_heads / hp) * rounds * layers * b.batch
+        heads = math.ceil(hp / rounds)
+        busiest += lw.kv_reads(heads)[0] * 2 * phases  # Logit and Attend
+        if b.policy.selector is not None:
+            busiest += lw.selection_reads(heads)[0] * phases
     total = counts.get(b.kv_sense_action(), 0.0) / (8 * g.page_bytes)
     return {"page_reads_per_token": total, "busiest_plane_page_reads_per_token": busiest,
-            "useful_kv_bytes_per_token": b.m.kv_bytes(b.p, b.context) * b.batch,
+            "useful_kv_bytes_per_token": _useful_kv_bytes(b) * b.batch,
             "sensed_kv_bytes_per_token": total * g.page_bytes}
+
+
+def _useful_kv_bytes(b: Lowering) -> float:
+    """KV bytes attention uses per step: every held token's without selection, the attended ones' with it."""
+    m = b.m
+    if kvp.is_dense(b.policy):
+        return m.kv_bytes(b.p, b.context)
+    unit = m.kv_bytes_per_token_layer(b.p)
+    return sum(n * unit * b.for_kind(kind).L for kind, n in m.layer_kinds)
+
+
+def kv_policy_record(b: Lowering, mapping: dict | None) -> dict:
+    """The `kv_policy` record of a point under a policy: its name and width; tokens written, held and
+    attended; the useful fraction (the conversation's KV attention uses: the accuracy proxy) and the
+    page-read fraction (KV pages sensed against reading every page of the conversation: flash homes), the
+    selection's page reads, GC per token, and how often a page is read (read disturb)."""
+    m, pol = b.m, b.policy
+    hp = heads_per_phase(b.s, m)
+    kinds = [(b.for_kind(kind), n) for kind, n in m.layer_kinds]
+    out = {"name": pol.name, "reclaim": pol.reclaim if kvp.evicts(pol) else None,
+           "kv_bytes_per_element": b.p.kv_bytes,
+           "stored_kv_bytes_per_token": m.kv_bytes_per_token(b.p) * kvp.stored_scale(pol, m.kv_streams),
+           "stored_tokens": b.stored, "held_tokens": b.held, "attended_tokens": b.L,
+           "useful_fraction": sum(n * lw.L for lw, n in kinds) / sum(n * lw.stored for lw, n in kinds),
+           "page_read_fraction": None, "selection_page_reads_per_token": 0.0, "gc": b.gc()._asdict(),
+           "hot_page_read_probability": None}
+    if b.layout is None or mapping is None:
+        return out
+    sparse = sum(n * lw.kv_reads(hp)[1] for lw, n in kinds)
+    dense = sum(n * b.layout.phase_reads(lw.stored, hp)[1] for lw, n in kinds)
+    out["page_read_fraction"] = sparse / dense if dense else 1.0
+    if pol.selector is not None:
+        out["selection_page_reads_per_token"] = sum(n * lw.selection_reads(hp)[1] for lw, n in kinds) * \
+            math.ceil(m.kv_heads / hp)
+    # read disturb: on average a page is read by page_read_fraction of the phases; the pages of persistent
+    # heavy hitters (selected at every step) are read by every phase, as without a policy
+    out["hot_page_read_probability"] = 1.0
+    return out
 
 
 def _memories(system: str, overrides: dict) -> dict:
@@ -213,6 +270,20 @@ def _config_summary(s, overrides) -> dict:
     out["kv_mapping"] = s.kv.mapping
     out["hg_pipeline"] = s.schedule.hg_pipeline
     return out
+
+
+def _auto_reclaim(system, model, context, precision, mode, overrides, with_timeline, prefill_tokens, refresh,
+                  decode):
+    """Eviction with `reclaim: auto`: the FTL compacts (gc) or leaves evicted slots in place (none), whichever
+    decodes faster and fits; when neither fits, the compacting one (it holds less) reports the OOM."""
+    runs = [evaluate(system, model, context, precision=precision, mode=mode, with_timeline=with_timeline,
+                     prefill_tokens=prefill_tokens, refresh=refresh, batch=decode.batch,
+                     spec_draft=decode.spec_draft, spec_k=decode.spec_k, spec_accept=decode.spec_accept,
+                     overrides={**overrides, "kv_policy.reclaim": choice}) for choice in ("gc", "none")]
+    fitting = [r for r in runs if not r["oom"]]
+    best = min(fitting, key=lambda r: r["latency_s"]) if fitting else runs[0]
+    best["config"]["overrides"] = {k: v for k, v in overrides.items()}
+    return best
 
 
 def _split_latency(system, model, context, precision, overrides, g2, decode) -> tuple[float | None, int, tuple]:

@@ -1,7 +1,7 @@
 """A query (Point: system, model, context, precision, overrides and the decode shape as the user gave them)
-resolved once into a Scenario (the System, ModelSpec and Precision objects, the context and the draft model):
-the one place that knows that a system name may end in ':auto' (pick the fastest G1/G2 split), how overrides
-reach the system, that a precision defaults to the system's own, and what a batch and a speculative
+resolved once into a Scenario (the System, ModelSpec, Precision and KV policy objects, the context and the draft
+model): the one place that knows that a system name may end in ':auto' (pick the fastest G1/G2 split), how
+overrides reach the system, that a precision defaults to the system's own, and what a batch and a speculative
 decoding setup may be."""
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from functools import lru_cache
 from typing import Any
 
 from kvnand.config.loader import load_system
-from kvnand.config.schema import System
+from kvnand.config.schema import KvPolicy, System
 from kvnand.errors import InputError
+from kvnand.workload.kv_policy import apply_precision, resolve_policy
 from kvnand.workload.model import ModelSpec, load_model
 from kvnand.workload.precision import Precision, get_precision
 
@@ -158,7 +159,8 @@ class Scenario:
     point: Point
     system: System
     model: ModelSpec
-    precision: Precision
+    precision: Precision        # with the KV width the policy stores
+    policy: KvPolicy
     draft: ModelSpec | None = None  # the speculative draft model (point.decode.spec_draft)
 
     @property
@@ -176,7 +178,9 @@ def resolve(point: Point) -> Scenario:
     name, auto = split_auto(point.system)
     if auto:
         raise InputError("resolve one G1/G2 split at a time", key="system", value=point.system)
-    system = load_system(name, point.overrides)
+    system = load_system(name, point.overrides)  # skips the KV-policy overrides, which resolve_policy reads
+    policy = resolve_policy(point.overrides)
+    precision = apply_precision(policy, get_precision(point.precision or system.default_precision))
     draft = point.decode.spec_draft
-    return Scenario(point, system, _model(point.model), get_precision(point.precision or system.default_precision),
+    return Scenario(point, system, _model(point.model), precision, policy,
                     _model(draft) if draft is not None else None)

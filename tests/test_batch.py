@@ -46,7 +46,7 @@ def test_a_batch_of_one_is_the_plain_step_exactly(system, model, context):
 def _one_pass(system: str, model: str, context: int, batch: int) -> bool:
     """Every weight GEMM of the step takes its `batch` query columns in one pass over its pages."""
     sc = resolve(Point(system, model, context))
-    lw = Lowering(sc.system, sc.model, sc.precision, context, batch)
+    lw = Lowering(sc.system, sc.model, sc.precision, context, batch=batch)
     home = WEIGHT_HOMES[sc.system.placement.weights]
     if home.name != "flash_pe":
         return True
@@ -77,7 +77,7 @@ def test_with_unbounded_pe_rate_the_weight_pages_take_the_same_time_for_any_colu
     sc = resolve(Point(system, model, 1000, overrides={"fmacs_per_plane": 10**6}))  # the schema's largest
     home = WEIGHT_HOMES[sc.system.placement.weights]
     one = Lowering(sc.system, sc.model, sc.precision, 1000)
-    many = Lowering(sc.system, sc.model, sc.precision, 1000, batch, queries)
+    many = Lowering(sc.system, sc.model, sc.precision, 1000, batch=batch, queries=queries)
     ops = [op for kind, _ in sc.model.layer_kinds for op in layer_operators(sc.model, sc.precision, 1, kind=kind)]
     for op in ops:
         if op.kind != "gemv" or op.name == "router":

@@ -33,6 +33,13 @@ SHORT_KEYS = {
 }
 # `dies` is derived (channels x dies_per_channel); setting it keeps channels and changes dies per channel.
 DERIVED_KEYS = ("dies",)
+# overrides of the workload's KV policy (kvnand.workload.kv_policy), not of the system: load_system skips them
+POLICY_KEY = "kv_policy"
+
+
+def is_policy_key(key) -> bool:
+    """`kv_policy` (a policy's name) or `kv_policy.FIELD`."""
+    return isinstance(key, str) and (key == POLICY_KEY or key.startswith(POLICY_KEY + "."))
 SCHEMA_VERSIONS = (1,)
 
 
@@ -237,7 +244,7 @@ def _find(kind_dir: str, name: str, relative_to: Path | None, key: str, file: st
     """A preset name (stem of arch_configs/KIND/NAME.yaml) or a path (relative to the referring file, else cwd)."""
     available = sorted(x.stem for x in (CONFIG_ROOT / kind_dir).glob("*.yaml"))
     allowed = ", ".join(available) + ", or a path to a .yaml file"
-    kind = kind_dir[:-1]
+    kind = kind_dir[:-3] + "y" if kind_dir.endswith("ies") else kind_dir[:-1]
     p = Path(name)
     candidates: list[Path] = []
     if _looks_like_path(name):
@@ -260,6 +267,12 @@ def _find(kind_dir: str, name: str, relative_to: Path | None, key: str, file: st
         raise InputError(problem, file=file, key=_printable(key), line=line, value=name, allowed=allowed)
     raise InputError(f"unknown {kind} preset '{_printable(name)}'", file=file, key=_printable(key), line=line,
                      allowed=allowed)
+
+
+def preset_path(kind_dir: str, name: str) -> Path:
+    """A preset named on the command line (stem of arch_configs/KIND_DIR/NAME.yaml) or a path to one."""
+    return _find(kind_dir, name, None, kind_dir[:-3] + "y" if kind_dir.endswith("ies") else kind_dir[:-1],
+                 "command line")
 
 
 def _check_version(data: dict, file: str, lines: dict[str, int]) -> None:
@@ -358,7 +371,8 @@ def parse_value(text: str) -> Any:
 
 
 def _set_allowed() -> str:
-    return "a dotted path shown by `kvnand show-config`, or one of " + ", ".join(sorted([*SHORT_KEYS, *DERIVED_KEYS]))
+    return ("a dotted path shown by `kvnand show-config`, or one of " + ", ".join(sorted([*SHORT_KEYS, *DERIVED_KEYS]))
+            + f", or {POLICY_KEY}.FIELD")
 
 
 def _set_path(key: str) -> str:
@@ -366,8 +380,10 @@ def _set_path(key: str) -> str:
 
 
 def apply_overrides(tree: dict, overrides: dict[str, Any], file: str) -> dict:
-    """`--set` overrides (dotted paths or SHORT_KEYS; `dies` last, as it depends on channels) on a copy of `tree`."""
+    """`--set` overrides (dotted paths or SHORT_KEYS; `dies` last, as it depends on channels) on a copy of `tree`.
+    KV-policy overrides belong to the workload and are skipped."""
     tree = copy.deepcopy(tree)
+    overrides = {k: v for k, v in overrides.items() if not is_policy_key(k)}
     items = [(k, v) for k, v in overrides.items() if k not in DERIVED_KEYS]
     items += [(k, v) for k, v in overrides.items() if k in DERIVED_KEYS]
     for key, value in items:
@@ -617,9 +633,10 @@ def _load_system_cached(name_or_path: str, stamp: tuple, frozen_overrides: tuple
 
 
 def load_system(name_or_path: str, overrides: dict[str, Any] | None = None):
-    """Resolve, override and validate a system preset; cached by (name, overrides)."""
+    """Resolve, override and validate a system preset; cached by (name, overrides). KV-policy overrides
+    belong to the workload and are skipped."""
     frozen = tuple(sorted((k, v if not isinstance(v, (dict, list)) else repr(v)) for k, v in
-                          (overrides or {}).items()))
+                          (overrides or {}).items() if not is_policy_key(k)))
     return _load_system_cached(name_or_path, _resolved_tree(system_path(name_or_path))[2], frozen)
 
 

@@ -446,3 +446,63 @@ class Calibration(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     schema_version: SchemaVersion
     constants: dict[str, CalibrationConstant]
+
+
+def _bits(v):
+    if isinstance(v, bool) or v not in (16, 8, 4, 2) or not isinstance(v, int):
+        raise ConfigValueError("not a KV element width", allowed="16, 8, 4 or 2 (bits), or null")
+    return v
+
+
+class KvPolicy(Part):
+    """A KV-cache management policy (part of the workload, kvnand.workload.kv_policy applies it): quantized
+    KV, sparse retrieval of the top-k tokens in units of `granularity` tokens, eviction to a token budget.
+    Every field at its default keeps today's dense cache (every token, the precision's width, all read)."""
+
+    name: str = "dense"
+    bits: Annotated[Literal[16, 8, 4, 2], BeforeValidator(_bits)] | None = Field(
+        None, description="bits per stored KV element: 16, 8, 4 or 2 (null: the precision's KV width)")
+    group: _count(1, 1 << 20, "elements sharing one scale and zero point") = 32
+    metadata_bytes: _number(0, 64, "bytes of scale + zero point per group (stored only when bits < the "
+                            "precision's KV width)") = 4.0
+    top_k: _count(1, 10**9, "tokens attended per step (null: all held)") | None = None
+    top_k_fraction: _number(0, 1, "fraction of the held tokens attended per step", lo_open=True) | None = None
+    granularity: _count(1, 1 << 20, "tokens per selection unit (scored and read together)") = 1
+    selector: Literal["minmax", "channels"] | None = Field(
+        None, description="how units are scored: minmax (per-unit min/max keys, Quest) or channels (a channel-"
+        "major copy of K, a few channels of every key read, SparF); null without top-k")
+    selector_channels: _count(1, 4096, "key channels the channels selector reads per token") | None = None
+    budget: _count(1, 10**9, "tokens held after eviction (null: all)") | None = None
+    budget_fraction: _number(0, 1, "fraction of the context held after eviction", lo_open=True) | None = None
+    recent_fraction: _number(0, 1, "share of the held tokens that is the recent window (never evicted); "
+                             "the rest are heavy hitters") = 0.5
+    reclaim: Literal["auto", "gc", "none"] = Field(
+        "auto", description="what the FTL does with evicted slots: gc (compact: copy the valid units out, erase; "
+        "the KV stays at the budget), none (leave them in place: the whole conversation stays in flash and "
+        "the held tokens are scattered over its pages), auto (the faster that fits)")
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        sparse = self.top_k is not None or self.top_k_fraction is not None
+        if self.top_k is not None and self.top_k_fraction is not None:
+            raise ConfigValueError("give top_k or top_k_fraction, not both", key="top_k_fraction",
+                                   value=self.top_k_fraction, allowed="null when top_k is set")
+        if sparse and self.selector is None:
+            raise ConfigValueError("a top-k selection needs a selector that scores the units", key="selector",
+                                   allowed="minmax, channels")
+        if not sparse and (self.selector is not None or self.granularity != 1):
+            raise ConfigValueError("selector and granularity only apply with top_k or top_k_fraction",
+                                   key="selector" if self.selector is not None else "granularity",
+                                   value=self.selector if self.selector is not None else self.granularity,
+                                   allowed="set top_k or top_k_fraction, or leave them at null and 1")
+        if (self.selector == "channels") != (self.selector_channels is not None):
+            raise ConfigValueError("selector_channels goes with selector 'channels' (and only with it)",
+                                   key="selector_channels", value=self.selector_channels,
+                                   allowed="an integer with selector channels, else null")
+        if self.reclaim != "auto" and self.budget is None and self.budget_fraction is None:
+            raise ConfigValueError("reclaim only applies with eviction", key="reclaim", value=self.reclaim,
+                                   allowed="auto, or set budget or budget_fraction")
+        if self.budget is not None and self.budget_fraction is not None:
+            raise ConfigValueError("give budget or budget_fraction, not both", key="budget_fraction",
+                                   value=self.budget_fraction, allowed="null when budget is set")
+        return self

@@ -2,7 +2,8 @@
 
 A design is evaluated at every workload point (model x context, fast mode). Per-point metrics are
 aggregated with the workload weights: latency and energy per token as weighted means, power and
-capacity use as the worst point, lifetime and read-disturb margin as the worst point. `metric@ctx`
+capacity use as the worst point, lifetime, read-disturb margin and the KV policy's useful fraction (the
+share of the conversation's KV attention uses: an accuracy proxy) as the worst point. `metric@ctx`
 (e.g. `latency_s@100k`) restricts a metric to the points at one context. Memory cost and the logic
 area share are properties of the hardware alone.
 
@@ -44,6 +45,8 @@ METRICS: dict[str, Metric] = {
     "lifetime_years": Metric(MAXIMIZE, True, "min", "flash lifetime under the usage profile, worst point", True),
     "read_disturb_margin": Metric(MAXIMIZE, True, "min", "read-disturb limit / max reads per block, worst point",
                                   True),
+    "kv_useful_fraction": Metric(MAXIMIZE, True, "min", "share of the conversation's KV that attention uses "
+                                 "under the KV policy (1 without one): the accuracy proxy, worst point"),
     "cost_usd": Metric(MINIMIZE, False, "", "memory cost: capacity x $/byte of every memory (kvnand.cost)"),
     "logic_area_fraction": Metric(MINIMIZE, False, "", "IFC logic area (planes x plane_area + global buffer) "
                                   "/ array die area"),
@@ -183,7 +186,7 @@ def evaluate_design(space, params: dict[str, Any]) -> Evaluation:
 # what a trial keeps of each workload point (optuna stores it per trial: the full record is ~30x larger)
 POINT_KEYS = ("system", "model", "context", "precision", "oom", "oom_reason", "weight", "tokens_per_s", "latency_s",
               "energy_j_per_token", "power_w", "capacity_use", "bottleneck", "lifetime_years", "read_disturb_margin",
-              "batch", "queries_per_step", "aggregate_tokens_per_s")
+              "batch", "queries_per_step", "aggregate_tokens_per_s", "kv_useful_fraction")
 CONFIG_KEYS = ("dies", "g1_dies", "g2_dies", "kv_store", "split")
 
 
@@ -198,6 +201,8 @@ def _point_report(space, d, p, keys: list[str]) -> dict:
     rec["weight"] = p.weight
     rec.setdefault("aggregate_tokens_per_s", rec["tokens_per_s"])  # one request: its own rate
     rec["capacity_use"] = max(s["used_bytes"] / s["capacity_bytes"] for s in rec["capacity"].values())
+    rec["kv_useful_fraction"] = rec["kv_policy"]["useful_fraction"] if "kv_policy" in rec else \
+        (None if rec["oom"] else 1.0)
     if not rec["oom"] and any(metric(k).needs_reliability for k in keys):
         r = _reliability(d.system, p.model, p.context, d.precision, d.overrides, space.spec.workload.profile)
         rec["lifetime_years"] = r.get("lifetime_years")

@@ -4,7 +4,8 @@ A space names a base system, the parameters that vary (categorical, int or float
 scaled, with a unit, or a categorical whose labels map to bundles of `--set` overrides, e.g. a cell
 mode), the workload (models and contexts with weights, the usage profile for reliability), the
 objectives and constraints, the published designs to compare against, and study settings. Every
-parameter turns into `kvnand.evaluate` arguments: `system`, `precision` or an override key.
+parameter turns into `kvnand.evaluate` arguments: `system`, `precision` or an override key (a KV policy's
+name `kv_policy` or a field `kv_policy.top_k` etc. included: the policy is searched beside the hardware).
 
     parameters:
       dies: 8                                              # fixed
@@ -578,7 +579,15 @@ def _check_workload(space: Space, src) -> None:
 def _check_targets(space: Space, src) -> None:
     """Override keys must exist in the systems they apply to, and every published design must be a valid
     configuration (this catches unit typos: each parameter's value appears in the known designs)."""
-    from kvnand.config.loader import DERIVED_KEYS, SHORT_KEYS, load_system, resolve_system_tree
+    from kvnand.config.loader import (
+        DERIVED_KEYS,
+        POLICY_KEY,
+        SHORT_KEYS,
+        is_policy_key,
+        load_system,
+        resolve_system_tree,
+    )
+    from kvnand.config.schema import KvPolicy
 
     systems = {space.spec.system}
     for p in space.varying.values():
@@ -594,6 +603,8 @@ def _check_targets(space: Space, src) -> None:
     def exists(key: str) -> bool:
         if key in SHORT_KEYS or key in DERIVED_KEYS or key in SPECIAL_TARGETS:
             return True
+        if is_policy_key(key):  # the workload's KV policy: its name, or one of its fields
+            return key == POLICY_KEY or key[len(POLICY_KEY) + 1:] in KvPolicy.model_fields
         return any(_has_path(t, key) for t in trees.values())
 
     for name, p in space.spec.parameters.items():
@@ -605,7 +616,8 @@ def _check_targets(space: Space, src) -> None:
                 raise _err(space, src, where, f"'{key}' is not a path in the resolved config of "
                            f"{' or '.join(sorted(systems))}",
                            allowed="a dotted path shown by `kvnand show-config`, or one of "
-                           + ", ".join(sorted([*SHORT_KEYS, *DERIVED_KEYS, *SPECIAL_TARGETS])))
+                           + ", ".join(sorted([*SHORT_KEYS, *DERIVED_KEYS, *SPECIAL_TARGETS]))
+                           + f", {POLICY_KEY} or {POLICY_KEY}.FIELD")
     designs = space.known_designs() or [("default design", {n: p.default if p.default is not None else
                                                              (p.labels or p.int or p.float)[0]
                                                              for n, p in space.varying.items()})]
@@ -617,6 +629,9 @@ def _check_targets(space: Space, src) -> None:
                 from kvnand.scenario import Decode
 
                 Decode(**dict(d.decode))
+            from kvnand.workload.kv_policy import resolve_policy
+
+            resolve_policy(dict(d.overrides))
             if d.precision is not None:
                 from kvnand.workload.precision import get_precision
 

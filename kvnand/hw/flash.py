@@ -92,3 +92,24 @@ class FlashGroup:
 
     def program_time(self, pages_per_plane: float) -> float:
         return pages_per_plane * self.die.cell.tPROG
+
+    def copy_back(self, pages: float, erases: float, part: str, sense_action: str) -> tuple[float, dict[str, float]]:
+        """Rewriting `pages` valid pages into fresh blocks and erasing `erases` blocks (refresh, garbage
+        collection): each page is sensed, decoded and re-encoded (on the die, or through the controller over
+        the die I/O) and programmed. Returns (seconds, spread over the group's planes; action counts, with
+        `part` the energy-table prefix of the dies and `sense_action` the action counting the sensed bits)."""
+        cell, ecc = self.die.cell, self.array.ecc
+        bits = pages * self.page_bytes * 8
+        ecc_bits = bits * (1 + ecc.codeword_parity / ecc.codeword_data)
+        counts = {sense_action: bits, f"{part}.program_bits": bits}
+        if ecc.location == "on_die":
+            decode = self.ecc_decode_time()  # then the encode of the same bits, at the encoder's rate
+            per_page = cell.tR + decode + decode * ecc.decode_rate / ecc.encode_rate + cell.tPROG
+            counts.update({"flash.ecc_decode_bits": ecc_bits, "flash.ecc_encode_bits": ecc_bits})
+        else:  # the page travels to the controller's ECC and back
+            per_page = cell.tR + cell.tPROG + 2 * self.page_bytes / self.io_rate_per_die()
+            counts.update({"ctrl.ecc_decode_bits": ecc_bits, "ctrl.ecc_encode_bits": ecc_bits, "ch.bits": 2 * bits})
+            if part != "flash":
+                counts[f"{part}.io_bits"] = 2 * bits
+        counts[f"{part}.erase_blocks"] = erases
+        return (pages * per_page + erases * cell.tBERS) / self.planes, counts

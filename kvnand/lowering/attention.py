@@ -4,6 +4,10 @@
   and the probabilities come back (KVNAND-C and -D).
 - `npu`: on the NPU, reading the KV from its home (DRAM as an operand stream, plain NAND by readout).
 - `csd`: in a computational storage drive's attention engine (InstAttention); q and the output cross the link.
+
+Each site also lowers a KV policy's selection (`select`): a Logit-like pass of the query over the policy's
+summary vectors, read from the KV home like keys (stage `kv_select`), then the top-k of the scores per
+query head. The attention phases read the pages `lw.kv_reads` gives (all pages, or the sparse model's).
 """
 
 from __future__ import annotations
@@ -26,6 +30,11 @@ class AttentionSite:
         cached keys (`macs` per phase); the causal part among the query tokens is the lowering's."""
         raise NotImplementedError
 
+    def select(self, lw, kv_heads: int, q_heads: int, macs: float, scores: int) -> Seq:
+        """Selection over `lw.L` summary vectors per KV head (`macs` per head group), giving `scores` scores
+        per query head, of which the top-k are picked."""
+        raise NotImplementedError
+
 
 @ATTENTION_SITES.register("flash_pe")
 class InFlash(AttentionSite):
@@ -36,18 +45,34 @@ class InFlash(AttentionSite):
             return "compute logic on the IFC dies (flash.logic)"
         return None
 
+    @staticmethod
+    def _phase(lw, name: str, stage: str, kv_heads: int, macs: float) -> Task:
+        """The plane PEs of the KV planes over the pages a phase reads."""
+        g, m = lw.kvgroup, lw.m
+        busiest, total = lw.kv_reads(kv_heads)
+        # every query token's heads against each sensed page (passes over the register when they do not fit)
+        macs_per_page = (g.page_bytes / lw.p.kv_bytes) * (m.heads // m.kv_heads) * lw.queries
+        return Task(name, stage, (g.name,), g.compute_pipe(macs_per_page), busiest,
+                    lw.sense_counts(g, total, macs, kv=True))
+
+    def select(self, lw, kv_heads, q_heads, macs, scores):
+        """The plane PEs score the summaries; the scores go to the NPU, which picks the top-k."""
+        ch, a = lw.kvgroup.channels_used, lw.p.act_bytes
+        q_bytes = q_heads * lw.m.head_dim * a * lw.queries
+        score_bytes = q_heads * scores * a * lw.queries
+        return Seq((lw.xfer("q.bcast", "kv_select", q_bytes, q_bytes * ch),
+                    self._phase(lw, "select", "kv_select", kv_heads, macs),
+                    lw.xfer("scores.out", "kv_select", score_bytes / ch, score_bytes),
+                    lw.npu_vec("top-k", "kv_select", q_heads * scores * lw.queries)))
+
     def lower(self, lw, kv_heads, q_heads, macs):
         g, lay, a = lw.kvgroup, lw.layout, lw.p.act_bytes
         m, L, nq = lw.m, lw.L, lw.queries
-        busiest, total = lay.phase_reads(L, kv_heads)
-        # every query token's heads against each sensed page (passes over the register when they do not fit)
-        macs_per_page = (g.page_bytes / lw.p.kv_bytes) * (m.heads // m.kv_heads) * nq
         psum = lw.s.flash.logic.psum_bytes
         ch = g.channels_used
 
         def phase(name):
-            return Task(name, "attention", (g.name,), g.compute_pipe(macs_per_page), busiest,
-                        lw.sense_counts(g, total, macs, kv=True))
+            return self._phase(lw, name, "attention", kv_heads, macs)
 
         q_bytes = q_heads * m.head_dim * a * nq
         logits = q_heads * L * a * nq
@@ -73,6 +98,10 @@ class OnNpu(AttentionSite):
         return Seq((home.npu_phase(lw, "logit", kv_heads, macs), lw.softmax(q_heads),
                     home.npu_phase(lw, "attend", kv_heads, macs)))
 
+    def select(self, lw, kv_heads, q_heads, macs, scores):
+        return Seq((lw.kv_home.npu_phase(lw, "select", kv_heads, macs, stage="kv_select"),
+                    lw.npu_vec("top-k", "kv_select", q_heads * scores * lw.queries)))
+
 
 @ATTENTION_SITES.register("csd")
 class InDrive(AttentionSite):
@@ -87,22 +116,32 @@ class InDrive(AttentionSite):
         """InstAttention-style: the drive streams K then V pages of the head group through its channels into
         its attention engine; consecutive head groups stream back to back, so only the first pays the
         read pipeline's fill (the task's drain overlaps the next one's first pages)."""
-        g, a, m = lw.kvgroup, lw.p.act_bytes, lw.m
-        busiest, total = lw.layout.phase_reads(lw.L, kv_heads)
-        link, rate = lw.s.link, lw.s.csd.macs_per_s
-        qv = q_heads * m.head_dim * a * lw.queries
+        link, qv = lw.s.link, q_heads * lw.m.head_dim * lw.p.act_bytes * lw.queries
         # K then V pages through the drive's channels into the engine, which spends its share of the Logit and
         # Attend MACs and of the softmax (at its MAC rate: an assumption) on each page
-        items = 2 * busiest
-        engine_t = (2 * macs + lw.L * q_heads * lw.queries) / rate / items
-        read = g.readout_pipe()
-        pipe = Pipe(read.names + ("CSD attention engine",), read.times + (engine_t,),
-                    read.holds + (("attention engine",),))
-        bits = 2 * total * g.page_bytes * 8
-        counts = (("csd.sense_bits", bits), ("csd.io_bits", bits), ("csd.macs", 2 * macs),
-                  ("ctrl.ecc_decode_bits", bits))
         return Seq((Task("q.link", "attention", ("link",), single_stage("PCIe link", link_time(link, 3 * qv)), 1,
                          (("link.bits", 3 * qv * 8),)),
-                    Task("csd.attention", "attention", ("csd",), pipe, items, counts),
+                    self._engine(lw, "csd.attention", "attention", kv_heads, 2, 2 * macs, lw.L * q_heads * lw.queries),
                     Task("o.link", "attention", ("link",), single_stage("PCIe link", link_time(link, qv)), 1,
                          (("link.bits", qv * 8),))))
+
+    @staticmethod
+    def _engine(lw, name: str, stage: str, kv_heads: int, phases: int, macs: float, other_ops: float) -> Task:
+        """`phases` phases' pages streamed through the drive's channels into its engine, which spends `macs`
+        MACs and `other_ops` further operations (softmax, top-k: at its MAC rate) on them."""
+        g = lw.kvgroup
+        busiest, total = lw.kv_reads(kv_heads)
+        items = phases * busiest
+        read = g.readout_pipe()
+        engine_t = (macs + other_ops) / lw.s.csd.macs_per_s / items
+        pipe = Pipe(read.names + ("CSD attention engine",), read.times + (engine_t,),
+                    read.holds + (("attention engine",),))
+        bits = phases * total * g.page_bytes * 8
+        counts = (("csd.sense_bits", bits), ("csd.io_bits", bits), ("csd.macs", macs),
+                  ("ctrl.ecc_decode_bits", bits))
+        return Task(name, stage, ("csd",), pipe, items, counts)
+
+    def select(self, lw, kv_heads, q_heads, macs, scores):
+        """Scoring and top-k in the drive's engine (the top-k at its MAC rate, an assumption); q crosses the
+        link once, with the attention's."""
+        return Seq((self._engine(lw, "csd.select", "kv_select", kv_heads, 1, macs, q_heads * scores * lw.queries),))

@@ -37,16 +37,16 @@ class DecodeStep:
         d = sc.point.decode
         self.sc, self.batch, self.k = sc, d.sequences, (d.spec_k if sc.draft is not None else 0)
         self.tokens_per_sequence = d.accepted_tokens
-        self.target = Lowering(sc.system, sc.model, sc.precision, sc.context, self.batch, d.queries,
-                               self.tokens_per_sequence)
+        self.target = Lowering(sc.system, sc.model, sc.precision, sc.context, sc.policy,
+                               batch=self.batch, queries=d.queries, accepted=self.tokens_per_sequence)
         self.draft_system = draft_system(sc.system) if sc.draft is not None else None
         self.draft = None if sc.draft is None else Lowering(self.draft_system, sc.draft, sc.precision, sc.context,
-                                                            self.batch)
+                                                            sc.policy, batch=self.batch)
 
     def fit(self) -> Fit:
         sc = self.sc
         draft = (self.draft_system, sc.draft) if sc.draft is not None else None
-        return fit(sc.system, sc.model, sc.precision, sc.context, self.batch, draft)
+        return fit(sc.system, sc.model, sc.precision, sc.context, sc.policy, batch=self.batch, draft=draft)
 
     def on_chip_error(self) -> str | None:
         error = self.target.on_chip_error()
@@ -67,9 +67,10 @@ class DecodeStep:
         pre = (self.target if n == self.sc.context else self._target_at(n)).prefill(n)
         if self.draft is None:
             return pre
-        draft = Lowering(self.draft_system, self.sc.draft, self.sc.precision, n, self.batch).prefill(n)
+        draft = Lowering(self.draft_system, self.sc.draft, self.sc.precision, n, self.sc.policy,
+                         batch=self.batch).prefill(n)
         return Seq((pre, restage(draft, "draft")), name="prefill")
 
     def _target_at(self, n: int) -> Lowering:
         sc = self.sc
-        return Lowering(sc.system, sc.model, sc.precision, n, self.batch)
+        return Lowering(sc.system, sc.model, sc.precision, n, sc.policy, batch=self.batch)

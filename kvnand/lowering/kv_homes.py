@@ -38,9 +38,9 @@ class KvHome:
     npu_readable = False        # the NPU can read it (npu_phase)
     shares_weight_dies = False  # the weights' dies hold it too: no pipelining of head groups across units
 
-    def npu_phase(self, lw, name: str, kv_heads: int, macs: float) -> Task | None:
-        """One attention phase (Logit or Attend) on the NPU reading this home's KV, or None if the NPU
-        cannot read it."""
+    def npu_phase(self, lw, name: str, kv_heads: int, macs: float, stage: str = "attention") -> Task | None:
+        """One attention phase (Logit, Attend, or a KV policy's selection) on the NPU reading this home's KV
+        (`lw.L` vectors per KV head), or None if the NPU cannot read it."""
         return None
 
     def missing(self, system) -> str | None:
@@ -70,7 +70,7 @@ class KvHome:
             return Seq(())
         tokens = lw.batch * lw.accepted
         per_plane, total_ops = (x * tokens for x in lay.programs_per_token())
-        bytes_tok = lay.streams * lay.unit * tokens
+        bytes_tok = lay.written_bytes_per_token * tokens
         t = per_plane * g.die.cell.tPROG
         on_die = self.encodes_on_logic_die and g.array.ecc.location == "on_die"
         part = lw.part(g)
@@ -83,7 +83,18 @@ class KvHome:
                                  commands=math.ceil(total_ops / g.channels_used)))
             counts.append(("socbuf.bits", bytes_tok * 8))
         parts.append(Task("kv.program", "kv_write", (g.name,), single_stage("array program", t), 1, tuple(counts)))
+        gc = lw.gc()
+        if gc.copy_bytes_per_token:
+            parts.append(self._gc_task(lw, gc))
         return Seq(tuple(parts))
+
+    def _gc_task(self, lw, gc) -> Task:
+        """Garbage collection of evicted KV slots, amortized per token (kvnand.mapping.gc): the copy-back of
+        the still-valid data and the erases, spread by the FTL over the KV planes."""
+        g = lw.kvgroup
+        t, counts = g.copy_back(gc.copy_bytes_per_token / g.page_bytes, gc.erases_per_token, lw.part(g),
+                                lw.kv_sense_action())
+        return Task("kv.gc", "kv_gc", (g.name,), single_stage("GC copy-back + erase", t), 1, tuple(counts.items()))
 
     def prefill_write(self, lw, kv_bytes: float) -> Task:
         """The prompt's KV written to its home after the prefill: transferred in, then programmed."""
@@ -164,13 +175,13 @@ class DramHome(KvHome):
     def kv_stores(self, system, kv):
         return [Store.of_kv("DRAM (KV)", system.dram.channels * system.dram.capacity_per_channel, 0.0, kv)]
 
-    def npu_phase(self, lw, name, kv_heads, macs):
+    def npu_phase(self, lw, name, kv_heads, macs, stage="attention"):
         """The NPU streams the KV of the phase's heads out of DRAM as its matmul operand."""
         dram = lw.s.dram
         kv_bytes = kv_heads * lw.L * lw.m.head_dim * lw.p.kv_bytes
         res = ("npu", "dram") + (("ch",) if dram.shares_flash_channels else ())
         pipe = npu_matmul_pipe(lw.s.npu, macs, lw.p.mac_kind, kv_bytes, dram_rate(dram), label="NPU PE array")
-        return Task(name, "attention", res, pipe, 1, (("dram.bits", kv_bytes * 8), ("npu.ops", 2 * macs)))
+        return Task(name, stage, res, pipe, 1, (("dram.bits", kv_bytes * 8), ("npu.ops", 2 * macs)))
 
     def append(self, lw, nbytes):
         res = ("dram",) + (("ch",) if lw.s.dram.shares_flash_channels else ())
@@ -200,11 +211,11 @@ class PlainNand(KvHome):
     def kv_stores(self, system, kv):
         return [Store.of_kv("plain NAND (KV)", _dies_bytes(system.nand, system.nand.dies), 0.0, kv)]
 
-    def npu_phase(self, lw, name, kv_heads, macs):
+    def npu_phase(self, lw, name, kv_heads, macs, stage="attention"):
         """The phase's KV pages read out of the plain dies (multi-plane batches over die I/O and the channel)
         into the NPU; the slower of readout and NPU compute sets the time."""
         g = lw.kvgroup
-        busiest, total = lw.layout.phase_reads(lw.L, kv_heads)
+        busiest, total = lw.kv_reads(kv_heads)
         pipe, items = g.readout_pipe(), busiest  # one page per plane per multi-plane batch
         npu_t = 2 * macs / npu_peak(lw.s.npu, lw.p.mac_kind)
         if npu_t > pipe.makespan(items):
@@ -213,7 +224,7 @@ class PlainNand(KvHome):
         bits = total * g.page_bytes * 8
         counts = (("nand.sense_bits", bits), ("nand.io_bits", bits), ("npu.ops", 2 * macs),
                   ("ctrl.ecc_decode_bits", bits))
-        return Task(name, "attention", ("nand", "ch"), pipe, items, counts)
+        return Task(name, stage, ("nand", "ch"), pipe, items, counts)
 
     def append(self, lw, nbytes):
         return _soc_append(lw, nbytes)

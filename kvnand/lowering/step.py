@@ -5,8 +5,10 @@ lives, where attention runs); this module composes them into a layer and a step:
 (pipelined QKV of HG i+1 with attention of HG i, and the O-projection of HG i, when weights and KV are on
 different units; all heads at once with head parallelism; else one after another; MLA's latent is one head
 group), one loop per layer kind (a windowed kind attends over its window), attention rounds when
-the NPU SRAM cannot hold every logits row at once, the LM head, and the amortized KV programs. Every task
-names the physical resources it holds; the engines only schedule.
+the NPU SRAM cannot hold every logits row at once, the LM head, and the amortized KV programs. A KV policy
+(kvnand.workload.kv_policy) sets the tokens each layer kind holds and attends to, adds its selection before
+each attention and garbage collection of evicted slots after the programs. Every task names the physical
+resources it holds; the engines only schedule.
 
 System resources: "ifc" (the weight dies of a co-located design), "g1"/"g2" (KVNAND-D groups), "ch"
 (the flash channels), "npu", "dram", "nand" (plain NAND dies), "link" (PCIe), "csd" (the drive),
@@ -18,7 +20,7 @@ from __future__ import annotations
 import copy
 import math
 
-from kvnand.config.schema import System
+from kvnand.config.schema import KvPolicy, System
 from kvnand.errors import InputError
 from kvnand.hw.flash import FlashGroup
 from kvnand.hw.units import npu_matmul_pipe, npu_special_pipe
@@ -26,9 +28,11 @@ from kvnand.lowering.attention import ATTENTION_SITES
 from kvnand.lowering.kv_homes import KV_HOMES
 from kvnand.lowering.weights import WEIGHT_HOMES
 from kvnand.mapping.capacity import Fit, KvGrowth, Store, check
+from kvnand.mapping.gc import NO_GC, GcCost, combine, gc_per_token
 from kvnand.mapping.kv import KvLayout, attention_working_set, min_program_bytes
 from kvnand.mapping.weights import tile_gemv
 from kvnand.program import Loop, Pipeline, Seq, Task, single_stage
+from kvnand.workload import kv_policy as kvp
 from kvnand.workload.graph import Operator, head_operators, layer_operators, prologue_operators
 from kvnand.workload.model import LayerKind, ModelSpec
 from kvnand.workload.precision import Precision
@@ -58,19 +62,19 @@ def heads_per_phase(system: System, model: ModelSpec) -> int:
     return model.kv_heads if system.schedule.head_parallel else 1
 
 
-def fit(system: System, model: ModelSpec, precision: Precision, context: int, batch: int = 1,
-        draft: tuple[System, ModelSpec] | None = None) -> Fit:
-    """Weights and the KV of `batch` sequences of `context` tokens (and a draft model's weights and KV, on the
-    system copy that places it) against the memories the placement puts them in; `max_context` is then the
-    longest context every one of the `batch` sequences can have."""
-    stores = _stores(system, model, precision, batch)
+def fit(system: System, model: ModelSpec, precision: Precision, context: int, policy: KvPolicy = kvp.DENSE, *,
+        batch: int = 1, draft: tuple[System, ModelSpec] | None = None) -> Fit:
+    """Weights and the KV of `batch` sequences of `context` tokens, as the KV policy keeps it (and a draft
+    model's weights and KV, on the system copy that places it), against the memories the placement puts them
+    in; `max_context` is then the longest context every one of the `batch` sequences can have."""
+    stores = _stores(system, model, precision, policy, batch)
     if draft is not None:
-        stores = merge_stores(stores, _stores(*draft, precision, batch))
+        stores = merge_stores(stores, _stores(*draft, precision, policy, batch))
     return check(stores, context)
 
 
-def _stores(system: System, model: ModelSpec, precision: Precision, batch: int) -> list[Store]:
-    per_token, windowed = model.kv_growth(precision)
+def _stores(system: System, model: ModelSpec, precision: Precision, policy: KvPolicy, batch: int) -> list[Store]:
+    per_token, windowed = kvp.kv_growth(policy, model.kv_growth(precision), model.kv_streams)
     kv = KvGrowth(per_token * batch, tuple((b * batch, w) for b, w in windowed))
     return KV_HOMES[system.kv.store].stores(system, model.weight_bytes(precision), kv,
                                             WEIGHT_HOMES[system.placement.weights])
@@ -129,20 +133,24 @@ def energy_prefix(g: FlashGroup) -> str:
 
 
 class Lowering:
-    """The step at `context` tokens. `L` is the context attention works over: the longest any layer kind
-    attends over here, and a kind's own in the copy `for_kind` makes to lower that kind's layers.
+    """The step at `context` tokens. `stored` is the tokens a layer has written to its cache, `held` those the
+    KV policy keeps and `L` those attention works over (the policy's top-k of `held`; all three the context,
+    or a window, without a policy): the most of any layer kind here, and a kind's own in the copy `for_kind`
+    makes to lower that kind's layers.
 
     Queries per step: the step carries `batch` sequences of `context` tokens and `queries` query tokens per
     sequence (1 for plain decoding, k + 1 to verify k draft tokens). Every weight GEMV becomes a GEMM with
     `cols` = batch x queries columns on the same pages; attention reads each sequence's KV once for its
     queries; `accepted` tokens per sequence (the expected accepted tokens of a verification) are programmed."""
 
-    def __init__(self, system: System, model: ModelSpec, precision: Precision, context: int, batch: int = 1,
-                 queries: int = 1, accepted: float = 1.0):
-        self.s, self.m, self.p, self.context = system, model, precision, context
+    def __init__(self, system: System, model: ModelSpec, precision: Precision, context: int,
+                 policy: KvPolicy = kvp.DENSE, *, batch: int = 1, queries: int = 1, accepted: float = 1.0):
+        self.s, self.m, self.p, self.context, self.policy = system, model, precision, context, policy
         self.batch, self.queries, self.accepted = batch, queries, accepted
         self.cols = batch * queries
-        self.L = max(k.context(context) for k, _ in model.layer_kinds)
+        self.stored = max(k.context(context) for k, _ in model.layer_kinds)  # tokens written to the cache
+        self.held = kvp.held(policy, self.stored)
+        self.L = kvp.attended(policy, self.held)
         self.weights = WEIGHT_HOMES[system.placement.weights]
         self.kv_home = KV_HOMES[system.kv.store]
         self.site = ATTENTION_SITES[system.placement.attention]
@@ -170,7 +178,7 @@ class Lowering:
         return KvLayout(s.kv.mapping, g.planes, m.layers, m.kv_heads, m.head_dim * self.p.kv_bytes, g.page_bytes,
                         split_kv_sets=split, codeword=g.array.ecc.codeword_data,
                         nop=g.die.geometry.partial_programs_per_page, heads_per_phase=hp,
-                        streams_per_head=m.kv_streams, **kw)
+                        streams_per_head=m.kv_streams, summary_units=kvp.summary_units_per_token(self.policy), **kw)
 
     def plane_working_set(self, split: bool, hp: int) -> float:
         """Bytes of a KV plane's buffer that in-flash attention needs (query, partial outputs, chunks)."""
@@ -247,6 +255,59 @@ class Lowering:
         return Task(name, stage, ("npu",), npu_special_pipe(self.s.npu, elements), 1,
                     (("npu.special", elements),))
 
+    def kv_reads(self, heads: int) -> tuple[float, float]:
+        """Page reads of one attention phase over `heads` KV heads: (busiest plane, total). Every page of the
+        held tokens, or the sparse model's expectation when the policy attends to fewer or leaves evicted
+        slots in place."""
+        lay, pol = self.layout, self.policy
+        if kvp.evicts(pol) and not kvp.compacts(pol) and self.held < self.stored:
+            # uncompacted eviction: the recent window fills its own pages; the heavy hitters lie scattered,
+            # token by token, over the pages of everything older (the busiest plane: the two added, an upper
+            # bound since they share the planes); never more than every page of the conversation
+            recent = round(pol.recent_fraction * self.held)
+            new_b, new_t = lay.phase_reads(recent, heads)
+            old_b, old_t = lay.sparse_phase_reads(self.stored - recent, self.held - recent, 1, heads) \
+                if self.held > recent else (0.0, 0.0)
+            all_b, all_t = lay.phase_reads(self.stored, heads)
+            return min(all_b, new_b + old_b), min(all_t, new_t + old_t)
+        if self.L >= self.held:
+            return lay.phase_reads(self.L, heads)
+        return lay.sparse_phase_reads(self.held, self.L, pol.granularity, heads)
+
+    def _summaries(self) -> Lowering:
+        """This lowering over the policy's summary vectors instead of the held tokens (all of them read)."""
+        lw = copy.copy(self)
+        lw.L = lw.held = lw.stored = kvp.summary_vectors_read(self.policy, self.held, self.m.head_dim)
+        return lw
+
+    def selection_reads(self, heads: int) -> tuple[float, float]:
+        """Page reads of the selection's summaries for `heads` KV heads: (busiest plane, total)."""
+        return self._summaries().kv_reads(heads)
+
+    def selection(self, kv_heads: int) -> Seq:
+        """The policy's selection for `kv_heads` KV heads: the query against every summary vector (stored in
+        the KV home beside the keys and read like them: all of their pages), then the top-k."""
+        m = self.m
+        lw = self._summaries()
+        q_heads = kv_heads * (m.heads // m.kv_heads)
+        macs = q_heads * self.queries * lw.L * (m.attn_macs_per_key // (2 * m.heads))
+        return self.site.select(lw, kv_heads, q_heads, macs, kvp.scored_items(self.policy, self.held))
+
+    def gc(self) -> GcCost:
+        """Garbage collection per token of the KV slots the policy's eviction invalidates (none without)."""
+        lay, pol = self.layout, self.policy
+        if lay is None or not kvp.compacts(pol):
+            return NO_GC
+        block = self.kvgroup.page_bytes * self.kvgroup.die.geometry.pages_per_block
+        per_layer = lay.written_bytes_per_token / lay.layers
+        costs = []
+        for kind, n in self.m.layer_kinds:
+            tokens = kind.context(self.context)
+            kept = kvp.held(pol, tokens)
+            written = n * per_layer
+            costs.append((written, gc_per_token(written, block, tokens, kept, round(pol.recent_fraction * kept))))
+        return combine(costs)
+
     def softmax(self, q_heads: int) -> Task:
         return self.npu_vec("softmax", "softmax", q_heads * self.keys_per_head())
 
@@ -275,9 +336,11 @@ class Lowering:
         m, q = self.m, self.queries
         q_heads = kv_heads * (m.heads // m.kv_heads)
         # MACs of one phase: the mean of Logit's and Attend's per key and query head (head_dim for both, except
-        # MLA's latent and its compressed part), over the cached keys
+        # MLA's latent and its compressed part), over the cached keys; the policy's selection first
         per_key = m.attn_macs_per_key // (2 * m.heads)
         one = self.site.lower(self, kv_heads, q_heads, q_heads * q * self.L * per_key)
+        if self.policy.selector is not None:
+            one = Seq((self.selection(kv_heads), one))
         if q > 1:
             # the verification tokens' keys among themselves (causal), still on the NPU beside their queries
             macs = 2 * q_heads * q * (q - 1) / 2 * per_key
@@ -355,7 +418,9 @@ class Lowering:
     def for_kind(self, kind: LayerKind) -> Lowering:
         """This lowering with attention over the context `kind`'s layers attend over."""
         lw = copy.copy(self)
-        lw.L = kind.context(self.context)
+        lw.stored = kind.context(self.context)
+        lw.held = kvp.held(self.policy, lw.stored)
+        lw.L = kvp.attended(self.policy, lw.held)
         return lw
 
     def layer(self, kind: LayerKind) -> Seq:
@@ -396,8 +461,17 @@ class Lowering:
                         1, (("npu.ops", 2 * attn_macs),))
             soft = self.npu_vec("layer.softmax", "prefill", m.heads * _causal_keys(n, kind.window) * b)
             loops.append(Loop(Seq((stream, attn, soft)), count, name="layers"))
-        write = self.kv_home.prefill_write(self, m.kv_bytes(p, n) * b)
+        write = self.kv_home.prefill_write(self, self.kv_bytes_held(n) * b)
         return Seq((*loops, write), name="prefill")
+
+    def kv_bytes_held(self, n: int) -> float:
+        """Bytes of the KV cache (and the policy's summaries) kept after `n` tokens."""
+        m, p, pol = self.m, self.p, self.policy
+        if kvp.is_dense(pol):
+            return m.kv_bytes(p, n)
+        unit = m.kv_bytes_per_token_layer(p) * kvp.stored_scale(pol, m.kv_streams)
+        keep = (lambda t: kvp.held(pol, t)) if kvp.compacts(pol) else (lambda t: t)
+        return sum(count * unit * keep(k.context(n)) for k, count in m.layer_kinds)
 
 
 def _causal_keys(n: int, window: int | None) -> float:

@@ -66,6 +66,8 @@ class KvLayout:
     nop: int = 1 << 30                # partial programs a page accepts
     heads_per_phase: int = 1          # KV heads one attention phase reads together
     streams_per_head: int = 2         # K and V; 1 for an MLA latent
+    summary_units: float = 0.0        # K-sized vectors per (layer, KV head) and token stored beside K and V
+                                      # (a KV policy's selection summaries), written with them
 
     # ---- geometry of the page-level mapping ----
     @property
@@ -189,10 +191,44 @@ class KvLayout:
         return naive_phase_reads(self.planes, self.streams_per_head * self.layers, self.kv_heads, self.unit,
                                  self.page, context, heads)
 
+    def sparse_phase_reads(self, held: int, attended: int, granularity: int, heads: int) -> tuple[float, float]:
+        """Expected page reads of one phase when each KV head attends to `attended` of its `held` tokens, chosen
+        in units of `granularity` tokens: (busiest plane, total).
+
+        A page is sensed whole for any selected unit on it. Assumption: each KV head's units are selected
+        independently and spread uniformly over the stream (Quest's and SparF's choices depend on the query,
+        not on the position; heavy hitters persist, but where they fall is not known). A page carrying k
+        selection units (of every co-read head) is then read with probability phi = 1 - (1 - s)^k, s = the
+        fraction of units selected, so the page-read fraction phi exceeds the useful fraction s whenever a
+        page holds more than one unit. The busiest plane is the expected maximum over the planes the phase's
+        pages are striped on of their selected pages (balls in bins: each plane's dense pages are each read
+        with probability phi), not the balanced share, because the selected pages cluster at random."""
+        busiest, total = self.phase_reads(held, heads)
+        if attended >= held or total == 0:
+            return busiest, total
+        s = attended / held
+        if self.mapping == "page":
+            tokens_per_page = self.group_bytes_per_page / (self.unit * self.co_read)
+            units_per_page = self.co_read * max(1.0, tokens_per_page / granularity)
+            bins = self.planes_per_stream * (math.ceil(heads / self.co_read) if self.split else 1)
+        else:  # a log page holds `page / record` tokens of every stream; the phase reads `heads` of them
+            tokens_per_page = self.page / (self.streams * self.unit)
+            units_per_page = heads * max(1.0, tokens_per_page / granularity)
+            bins = min(self.planes, int(total))
+        phi = 1.0 - (1.0 - s) ** units_per_page
+        # at least one page is read: the independent-page model would otherwise allow none
+        busy = max(1.0, expected_max_binomial(int(busiest), phi, bins))
+        return busy, max(busy, total * phi)
+
     # ---- writes ----
+    @property
+    def written_bytes_per_token(self) -> float:
+        """Bytes one token adds to the KV home: its K and V (or latent) units and the policy's summaries."""
+        return (self.streams + self.layers * self.kv_heads * self.summary_units) * self.unit
+
     def programs_per_token(self) -> tuple[float, float]:
         """(program operations per token on the busiest plane, in total), amortized over page fills."""
-        total = self.streams * self.unit / self.program_bytes
+        total = self.written_bytes_per_token / self.program_bytes
         return total / self.planes, total
 
     def partial_programs_per_page(self) -> float:
@@ -206,6 +242,20 @@ class KvLayout:
                 "read_amplification": self.read_amplification, "layout": self.layout,
                 "program_chunk_bytes": self.program_bytes, "programs_per_token": self.programs_per_token()[1],
                 "partial_programs_per_page": self.partial_programs_per_page(), "nop": min(self.nop, 1 << 20)}
+
+
+@lru_cache(maxsize=4096)
+def expected_max_binomial(n: int, p: float, bins: int) -> float:
+    """E[max of `bins` independent Binomial(n, p)]: sum over c of P(max > c) = 1 - F(c)^bins."""
+    if n <= 0 or p <= 0:
+        return 0.0
+    if p >= 1 or bins <= 1:
+        return n * min(p, 1.0)
+    import numpy as np
+    from scipy.stats import binom
+
+    cdf = binom.cdf(np.arange(n), n, p)
+    return float(np.sum(1.0 - cdf ** bins))
 
 
 def attention_working_set(q_per_kv: int, head_dim: int, act_bytes: float, psum_bytes: float, page: float,

@@ -91,6 +91,7 @@ def _group_record(w, g, p, wr, tokens_per_day: float) -> dict:
         "refreshes_per_day": p.refreshes_per_token * tokens_per_day,
         "blocks": wr.blocks, "pe_budget": wr.pe_budget, "pe_cycles_per_year": wr.pe_cycles_per_year,
         "write_erases_per_day": wr.write_erases_per_day, "refresh_erases_per_day": wr.refresh_erases_per_day,
+        "gc_erases_per_day": wr.gc_erases_per_day,
         "lifetime_years": _finite(wr.lifetime_years),
         "worst_state": {"pe_cycles": pe, "reads": reads, "retention_s": age},
         **{k: _finite(v) for k, v in errors.items()},

@@ -32,13 +32,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from kvnand.config.loader import load_system
-from kvnand.config.schema import System
+from kvnand.config.schema import KvPolicy, System
 from kvnand.errors import InputError
 from kvnand.hw.flash import FlashGroup
 from kvnand.lowering.step import Lowering, check_composition, fit, heads_per_phase
 from kvnand.mapping.capacity import Fit
 from kvnand.mapping.kv import KvLayout, naive_plane
 from kvnand.reliability.profile import Profile, Session, get_profile, session
+from kvnand.workload.kv_policy import DENSE, apply_precision, resolve_policy
 from kvnand.workload.model import ModelSpec, load_model
 from kvnand.workload.precision import Precision, get_precision
 
@@ -121,6 +122,7 @@ class Workload:
     fit: Fit
     groups: tuple[GroupStress, ...]
     rate: float | None = None       # decode tokens/s measured by the caller (evaluate), if the profile has none
+    kv_policy: KvPolicy = DENSE     # the workload's KV policy (its width sets the pages; GC adds erases)
 
     @property
     def mapping(self) -> str | None:
@@ -156,14 +158,15 @@ def workload(system: str, model: str, context: int, *, precision: str | None = N
         raise InputError("reliability ages one concrete split: choose it first (kvnand.evaluation."
                          "evaluate_reliability resolves ':auto' to the split evaluate() picks)", key="system",
                          value=system)
-    cfg = load_system(system, sys_over)
+    cfg = load_system(system, sys_over)  # skips the kv_policy keys, which resolve_policy reads
     spec = load_model(model)
-    prec = get_precision(precision or cfg.default_precision)
+    kv_policy = resolve_policy(overrides)
+    prec = apply_precision(kv_policy, get_precision(precision or cfg.default_precision))
     check_composition(cfg)
-    fitted = fit(cfg, spec, prec, context)
+    fitted = fit(cfg, spec, prec, context, kv_policy)
     sess = session(prof, context)
-    groups = () if fitted.oom else _groups(cfg, spec, prec, sess)
-    return Workload(system, sys_over, cfg, spec, prec, prof, sess, fitted, groups, tokens_per_s)
+    groups = () if fitted.oom else _groups(cfg, spec, prec, sess, kv_policy)
+    return Workload(system, sys_over, cfg, spec, prec, prof, sess, fitted, groups, tokens_per_s, kv_policy)
 
 
 def system_overrides(overrides: dict) -> dict:
@@ -171,8 +174,9 @@ def system_overrides(overrides: dict) -> dict:
     return {k: v for k, v in overrides.items() if not k.startswith(("profile.", "refresh."))}
 
 
-def _groups(cfg: System, spec: ModelSpec, prec: Precision, sess: Session) -> tuple[GroupStress, ...]:
-    b = Lowering(cfg, spec, prec, sess.context)
+def _groups(cfg: System, spec: ModelSpec, prec: Precision, sess: Session,
+            kv_policy: KvPolicy = DENSE) -> tuple[GroupStress, ...]:
+    b = Lowering(cfg, spec, prec, sess.context, kv_policy)
     wg = b.wgroup if cfg.placement.weights in ("flash_pe", "flash_split") else None
     kg = b.kvgroup
     weights = weight_blocks(spec, prec, wg, sess) if wg is not None else None

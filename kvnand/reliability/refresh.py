@@ -121,23 +121,8 @@ def _group_plan(w: Workload, g: GroupStress, threshold: float) -> GroupRefresh:
 def _cost(w: Workload, g: GroupStress, pages: float, erases: float) -> tuple[float, float]:
     """(plane seconds spread over the group's planes, joules) of copying `pages` pages and erasing `erases`
     blocks."""
-    grp, cell = g.group, g.group.die.cell
-    ecc = grp.array.ecc
-    bits = pages * grp.page_bytes * 8
-    ecc_bits = bits * (1 + ecc.codeword_parity / ecc.codeword_data)
-    part = energy_prefix(grp)
-    counts = {f"{part}.sense_bits": bits, f"{part}.program_bits": bits}
-    if ecc.location == "on_die":
-        decode = grp.ecc_decode_time()
-        per_page = cell.tR + decode + decode * ecc.decode_rate / ecc.encode_rate + cell.tPROG  # sense, decode, encode
-        counts.update({"flash.ecc_decode_bits": ecc_bits, "flash.ecc_encode_bits": ecc_bits})
-    else:  # the page travels to the controller's ECC and back
-        per_page = cell.tR + cell.tPROG + 2 * grp.page_bytes / grp.io_rate_per_die()
-        counts.update({"ctrl.ecc_decode_bits": ecc_bits, "ctrl.ecc_encode_bits": ecc_bits, "ch.bits": 2 * bits})
-        if part != "flash":
-            counts[f"{part}.io_bits"] = 2 * bits
-    counts[f"{part}.erase_blocks"] = erases
-    seconds = (pages * per_page + erases * cell.tBERS) / grp.planes
+    part = energy_prefix(g.group)
+    seconds, counts = g.group.copy_back(pages, erases, part, f"{part}.sense_bits")
     return seconds, price(counts, w.system, 0.0)[0]
 
 

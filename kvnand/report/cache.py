@@ -87,7 +87,8 @@ def clear(root: Path | None = None) -> int:
 def code_fingerprint() -> str:
     h = hashlib.sha256(kvnand.__version__.encode())
     pkg = Path(kvnand.__file__).parent
-    extra = [CONFIG_ROOT / "calibration.yaml"]  # global constants live outside the system tree
+    # global constants and the shipped KV policies live outside the system tree
+    extra = [CONFIG_ROOT / "calibration.yaml", *sorted((CONFIG_ROOT / "kv_policies").glob("*.yaml"))]
     for f in sorted(pkg.rglob("*.py")) + [p for p in extra if p.is_file()]:
         h.update(f.name.encode() + f.read_bytes())
     return h.hexdigest()

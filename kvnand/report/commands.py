@@ -74,6 +74,23 @@ def _references(results: list[dict], mode: str, overrides: dict, cache: Cache, r
     return out
 
 
+def _policy_sweeps(points, results, precision, mode, overrides, cache, refresh, named,
+                   spec: dict) -> dict[str, list[dict]]:
+    """The grid under the dense policy and each policy the figure compares (the sweep's own results stand for
+    the policy it ran with)."""
+    from kvnand.config.loader import is_policy_key
+    from kvnand.workload.kv_policy import policy_names
+
+    ran = named or "dense"
+    base = {k: v for k, v in overrides.items() if not is_policy_key(k)}  # each policy as shipped
+    out = {}
+    for name in ["dense", *([named] if named else [p for p in policy_names() if p != "dense"])]:
+        out[name] = results if name == ran else sweep.run(points, precision=precision, mode=mode,
+                                                          overrides={**base, "kv_policy": name}, cache=cache,
+                                                          refresh=refresh, spec=spec)
+    return out
+
+
 @app.command()
 def report(
     systems: Annotated[str, typer.Option(help="comma-separated system presets (kvnand-d:auto picks the best "
@@ -101,6 +118,12 @@ def report(
     spec_k: Annotated[int | None, typer.Option(help="draft tokens verified per step")] = None,
     spec_accept: Annotated[float | None, typer.Option(help="probability a draft token is accepted (0 <= a < 1; "
                                                            "from a source, never fitted)")] = None,
+    kv_policy: Annotated[str | None, typer.Option("--kv-policy", help="KV-cache policy: a shipped one (dense, "
+                                                  "kivi-2bit, kivi-4bit, quest, h2o, sparf) or a YAML path; "
+                                                  "--set kv_policy.FIELD=... changes its fields")] = None,
+    policy_plot: Annotated[Path | None, typer.Option(help="figure FILE.png|svg|pdf: tokens/s and J/token vs "
+                                                          "context per system, dense vs each shipped KV policy "
+                                                          "(vs the --kv-policy one only, when given)")] = None,
 ):
     """Decode tokens/s, ms/token, J/token, speedups, TTFT and bottleneck over systems x models x contexts.
 
@@ -112,6 +135,8 @@ def report(
     model_list = split_list(models, "--models")
     context_list = parse_contexts(contexts)
     overrides = parse_sets(set_)
+    if kv_policy is not None:
+        overrides["kv_policy"] = kv_policy
     sweep.check_inputs(system_list, model_list, precision, overrides)
     if refresh is not None:
         from kvnand.reliability.profile import get_profile
@@ -119,6 +144,7 @@ def report(
         get_profile(refresh)  # an unknown profile is an InputError before any point runs
     batches, spec = _decode_options(batch, spec_draft, spec_k, spec_accept, refresh)
     check_output(plot, "--plot", suffixes=SUFFIXES)
+    check_output(policy_plot, "--policy-plot", suffixes=SUFFIXES)
     check_output(trace, "--trace")
     check_output(out, "--out", directory=True)
     if trace is not None and (batches != [None] or spec):
@@ -131,6 +157,9 @@ def report(
                         refresh=refresh, spec=spec)
     references = _references(results, mode.value, overrides, cache, refresh)
     trace_json = _trace(points, results, precision, overrides) if trace else None
+    by_policy = _policy_sweeps(points, results, precision, mode.value, overrides, cache, refresh, kv_policy,
+                               spec) \
+        if policy_plot else None
 
     if format == Format.json:
         typer.echo(_as_json(results))
@@ -155,6 +184,10 @@ def report(
         from kvnand.report.figures import write_figures
 
         written += write_figures(results, plot, references)
+    if by_policy is not None:
+        from kvnand.report.figures import write_policy_figure
+
+        written += write_policy_figure(by_policy, policy_plot)
     if trace_json is not None:
         write_text(trace, trace_json)
         written.append(trace)

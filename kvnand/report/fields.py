@@ -13,7 +13,7 @@ from __future__ import annotations
 VARYING = {
     "breakdown_s": "<stage>", "breakdown_by_resource_s": "<resource>", "busy_s": "<unit>",
     "utilization": "<unit>", "energy_breakdown_j": "<part>", "capacity": "<store>", "actions": "<action>",
-    "config.overrides": "<key>", "power_breakdown_w": "<part>",
+    "config.overrides": "<key>", "power_breakdown_w": "<part>", "config.kv_policy": "<field>",
 }
 
 FIELDS: dict[str, tuple[str, str]] = {
@@ -58,7 +58,7 @@ FIELDS: dict[str, tuple[str, str]] = {
     "prefill_tokens": ("tokens", "prompt length of the TTFT (the context unless given)"),
     "breakdown_s": ("s", "decode step time by model stage; sums to the step time (latency_s, or step_latency_s "
                          "when batched or speculative)"),
-    "breakdown_s.<stage>": ("s", "time of one stage (qkv, attention, ffn, ..., draft, refresh)"),
+    "breakdown_s.<stage>": ("s", "time of one stage (qkv, attention, ffn, ..., kv_select, kv_gc, draft, refresh)"),
     "breakdown_by_resource_s": ("s", "decode step time by the resource that bounds it"),
     "breakdown_by_resource_s.<resource>": ("s", "time during which this resource is the bottleneck"),
     "busy_s": ("s", "busy time of each hardware unit during the step"),
@@ -119,6 +119,36 @@ FIELDS: dict[str, tuple[str, str]] = {
     "kv_mapping.useful_kv_bytes_per_token": ("bytes", "KV bytes attention needs in one step (context x KV per "
                                                       "token)"),
     "kv_mapping.sensed_kv_bytes_per_token": ("bytes", "KV bytes sensed in one step (page reads x page size)"),
+    "config.kv_policy": ("", "with a KV policy (--kv-policy, kv_policy=, --set kv_policy.FIELD=): its fields"),
+    "config.kv_policy.<field>": ("", "one policy field (name, bits, group, metadata_bytes, top_k, top_k_fraction, "
+                                     "granularity, selector, selector_channels, budget, budget_fraction, "
+                                     "recent_fraction); `kvnand schema` describes them"),
+    "kv_policy": ("", "with a KV policy: what it keeps, reads and costs at this point"),
+    "kv_policy.name": ("", "policy name"),
+    "kv_policy.reclaim": ("", "with eviction: gc (compacted by garbage collection) or none (evicted slots left "
+                              "in place), as chosen; null without eviction"),
+    "kv_policy.kv_bytes_per_element": ("bytes", "stored bytes per KV element (quantized data + scale/zero share)"),
+    "kv_policy.stored_kv_bytes_per_token": ("bytes", "KV bytes one token adds in all layers, selection summaries "
+                                                     "included"),
+    "kv_policy.stored_tokens": ("tokens", "tokens a full-context layer has written (the conversation)"),
+    "kv_policy.held_tokens": ("tokens", "tokens a full-context layer keeps after eviction"),
+    "kv_policy.attended_tokens": ("tokens", "tokens a full-context layer attends to per step (top-k in whole "
+                                            "units)"),
+    "kv_policy.useful_fraction": ("", "attended / written tokens over all layers: the share of the "
+                                      "conversation's KV attention uses (the accuracy proxy)"),
+    "kv_policy.page_read_fraction": ("", "KV pages sensed / pages of every written token (null: KV not in "
+                                         "flash); above useful_fraction when a page holds several selection "
+                                         "units or evicted slots"),
+    "kv_policy.selection_page_reads_per_token": ("pages", "pages of selection summaries sensed per decode step"),
+    "kv_policy.gc": ("", "garbage collection of evicted slots, per decode token (kvnand.mapping.gc)"),
+    "kv_policy.gc.write_amplification": ("", "bytes programmed per byte of new KV (1 without GC)"),
+    "kv_policy.gc.copy_bytes_per_token": ("bytes", "valid KV copied back (sensed and programmed again)"),
+    "kv_policy.gc.erases_per_token": ("count", "blocks erased per decode token beyond the one erase every KV "
+                                               "block needs anyway: the P/E cycles eviction adds"),
+    "kv_policy.hot_page_read_probability": ("", "chance a phase reads a page of persistent heavy hitters: 1, as "
+                                                "without a policy, so read disturb of the hottest blocks does "
+                                                "not drop with selection (the average does: page_read_fraction); "
+                                                "null: KV not in flash"),
     "refresh": ("", "with refresh=PROFILE: the read-disturb refresh added to latency and energy"),
     "refresh.profile": ("", "usage profile the refresh is sized for"),
     "refresh.seconds_per_token": ("s", "refresh time amortized per decode token"),

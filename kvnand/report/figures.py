@@ -1,5 +1,7 @@
 """The report's figures (matplotlib, Agg canvas, imported only when drawing); PNG, SVG or PDF by suffix.
 
+`--policy-plot FILE`: tokens/s and J/token against the context, per system and KV policy (policy_figure).
+
 FILE: decode tokens/s, one panel per model, groups = contexts, bars = systems;
 FILE-speedup: the same layout normalized, tokens/s over base1 at each system's own precision (base2 where
 base1 is out of memory, marked under the context), the paper's Fig. 12 (only when a reference was swept);
@@ -133,11 +135,11 @@ def _stage_colors(stages: list[str]) -> dict[str, tuple]:
     return {st: palette[i % len(palette)] for i, st in enumerate(stages)}
 
 
-def _axes(n: int, title: str):
+def _axes(n: int, title: str, columns: int = PANEL_COLUMNS):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    ncols = min(n, PANEL_COLUMNS)
+    ncols = min(n, columns)
     nrows = math.ceil(n / ncols)
     fig = Figure(figsize=(max(5.0 * ncols, 7.5), 3.6 * nrows + 0.9), layout="constrained")  # room for the title
     FigureCanvasAgg(fig)
@@ -257,3 +259,56 @@ def _breakdown(results: list[dict], title: str):
         ax.set_axisbelow(True)
     _legend(fig, [(st, colors[st]) for st in stages])
     return fig
+
+
+POLICY_STYLES = ("-", "--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))
+
+
+def policy_figure(by_policy: dict[str, list[dict]]):
+    """`--policy-plot`: per model, decode tokens/s and J/token against the context (log axes), one colour per
+    system, one line style per KV policy; a triangle on the x axis marks each system x policy's longest
+    context that fits (its max_context, drawn when inside the plotted range), a cross an OOM point."""
+    from matplotlib.lines import Line2D
+
+    policies = list(by_policy)
+    every = [r for rs in by_policy.values() for r in rs]
+    models, systems = _ordered(every, "model"), _ordered(every, "system")
+    colors = _colors(systems)
+    styles = {p: POLICY_STYLES[i % len(POLICY_STYLES)] for i, p in enumerate(policies)}
+    fig, axes = _axes(2 * len(models), "decode throughput and energy against context, per KV policy", columns=2)
+    for m_i, model in enumerate(models):
+        for ax, key, ylabel in ((axes[2 * m_i], "tokens_per_s", "decode throughput (tokens/s)"),
+                                (axes[2 * m_i + 1], "energy_j_per_token", "energy per token (J/token)")):
+            contexts = sorted({r["context"] for r in every if r["model"] == model})
+            lo, hi = contexts[0], contexts[-1]
+            for pol in policies:
+                for s in systems:
+                    rs = sorted((r for r in by_policy[pol] if r["model"] == model and r["system"] == s),
+                                key=lambda r: r["context"])
+                    fits = [r for r in rs if not r["oom"]]
+                    ax.plot([r["context"] for r in fits], [r[key] for r in fits], linestyle=styles[pol],
+                            color=colors[s], marker="o", markersize=3)
+                    for r in rs:
+                        if r["oom"]:
+                            ax.plot(r["context"], 0.03, marker="x", color=colors[s],
+                                    transform=ax.get_xaxis_transform())
+                    mc = max((r["max_context"] for r in rs), default=0)
+                    if lo <= mc <= hi:
+                        ax.plot(mc, 0.0, marker="^", color=colors[s], markersize=7, clip_on=False,
+                                transform=ax.get_xaxis_transform())
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_title(model)
+            ax.set_xlabel("context (tokens); ^ longest that fits, x out of memory")
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3, which="both")
+    handles = [Line2D([], [], color=colors[s], label=system_label(s)) for s in systems]
+    handles += [Line2D([], [], color="0.3", linestyle=styles[p], label=f"policy: {p}") for p in policies]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5), frameon=False, fontsize=9)
+    return fig
+
+
+def write_policy_figure(by_policy: dict[str, list[dict]], path: str | Path) -> list[Path]:
+    p = Path(path)
+    _save(policy_figure(by_policy), p)
+    return [p]

@@ -35,6 +35,7 @@ def series(record: dict) -> str:
 def check_inputs(systems: list[str], models: list[str], precision: str | None, overrides: dict) -> None:
     """Fail on unknown names and --set paths before any point runs (values are validated by the first point)."""
     from kvnand.config.loader import apply_overrides, resolve_system_tree
+    from kvnand.workload.kv_policy import resolve_policy
     from kvnand.workload.model import load_model
     from kvnand.workload.precision import get_precision
 
@@ -60,6 +61,7 @@ def check_inputs(systems: list[str], models: list[str], precision: str | None, o
             get_precision(precision)
         except InputError as exc:
             raise as_option(exc, "--precision", precision) from None
+    resolve_policy(overrides)  # a bad policy name or field fails here, before any point
 
 
 def grid(systems: list[str], models: list[str], contexts: list[int],

@@ -137,8 +137,11 @@ def render(results: list[dict], references: list[dict] = ()):
     index = index_points(results, list(references))
     modes = ", ".join(dict.fromkeys(r["mode"] for r in results))
     batched = any("batch" in r for r in results)
-    t = Table(title=f"kvnand report (decode, {modes} mode)", caption=SPEEDUP_RULE + (
-        "; tokens/s and ms/token per request, b=B: B sequences per step" if batched else ""))
+    policies = ", ".join(dict.fromkeys(r["config"]["kv_policy"]["name"] for r in results
+                                       if "kv_policy" in r.get("config", {})))
+    t = Table(title=f"kvnand report (decode, {modes} mode{', KV policy ' + policies if policies else ''})",
+              caption=SPEEDUP_RULE + ("; tokens/s and ms/token per request, b=B: B sequences per step"
+                                      if batched else ""))
     for col in ("model", "context", "system", "precision", "tokens/s", *(("aggregate tok/s",) if batched else ()),
                 "ms/token", "J/token", "speedup", "TTFT (s)", "split", "bottleneck / OOM reason"):
         t.add_column(col, justify="left" if col in ("model", "system", "precision", "split", *TEXT_COLUMNS)

@@ -1,6 +1,7 @@
 """Numeric precisions of a deployment: bytes per weight, bytes per activation, and the MAC kind.
 
-The KV cache is stored at the activation precision, so `kv_bytes == act_bytes`.
+The KV cache is stored at the activation precision, so `kv_bytes == act_bytes`, unless a KV policy
+(kvnand.workload.kv_policy) quantizes it: `kv_width` is then its bytes per element, metadata included.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ class Precision:
     weight_bytes: float
     act_bytes: float
     mac_kind: str  # the multiplier the compute units need: "bf16" or "int8"
+    kv_width: float | None = None  # bytes per stored KV element when a KV policy sets it
 
     @property
     def kv_bytes(self) -> float:
-        return self.act_bytes
+        return self.act_bytes if self.kv_width is None else self.kv_width
 
 
 PRECISIONS: dict[str, Precision] = {
