@@ -180,19 +180,27 @@ def _config_summary(s, overrides) -> dict:
     return out
 
 
-def _split_latency(system, model, context, precision, overrides, g2) -> tuple[float | None, int, tuple]:
-    """(decode latency in fast mode, exactly as evaluate() computes it, or None when it is OOM; the split's
-    kv.g2_dies; (builder, decode program)) of one G1/G2 split."""
-    sc = resolve(Point(system, model, context, precision, {**overrides, "g2_dies": g2}))
+def _decode_latency(system, model, context, precision, overrides) -> tuple[float | None, Any, tuple]:
+    """(decode latency in fast mode, exactly as evaluate() computes it, or None when it is OOM; the resolved
+    system; (builder, decode program)) of a concrete system point: the decode step alone, no prefill, counts
+    or energy."""
+    sc = resolve(Point(system, model, context, precision, overrides))
     sys_cfg = sc.system
     check_composition(sys_cfg)
     if fit(sys_cfg, sc.model, sc.precision, context).oom:
-        return None, sys_cfg.kv.g2_dies, ()
+        return None, sys_cfg, ()
     b, on_chip = _lower(sc)
     if on_chip is not None:
-        return None, sys_cfg.kv.g2_dies, ()
+        return None, sys_cfg, ()
     program = b.decode_step()
-    return fast.latency(program), sys_cfg.kv.g2_dies, (b, program)
+    return fast.latency(program), sys_cfg, (b, program)
+
+
+def _split_latency(system, model, context, precision, overrides, g2) -> tuple[float | None, int, tuple]:
+    """(decode latency as in _decode_latency; the split's kv.g2_dies; (builder, decode program)) of one G1/G2
+    split."""
+    t, sys_cfg, built = _decode_latency(system, model, context, precision, {**overrides, "g2_dies": g2})
+    return t, sys_cfg.kv.g2_dies, built
 
 
 def _auto_split(system, model, context, precision, mode, overrides, with_timeline, prefill_tokens, refresh):
@@ -225,10 +233,15 @@ def _auto_split(system, model, context, precision, mode, overrides, with_timelin
 
 
 def evaluate_reliability(system: str, model: str, context: int, *, precision: str | None = None,
-                         mapping: str | None = None, profile="continuous", overrides: dict | None = None) -> dict:
+                         mapping: str | None = None, profile="continuous", overrides: dict | None = None,
+                         record: dict | None = None) -> dict:
     """kvnand.reliability.reliability() of a point, with what only evaluate() knows: the G1/G2 split a
     ':auto' system picks for speed (the one whose flash is aged) and, when the profile gives no decode rate,
-    the system's own rate at the session's mean decode context."""
+    the system's own rate at the session's mean decode context (evaluate()'s tokens_per_s there, from the
+    decode step alone: no prefill, counts or energy are needed for it).
+
+    `record`: the caller's evaluate() result of this very point (same system, model, context, precision and
+    overrides), if it has one; an ':auto' system then takes the split it chose instead of ranking them again."""
     from kvnand.reliability import reliability
     from kvnand.reliability.disturb import system_overrides
     from kvnand.reliability.profile import get_profile, session
@@ -237,7 +250,8 @@ def evaluate_reliability(system: str, model: str, context: int, *, precision: st
     sys_over = {**system_overrides(overrides), **({"mapping": mapping} if mapping is not None else {})}
     stem, auto = split_auto(system)
     if auto:
-        chosen = evaluate(system, model, context, precision=precision, overrides=sys_over)["config"]
+        chosen = (record if record is not None else
+                  evaluate(system, model, context, precision=precision, overrides=sys_over))["config"]
         system = stem
         if "g2_dies" in chosen:
             overrides["g2_dies"] = chosen["g2_dies"]
@@ -245,7 +259,14 @@ def evaluate_reliability(system: str, model: str, context: int, *, precision: st
     rate = None
     prof = get_profile(profile, overrides)
     if prof.tokens_per_s is None and isinstance(context, int) and not isinstance(context, bool) and context > 0:
-        rate = evaluate(system, model, session(prof, context).mean_decode_context, precision=precision,
-                        overrides=sys_over)["tokens_per_s"]
+        rate = decode_rate(system, model, session(prof, context).mean_decode_context, precision, sys_over)
     return reliability(system, model, context, precision=precision, mapping=mapping, profile=profile,
                        overrides=overrides, tokens_per_s=rate)
+
+
+def decode_rate(system: str, model: str, context: int, precision: str | None = None,
+                overrides: dict | None = None) -> float | None:
+    """evaluate(...)["tokens_per_s"] of a concrete system in fast mode (None when the point does not fit),
+    from the decode step alone."""
+    t = _decode_latency(system, model, context, precision, dict(overrides or {}))[0]
+    return None if t is None else 1.0 / t

@@ -20,11 +20,9 @@ from functools import lru_cache
 from pathlib import Path
 
 import kvnand
-from kvnand.config.loader import apply_overrides, resolve_system_tree
 from kvnand.errors import InputError
 from kvnand.io import write_text
 from kvnand.paths import CONFIG_ROOT
-from kvnand.workload.model import load_model
 
 
 def cache_root() -> Path:
@@ -110,6 +108,9 @@ class Cache:
             overrides: dict, refresh: str | None = None) -> str:
         if not self.enabled:
             return ""  # nothing is stored or looked up: skip the resolve and hash
+        from kvnand.config.loader import apply_overrides, resolve_system_tree  # pydantic: only when a key is made
+        from kvnand.workload.model import load_model
+
         tree, src = resolve_system_tree(system.removesuffix(":auto"))
         tree = apply_overrides(tree, overrides, src.default_file)
         spec = dataclasses.asdict(load_model(model))
