@@ -99,8 +99,9 @@ def _point(system: str, model: str, context: int, precision: str | None, overrid
 @lru_cache(maxsize=8192)
 def _reliability(system: str, model: str, context: int, precision: str | None, overrides: tuple,
                  profile: str) -> dict:
+    # the point's own evaluate() record (cached above) gives an ':auto' system its split
     return reliability_fn()(system, model, context, precision=precision, profile=profile,
-                            overrides=dict(overrides))
+                            overrides=dict(overrides), record=_point(system, model, context, precision, overrides))
 
 
 @lru_cache(maxsize=1024)
