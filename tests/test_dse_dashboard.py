@@ -15,7 +15,7 @@ import optuna
 import pytest
 
 from kvnand.dse.space import load_space
-from kvnand.dse.study import default_storage, open_storage, run
+from kvnand.dse.study import default_storage, open_storage, run, run_storage
 from kvnand.paths import DSE_ROOT
 
 dashboard = pytest.importorskip("optuna_dashboard")
@@ -42,7 +42,7 @@ def test_dashboard_front_is_ours_and_excludes_infeasible_designs(tmp_path):
     # the paper space: 16 published designs, 14 of them out of memory somewhere in the workload
     s = run(load_space(DSE_ROOT / "kvnand-8die-70b.yaml"), tmp_path, trials=16, log=lambda *_: None)
     assert s["infeasible"] == 14
-    storage = open_storage(default_storage(tmp_path))
+    storage = open_storage(run_storage(tmp_path))
     study = optuna.load_study(study_name="kvnand-8die-70b", storage=storage)
     detail = _get(dashboard.wsgi(storage), f"/api/studies/{study._study_id}")
 

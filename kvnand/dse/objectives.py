@@ -183,6 +183,20 @@ POINT_KEYS = ("system", "model", "context", "precision", "oom", "oom_reason", "w
 CONFIG_KEYS = ("dies", "g1_dies", "g2_dies", "kv_store", "split")
 
 
+# what a `kvnand dse run` trial stores of each workload point: which ran out of memory (`kvnand dse show`
+# re-evaluates the design for everything else)
+STORED_POINT_KEYS = ("model", "context", "oom")
+
+
+def compact_report(report: dict) -> dict:
+    """The record a study trial keeps: the design, its metrics and constraints, which points ran out of
+    memory (about a fifth of the full report on the 8-die space)."""
+    out = {k: v for k, v in report.items() if k not in ("points", "params")}
+    if "points" in report:
+        out["points"] = [{k: p[k] for k in STORED_POINT_KEYS} for p in report["points"]]
+    return out
+
+
 def _compact(rec: dict) -> dict:
     out = {k: rec[k] for k in POINT_KEYS if k in rec}
     out["config"] = {k: rec["config"][k] for k in CONFIG_KEYS if k in rec["config"]}
