@@ -154,3 +154,12 @@ def test_two_workers_share_the_journal_and_hold_the_budget(tmp_path):
     # a second run with the same budget takes nothing more
     again = run(load_space(SMOKE), tmp_path, trials=budget, workers=2, log=_quiet)
     assert again["trials_taken"] == budget and again["trials_this_run"] == 0
+
+
+def test_plain_path_to_an_sqlite_study_opens_it(tmp_path):
+    from kvnand.dse.study import default_storage
+
+    optuna.create_study(storage=default_storage(tmp_path), study_name="g")
+    storage = open_storage(str(tmp_path / "study.db"))  # as optuna-dashboard takes a path
+    assert isinstance(storage, optuna.storages.RDBStorage)
+    assert [s.study_name for s in optuna.get_all_study_summaries(storage)] == ["g"]

@@ -98,7 +98,10 @@ def open_storage(url: str, heartbeat_s: int | None = None):
     import optuna
 
     if not is_url(url):
-        return _journal(url)
+        if _is_sqlite(url):  # a plain path to an SQLite study (a grid's study.db), as optuna-dashboard takes it
+            url = f"sqlite:///{Path(url).resolve()}"
+        else:
+            return _journal(url)
     url = _with_driver(url)
     _check_driver(url)
     kwargs: dict[str, Any] = {}
@@ -122,6 +125,14 @@ def open_storage(url: str, heartbeat_s: int | None = None):
     raise InputError(f"cannot open the study storage: {type(failure).__name__}: {str(failure).splitlines()[0]}",
                      key="--storage", value=public_url(url),
                      allowed="sqlite:///PATH.db or postgresql://USER@HOST:PORT/DB") from None
+
+
+def _is_sqlite(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
 
 
 def _journal(path: str):
