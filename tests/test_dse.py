@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 from kvnand.dse.grid import run_grid
 from kvnand.dse.objectives import dominates, reliability_fn
 from kvnand.dse.space import load_space
-from kvnand.dse.study import default_storage, open_storage, run, run_storage
+from kvnand.dse.study import default_storage, open_storage, run
 from kvnand.errors import InputError
 from kvnand.paths import DSE_ROOT, REPO_ROOT
 
@@ -88,7 +88,7 @@ def test_study_end_to_end(tmp_path):
             assert k["dominated_by"] in {int(p["number"]) for p in front}
             assert min(k["gain"].values()) >= 0 and max(k["gain"].values()) > 0
 
-    study = optuna.load_study(study_name="smoke", storage=open_storage(run_storage(tmp_path)))
+    study = optuna.load_study(study_name="smoke", storage=open_storage(default_storage(tmp_path)))
     t = study.trials[0]
     assert study.user_attrs["kvnand"]["constraints"] == ["config", "capacity", "power_w", "logic_area_fraction"]
     assert len(t.constraints) == 4
@@ -110,7 +110,7 @@ def test_same_seed_same_result(tmp_path):
     runs = []
     for i in range(2):
         run(space, tmp_path / str(i), trials=14, seed=3, log=_quiet)
-        study = optuna.load_study(study_name="smoke", storage=open_storage(run_storage(tmp_path / str(i))))
+        study = optuna.load_study(study_name="smoke", storage=open_storage(default_storage(tmp_path / str(i))))
         runs.append([(t.params, t.values) for t in study.trials])
     assert runs[0] == runs[1]
 
@@ -156,7 +156,7 @@ def test_kill9_then_resume(tmp_path):
         nonlocal storage
         if not (tmp_path / "study.journal").exists():
             return None
-        storage = storage or open_storage(run_storage(tmp_path))
+        storage = storage or open_storage(default_storage(tmp_path))
         try:
             study = optuna.load_study(study_name="smoke", storage=storage)
         except KeyError:  # the run has not created the study yet
@@ -229,8 +229,8 @@ def test_malformed_space_and_options(tmp_path, capsys):
     code, _, err = _cli(["dse", "run", str(SMOKE), "--workers", "0", "--out", str(tmp_path)], capsys)
     assert code == 2 and "--workers" in err
     code, _, err = _cli(["dse", "pareto", "--storage", default_storage(tmp_path), "--study", "nope"], capsys)
-    assert code == 2 and "no such study database" in err and not (tmp_path / "study.db").exists()
-    open_storage(default_storage(tmp_path))  # an empty study database
+    assert code == 2 and "no such study journal" in err and not (tmp_path / "study.journal").exists()
+    open_storage(default_storage(tmp_path))  # an empty study journal
     code, _, err = _cli(["dse", "pareto", "--storage", default_storage(tmp_path), "--study", "nope"], capsys)
     assert code == 2 and "nope" in err
 

@@ -15,7 +15,7 @@ import optuna
 import pytest
 
 from kvnand.dse.space import load_space
-from kvnand.dse.study import default_storage, open_storage, run, run_storage
+from kvnand.dse.study import default_storage, open_storage, run
 from kvnand.paths import DSE_ROOT
 
 dashboard = pytest.importorskip("optuna_dashboard")
@@ -42,7 +42,7 @@ def test_dashboard_front_is_ours_and_excludes_infeasible_designs(tmp_path):
     # the paper space: 16 published designs, 14 of them out of memory somewhere in the workload
     s = run(load_space(DSE_ROOT / "kvnand-8die-70b.yaml"), tmp_path, trials=16, log=lambda *_: None)
     assert s["infeasible"] == 14
-    storage = open_storage(run_storage(tmp_path))
+    storage = open_storage(default_storage(tmp_path))
     study = optuna.load_study(study_name="kvnand-8die-70b", storage=storage)
     detail = _get(dashboard.wsgi(storage), f"/api/studies/{study._study_id}")
 
@@ -73,7 +73,8 @@ def test_studies_with_per_key_constraints_still_read(tmp_path):
     """Trials recorded before the list format (Trial.set_constraint) keep their feasibility."""
     from kvnand.dse import export
 
-    study = optuna.create_study(storage=default_storage(tmp_path), study_name="old", directions=["minimize"])
+    study = optuna.create_study(storage=open_storage(default_storage(tmp_path)), study_name="old",
+                                directions=["minimize"])
 
     def objective(trial):
         trial.suggest_int("x", 0, 1)

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 import kvnand.dse.study as study_mod
 from kvnand.dse.grid import run_grid
 from kvnand.dse.space import load_space
-from kvnand.dse.study import JOURNAL, enumerable, make_sampler, open_storage, run, run_storage
+from kvnand.dse.study import JOURNAL, default_storage, enumerable, make_sampler, open_storage, run
 from kvnand.errors import InputError
 from kvnand.paths import DSE_ROOT
 
@@ -60,7 +60,7 @@ def test_small_space_is_enumerated_each_design_once(tmp_path, monkeypatch):
     run_grid(space, tmp_path / "grid", log=_quiet)
     assert _front(tmp_path / "run") == _front(tmp_path / "grid")
     # optuna's own front agrees with ours (one trial per design)
-    st = optuna.load_study(study_name=space.name, storage=open_storage(run_storage(tmp_path / "run")))
+    st = optuna.load_study(study_name=space.name, storage=open_storage(default_storage(tmp_path / "run")))
     assert {t.number for t in st.best_trials} == {p["number"] for p in s["pareto"]}
     # a second run finds every design done: nothing is asked, evaluated or stored
     again = run(space, tmp_path / "run", trials=200, log=_quiet)
@@ -88,7 +88,7 @@ def test_repeated_design_is_told_the_stored_values(tmp_path, monkeypatch):
     space = load_space(SMOKE)
     seen = _counting(monkeypatch)
     s = run(space, tmp_path, trials=40, seed=1, log=_quiet)
-    st = optuna.load_study(study_name="smoke", storage=open_storage(run_storage(tmp_path)))
+    st = optuna.load_study(study_name="smoke", storage=open_storage(default_storage(tmp_path)))
     trials = st.get_trials()
     assert s["trials_taken"] == 40 == sum(t.state != TrialState.WAITING for t in trials)
     dups = [t for t in trials if "duplicate_of" in t.user_attrs]
@@ -104,16 +104,16 @@ def test_repeated_design_is_told_the_stored_values(tmp_path, monkeypatch):
 def test_compact_record_and_full_report_on_demand(tmp_path, kvnand_cli):
     space = load_space(PAPER)
     run(space, tmp_path, trials=16, log=_quiet)
-    st = optuna.load_study(study_name=space.name, storage=open_storage(run_storage(tmp_path)))
+    st = optuna.load_study(study_name=space.name, storage=open_storage(default_storage(tmp_path)))
     sizes = [len(json.dumps(t.user_attrs)) for t in st.trials]
     assert max(sizes) < 1500  # was ~4.8 KB a trial with every point's record
-    code, out, err = kvnand_cli("dse", "show", "8", "--storage", run_storage(tmp_path), "--study", space.name)
+    code, out, err = kvnand_cli("dse", "show", "8", "--storage", default_storage(tmp_path), "--study", space.name)
     assert code == 0, err
     doc = json.loads(out)
     assert doc["label"] == "KVNAND-D-(4+4) W8A8" and len(doc["points"]) == 8
     assert doc["values"]["latency_s"] == st.trials[8].values[0] == doc["metrics"]["latency_s"]
     assert doc["points"][0]["latency_s"] > 0 and "energy_j_per_token" in doc["points"][0]
-    code, _, err = kvnand_cli("dse", "show", "99", "--storage", run_storage(tmp_path), "--study", space.name)
+    code, _, err = kvnand_cli("dse", "show", "99", "--storage", default_storage(tmp_path), "--study", space.name)
     assert code == 2 and "TRIAL" in err and "0 to 15" in err
     code, _, err = kvnand_cli("dse", "show", "0", "--storage", str(tmp_path / "none.journal"), "--study", "x")
     assert code == 2 and "no such study journal" in err and not (tmp_path / "none.journal").exists()
@@ -146,7 +146,7 @@ def test_two_workers_share_the_journal_and_hold_the_budget(tmp_path):
     budget = 30
     s = run(load_space(SMOKE), tmp_path, trials=budget, workers=2, log=_quiet)
     assert s["worker_exit_codes"] == [0, 0] and s["storage"].endswith(JOURNAL)
-    st = optuna.load_study(study_name="smoke", storage=open_storage(run_storage(tmp_path)))
+    st = optuna.load_study(study_name="smoke", storage=open_storage(default_storage(tmp_path)))
     taken = [t for t in st.get_trials() if t.state != TrialState.WAITING and not t.user_attrs.get("surplus")]
     assert len(taken) == budget == s["trials_taken"]
     assert all(t.state == TrialState.COMPLETE for t in taken)
@@ -157,9 +157,7 @@ def test_two_workers_share_the_journal_and_hold_the_budget(tmp_path):
 
 
 def test_plain_path_to_an_sqlite_study_opens_it(tmp_path):
-    from kvnand.dse.study import default_storage
-
-    optuna.create_study(storage=default_storage(tmp_path), study_name="g")
+    optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="g")
     storage = open_storage(str(tmp_path / "study.db"))  # as optuna-dashboard takes a path
     assert isinstance(storage, optuna.storages.RDBStorage)
     assert [s.study_name for s in optuna.get_all_study_summaries(storage)] == ["g"]

@@ -68,12 +68,7 @@ JOURNAL = "study.journal"      # the run folder's study: optuna's journal file
 
 # ---------------------------------------------------------------------- storage and study
 def default_storage(out: Path) -> str:
-    """The SQLite study of a grid (`kvnand dse grid` writes it in one go)."""
-    return f"sqlite:///{(Path(out) / 'study.db').resolve()}"
-
-
-def run_storage(out: Path) -> str:
-    """The default study storage of `kvnand dse run`: a journal file in the run folder."""
+    """The study storage of a run or grid folder: optuna's journal file there."""
     return str((Path(out) / JOURNAL).resolve())
 
 
@@ -98,7 +93,7 @@ def open_storage(url: str, heartbeat_s: int | None = None):
     import optuna
 
     if not is_url(url):
-        if _is_sqlite(url):  # a plain path to an SQLite study (a grid's study.db), as optuna-dashboard takes it
+        if _is_sqlite(url):  # a path to an SQLite study (an older grid's study.db), as optuna-dashboard takes it
             url = f"sqlite:///{Path(url).resolve()}"
         else:
             return _journal(url)
@@ -143,11 +138,31 @@ def _journal(path: str):
     p = Path(path)
     if p.is_dir() or not p.parent.is_dir():
         raise InputError("not a journal file in an existing folder", key="--storage", value=path, allowed=allowed)
+    if not _journal_or_new(p):  # appending records to someone's file would damage it
+        raise InputError("the file exists and is not an optuna journal", key="--storage", value=path,
+                         allowed=allowed)
     try:
         return JournalStorage(_journal_backend(str(p)))
     except Exception as exc:  # unreadable, or lines that are not optuna's journal
         raise InputError(f"cannot read the study journal: {type(exc).__name__}: {str(exc).splitlines()[0]}",
                          key="--storage", value=path, allowed=allowed) from None
+
+
+def _journal_or_new(p: Path) -> bool:
+    """An absent or empty file, or one whose first line is an optuna journal record."""
+    try:
+        with open(p, "rb") as f:
+            first = f.readline(1 << 16)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    if not first:
+        return True
+    try:
+        return "op_code" in json.loads(first)
+    except (ValueError, TypeError):
+        return False
 
 
 def _journal_backend(path: str):
@@ -487,7 +502,7 @@ def run(space: Space, out: Path, *, trials: int | None = None, workers: int = 1,
     check_output(out, "--out", directory=True)
     made = [d for d in (out, *out.parents) if not os.path.exists(d)]
     out.mkdir(parents=True, exist_ok=True)
-    url = storage or run_storage(out)
+    url = storage or default_storage(out)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     hb = space.spec.study.heartbeat_s
     try:
@@ -593,7 +608,7 @@ def _wait(procs, study, budget: int, log, progress=None) -> None:
 
 
 def save_grid(space: Space, out: Path, designs: list[tuple[dict, list[float], bool, dict, dict, str | None]]) -> str:
-    """A grid's designs as a finished optuna study named after the space, in the run folder's study.db
+    """A grid's designs as a finished optuna study named after the space, in the run folder's study.journal
     (replacing an older grid's), so `dse pareto` and optuna-dashboard open it like a search. `designs`:
     (params, values, feasible, constraints, user attributes, published label). Returns the storage URL."""
     import optuna
