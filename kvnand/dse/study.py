@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import shutil
 import socket
@@ -317,16 +318,24 @@ def design_key(params: dict) -> str:
 
 class Evaluated:
     """The completed, evaluated trials of a study by design: a worker looks a design up here before
-    evaluating it (its own trials are added as they finish, the study's are read again on a miss)."""
+    evaluating it (its own trials are added as they finish; the study's are read again on a miss, at most
+    once per REREAD_S on a server database, where reading every trial is a query)."""
+
+    REREAD_S = 1.0
 
     def __init__(self, study):
-        self.study, self.by_design = study, {}
+        self.study, self.by_design, self.read = study, {}, set()
+        self.local = not hasattr(study._storage, "record_heartbeat")  # a journal: trials are in memory
+        self.last_read = -math.inf
 
     def refresh(self) -> None:
         from optuna.trial import TrialState
 
+        self.last_read = time.monotonic()
         for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            self.add(t.number, t.params, t.values, stored_constraints(t), t.user_attrs)
+            if t.number not in self.read:
+                self.read.add(t.number)
+                self.add(t.number, t.params, t.values, stored_constraints(t), t.user_attrs)
 
     def add(self, number: int, params: dict, values, constraints: list[float], attrs: dict) -> None:
         key = design_key(params)
@@ -336,7 +345,7 @@ class Evaluated:
     def find(self, params: dict):
         """(number, values told to optuna, constraints) of the trial that evaluated this design, or None."""
         key = design_key(params)
-        if key not in self.by_design:
+        if key not in self.by_design and (self.local or time.monotonic() - self.last_read > self.REREAD_S):
             self.refresh()
         return self.by_design.get(key)
 
