@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import optuna
 import pytest
@@ -67,11 +68,17 @@ def test_small_space_is_enumerated_each_design_once(tmp_path, monkeypatch):
     assert len(seen) == 16 and again["trials_taken"] == 16 and again["trials_this_run"] == 0
 
 
-def test_brute_force_only_when_the_space_fits_the_budget():
+def test_brute_force_only_when_the_space_fits_the_budget(tmp_path):
     space = load_space(PAPER)
     assert enumerable(space, 16) == 16 and enumerable(space, 15) is None
     assert isinstance(make_sampler(space, 0, 16), optuna.samplers.BruteForceSampler)
     assert isinstance(make_sampler(space, 0, 15), optuna.samplers.TPESampler)
+    data = yaml.safe_load(SMOKE.read_text())  # 3 x 601 clocks x (C + 7 D splits) x 2 designs: too many to enumerate
+    data["parameters"]["clock"] = {"float": [200, 800], "step": 1, "unit": "MHz", "set": "flash.logic.clock",
+                                   "default": 400}
+    f = Path(tmp_path) / "space.yaml"
+    f.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert enumerable(load_space(f), 10**6) is None
 
 
 def test_continuous_space_is_sampled(tmp_path):
