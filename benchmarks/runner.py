@@ -23,11 +23,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import cases
+from benchmarks import cases, dse_run
 from benchmarks.measure import REPO, Code, Result, fmt, load_average, overlay_tree, use_tree
 
 RESULTS = Path(__file__).resolve().parent / "results"
-GROUPS = ("startup", "fast", "scaling", "event", "grid", "report")
+GROUPS = ("startup", "fast", "scaling", "event", "grid", "report", *dse_run.ALL)
 
 
 def _git_commit() -> str | None:
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             if g == "scaling":
                 res, scaling_data = cases.scaling(args.quick)
             else:
-                res = cases.ALL[g](args.quick)
+                res = {**cases.ALL, **dse_run.ALL}[g](args.quick)
         except Exception as exc:  # one broken group must not hide the others
             failures += 1
             res = [Result(g, "group failed", "", None, error=f"{type(exc).__name__}: {exc}")]

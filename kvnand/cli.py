@@ -15,7 +15,7 @@ import typer
 from kvnand.errors import InputError
 from kvnand.io import emit_json
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Cycle-approximate model of in-flash computing (3D NAND + logic die) for LLM inference.")
 
 

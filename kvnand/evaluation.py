@@ -286,19 +286,26 @@ def _auto_reclaim(system, model, context, precision, mode, overrides, with_timel
     return best
 
 
-def _split_latency(system, model, context, precision, overrides, g2, decode) -> tuple[float | None, int, tuple]:
+def _decode_latency(system, model, context, precision, overrides,
+                    decode: Decode = Decode()) -> tuple[float | None, Any, tuple]:
     """(decode step latency in fast mode, exactly as evaluate() computes it, or None when it is OOM; the
-    split's kv.g2_dies; (decode step, its program)) of one G1/G2 split."""
-    sc = resolve(Point(system, model, context, precision, {**overrides, "g2_dies": g2}, decode))
+    resolved system; (decode step, its program)) of a concrete system point: the decode step alone, no
+    prefill, counts or energy."""
+    sc = resolve(Point(system, model, context, precision, overrides, decode))
     sys_cfg = sc.system
     check_composition(sys_cfg)
     step = DecodeStep(sc)
-    if step.fit().oom:
-        return None, sys_cfg.kv.g2_dies, ()
-    if step.on_chip_error() is not None:
-        return None, sys_cfg.kv.g2_dies, ()
+    if step.fit().oom or step.on_chip_error() is not None:
+        return None, sys_cfg, ()
     program = step.program()
-    return fast.latency(program), sys_cfg.kv.g2_dies, (step, program)
+    return fast.latency(program), sys_cfg, (step, program)
+
+
+def _split_latency(system, model, context, precision, overrides, g2, decode) -> tuple[float | None, int, tuple]:
+    """(decode step latency as in _decode_latency; the split's kv.g2_dies; (decode step, its program)) of one
+    G1/G2 split."""
+    t, sys_cfg, built = _decode_latency(system, model, context, precision, {**overrides, "g2_dies": g2}, decode)
+    return t, sys_cfg.kv.g2_dies, built
 
 
 def _auto_split(system, model, context, precision, mode, overrides, with_timeline, prefill_tokens, refresh,
@@ -332,10 +339,15 @@ def _auto_split(system, model, context, precision, mode, overrides, with_timelin
 
 
 def evaluate_reliability(system: str, model: str, context: int, *, precision: str | None = None,
-                         mapping: str | None = None, profile="continuous", overrides: dict | None = None) -> dict:
+                         mapping: str | None = None, profile="continuous", overrides: dict | None = None,
+                         record: dict | None = None) -> dict:
     """kvnand.reliability.reliability() of a point, with what only evaluate() knows: the G1/G2 split a
     ':auto' system picks for speed (the one whose flash is aged) and, when the profile gives no decode rate,
-    the system's own rate at the session's mean decode context."""
+    the system's own rate at the session's mean decode context (evaluate()'s tokens_per_s there, from the
+    decode step alone: no prefill, counts or energy are needed for it).
+
+    `record`: the caller's evaluate() result of this very point (same system, model, context, precision and
+    overrides), if it has one; an ':auto' system then takes the split it chose instead of ranking them again."""
     from kvnand.reliability import reliability
     from kvnand.reliability.disturb import system_overrides
     from kvnand.reliability.profile import get_profile, session
@@ -344,7 +356,8 @@ def evaluate_reliability(system: str, model: str, context: int, *, precision: st
     sys_over = {**system_overrides(overrides), **({"mapping": mapping} if mapping is not None else {})}
     stem, auto = split_auto(system)
     if auto:
-        chosen = evaluate(system, model, context, precision=precision, overrides=sys_over)["config"]
+        chosen = (record if record is not None else
+                  evaluate(system, model, context, precision=precision, overrides=sys_over))["config"]
         system = stem
         if "g2_dies" in chosen:
             overrides["g2_dies"] = chosen["g2_dies"]
@@ -352,7 +365,19 @@ def evaluate_reliability(system: str, model: str, context: int, *, precision: st
     rate = None
     prof = get_profile(profile, overrides)
     if prof.tokens_per_s is None and isinstance(context, int) and not isinstance(context, bool) and context > 0:
-        rate = evaluate(system, model, session(prof, context).mean_decode_context, precision=precision,
-                        overrides=sys_over)["tokens_per_s"]
+        rate = decode_rate(system, model, session(prof, context).mean_decode_context, precision, sys_over)
     return reliability(system, model, context, precision=precision, mapping=mapping, profile=profile,
                        overrides=overrides, tokens_per_s=rate)
+
+
+def decode_rate(system: str, model: str, context: int, precision: str | None = None,
+                overrides: dict | None = None) -> float | None:
+    """evaluate(...)["tokens_per_s"] of a concrete system in fast mode (None when the point does not fit),
+    from the decode step alone."""
+    overrides = dict(overrides or {})
+    policy = kvp.resolve_policy(overrides)
+    # reclaim 'auto' decodes with whichever reclaim is faster and fits, as evaluate() does
+    choices = ("gc", "none") if kvp.evicts(policy) and policy.reclaim == "auto" else (None,)
+    times = [t for c in choices if (t := _decode_latency(system, model, context, precision, overrides if c is None
+                                                         else {**overrides, "kv_policy.reclaim": c})[0]) is not None]
+    return 1.0 / min(times) if times else None

@@ -9,14 +9,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kvnand.config.loader import load_system
-from kvnand.config.schema import KvPolicy, System
 from kvnand.errors import InputError
-from kvnand.workload.kv_policy import apply_precision, resolve_policy
-from kvnand.workload.model import ModelSpec, load_model
-from kvnand.workload.precision import Precision, get_precision
+
+if TYPE_CHECKING:  # the config layer (pydantic) loads on the first resolve(): context parsing stays cheap
+    from kvnand.config.schema import KvPolicy, System
+    from kvnand.workload.model import ModelSpec
+    from kvnand.workload.precision import Precision
 
 AUTO = ":auto"
 
@@ -170,11 +170,17 @@ class Scenario:
 
 @lru_cache(maxsize=256)
 def _model(name: str) -> ModelSpec:
+    from kvnand.workload.model import load_model
+
     return load_model(name)
 
 
 def resolve(point: Point) -> Scenario:
     """The parts of a concrete system point (a ':auto' system is resolved by evaluate(), split by split)."""
+    from kvnand.config.loader import load_system
+    from kvnand.workload.kv_policy import apply_precision, resolve_policy
+    from kvnand.workload.precision import get_precision
+
     name, auto = split_auto(point.system)
     if auto:
         raise InputError("resolve one G1/G2 split at a time", key="system", value=point.system)

@@ -301,12 +301,13 @@ def gen_space(rng, ctx, i) -> Case:
         run += ["--seed", str(rng.choice([-1, 0, 2**32 - 1, 2**32, 10**30]))]
     elif r < 0.2:
         run += ["--storage", rng.choice(["sqlite:///:memory:", "sqlite://", "nosuch://x", "sqlite:///o2/s.db",
-                                         "sqlite:///space.yaml", "sqlite:///no/such/dir/s.db"])]
+                                         "sqlite:///space.yaml", "sqlite:///no/such/dir/s.db", "o2/s.journal",
+                                         "space.yaml", "no/such/dir/s.journal"])]
     elif r < 0.25:
         run[run.index("--out") + 1] = rng.choice(["space.yaml", "/proc/x", "a" * 300])
     steps = [run]
     if rng.random() < 0.3:
-        steps.append(["dse", "pareto", "--storage", "sqlite:///o/study.db", "--study", str(tree.get("name", "smoke")),
+        steps.append(["dse", "pareto", "--storage", "o/study.journal", "--study", str(tree.get("name", "smoke")),
                       "--format", rng.choice(["json", "csv"])])
     return Case(i, "space", steps, {"space.yaml": _dump(tree)}, must, note, must_pass=_same(tree, raw) and r >= 0.25)
 

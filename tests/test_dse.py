@@ -61,10 +61,12 @@ def test_study_end_to_end(tmp_path):
     space = load_space(SMOKE)
     s = run(space, tmp_path, trials=24, log=_quiet)
     objectives = s["objectives"]
-    for f in ("trials.csv", "pareto.csv", "known_designs.csv", "pareto.png", "summary.json", "study.db"):
+    for f in ("trials.csv", "pareto.csv", "known_designs.csv", "pareto.png", "summary.json", "study.journal"):
         assert (tmp_path / f).is_file(), f
     rows = _csv(tmp_path / "trials.csv")
-    assert len(rows) == 24 == s["trials_taken"]
+    assert s["trials_taken"] == 24 and len(rows) == 24 - s["duplicates"]  # one row per evaluated design
+    assert len({json.dumps({k: r[k] for k in ("variant", "g2_dies", "planes_per_die", "precision")}) for r in rows}) \
+        == len(rows)
     assert [r["label"] for r in rows[:5]] == [label for label, _ in space.known_designs()]  # published first
 
     feasible = [r for r in rows if r["feasible"] == "True"]
@@ -86,13 +88,14 @@ def test_study_end_to_end(tmp_path):
             assert k["dominated_by"] in {int(p["number"]) for p in front}
             assert min(k["gain"].values()) >= 0 and max(k["gain"].values()) > 0
 
-    study = optuna.load_study(study_name="smoke", storage=default_storage(tmp_path))
+    study = optuna.load_study(study_name="smoke", storage=open_storage(default_storage(tmp_path)))
     t = study.trials[0]
     assert study.user_attrs["kvnand"]["constraints"] == ["config", "capacity", "power_w", "logic_area_fraction"]
     assert len(t.constraints) == 4
     report = t.user_attrs["report"]
     json.dumps(report)
-    assert len(report["points"]) == 2 and report["points"][0]["latency_s"] > 0
+    assert report["metrics"]["latency_s"] > 0 and "params" not in report  # compact: the params are the trial's
+    assert [set(p) for p in report["points"]] == [{"model", "context", "oom"}] * 2
 
     # the study refuses to resume under a different space
     other = tmp_path / "other.yaml"
@@ -107,7 +110,7 @@ def test_same_seed_same_result(tmp_path):
     runs = []
     for i in range(2):
         run(space, tmp_path / str(i), trials=14, seed=3, log=_quiet)
-        study = optuna.load_study(study_name="smoke", storage=default_storage(tmp_path / str(i)))
+        study = optuna.load_study(study_name="smoke", storage=open_storage(default_storage(tmp_path / str(i))))
         runs.append([(t.params, t.values) for t in study.trials])
     assert runs[0] == runs[1]
 
@@ -151,7 +154,7 @@ def test_kill9_then_resume(tmp_path):
 
     def running_worker():
         nonlocal storage
-        if not (tmp_path / "study.db").exists():
+        if not (tmp_path / "study.journal").exists():
             return None
         storage = storage or open_storage(default_storage(tmp_path))
         try:
@@ -180,7 +183,8 @@ def test_kill9_then_resume(tmp_path):
     after = {t.number: t.values for t in trials if t.state == TrialState.COMPLETE}
     assert all(after.get(n) == v for n, v in before.items())          # no finished trial lost or changed
     assert study.trials[victim.number].state in (TrialState.COMPLETE, TrialState.FAIL)
-    assert len(_csv(tmp_path / "trials.csv")) == budget
+    duplicates = sum("duplicate_of" in t.user_attrs for t in trials)  # told a stored design's values
+    assert len(_csv(tmp_path / "trials.csv")) == budget - duplicates
 
 
 def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
@@ -225,8 +229,8 @@ def test_malformed_space_and_options(tmp_path, capsys):
     code, _, err = _cli(["dse", "run", str(SMOKE), "--workers", "0", "--out", str(tmp_path)], capsys)
     assert code == 2 and "--workers" in err
     code, _, err = _cli(["dse", "pareto", "--storage", default_storage(tmp_path), "--study", "nope"], capsys)
-    assert code == 2 and "no such study database" in err and not (tmp_path / "study.db").exists()
-    open_storage(default_storage(tmp_path))  # an empty study database
+    assert code == 2 and "no such study journal" in err and not (tmp_path / "study.journal").exists()
+    open_storage(default_storage(tmp_path))  # an empty study journal
     code, _, err = _cli(["dse", "pareto", "--storage", default_storage(tmp_path), "--study", "nope"], capsys)
     assert code == 2 and "nope" in err
 

@@ -73,7 +73,8 @@ def test_studies_with_per_key_constraints_still_read(tmp_path):
     """Trials recorded before the list format (Trial.set_constraint) keep their feasibility."""
     from kvnand.dse import export
 
-    study = optuna.create_study(storage=default_storage(tmp_path), study_name="old", directions=["minimize"])
+    study = optuna.create_study(storage=open_storage(default_storage(tmp_path)), study_name="old",
+                                directions=["minimize"])
 
     def objective(trial):
         trial.suggest_int("x", 0, 1)

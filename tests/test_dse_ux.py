@@ -15,7 +15,7 @@ import yaml
 from kvnand.dse import export
 from kvnand.dse.grid import run_grid
 from kvnand.dse.space import load_space
-from kvnand.dse.study import default_storage, run
+from kvnand.dse.study import default_storage, open_storage, run
 from kvnand.errors import InputError
 from kvnand.paths import DSE_ROOT
 
@@ -36,7 +36,7 @@ def test_grid_is_an_optuna_study_that_pareto_opens(tmp_path, kvnand_cli):
     seen = []
     s = run_grid(load_space(SMOKE), tmp_path, log=_quiet, progress=lambda done, total: seen.append((done, total)))
     assert seen[-1] == (48, 48) and len(seen) == 48
-    study = optuna.load_study(study_name="smoke", storage=default_storage(tmp_path))
+    study = optuna.load_study(study_name="smoke", storage=open_storage(default_storage(tmp_path)))
     assert len(study.trials) == 48 == s["designs"]
     front = {int(r["number"]) for r in _csv(tmp_path / "pareto.csv")}
     assert {t.number for t in study.best_trials} == front  # optuna sees the same feasibility and front
@@ -94,7 +94,7 @@ def test_mostly_infeasible_space_says_so_and_why(tmp_path, kvnand_cli):
 def test_pareto_figure_marks_infeasible_and_labels_do_not_overprint(tmp_path):
     space = load_space(PAPER)
     run_grid(space, tmp_path, log=_quiet)
-    study = optuna.load_study(study_name=space.name, storage=default_storage(tmp_path))
+    study = optuna.load_study(study_name=space.name, storage=open_storage(default_storage(tmp_path)))
     rows = export.rows_from_study(study, list(space.spec.objectives))
     front = export.pareto(rows, ["minimize", "minimize", "maximize"])
     fig = export.pareto_figure(None, rows, front, list(space.spec.objectives))

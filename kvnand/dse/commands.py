@@ -1,4 +1,4 @@
-"""`kvnand dse run|pareto|grid`: the design-space exploration commands (see kvnand/dse/__init__.py)."""
+"""`kvnand dse run|pareto|grid|show`: the design-space exploration commands (see kvnand/dse/__init__.py)."""
 
 from __future__ import annotations
 
@@ -32,8 +32,9 @@ def run(
     space_file: SpaceArg,
     trials: Annotated[int | None, typer.Option(help="Global trial budget of the study (default: the space's)")] = None,
     workers: Annotated[int, typer.Option(help="Worker processes on this machine")] = 1,
-    storage: Annotated[str | None, typer.Option(help="Study storage URL, e.g. postgresql://user@host/db "
-                                                "(default: sqlite file in --out)")] = None,
+    storage: Annotated[str | None, typer.Option(help="Study storage: a journal file (processes on one machine) "
+                                                "or a URL, e.g. postgresql://user@host/db (many machines); "
+                                                "default: study.journal in --out")] = None,
     study: Annotated[str | None, typer.Option(help="Study name (default: the space's name)")] = None,
     seed: Annotated[int | None, typer.Option(help="Sampler seed (worker i uses seed + i)")] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder (default: out/dse/<space name>)")] = None,
@@ -79,7 +80,8 @@ def grid(
 
 @dse.command("pareto")
 def pareto(
-    storage: Annotated[str, typer.Option(help="Study storage URL (sqlite:///PATH.db, postgresql://...)")],
+    storage: Annotated[str, typer.Option(help="Study storage: a study.journal file, sqlite:///PATH.db or "
+                                         "postgresql://...")],
     study: Annotated[str, typer.Option(help="Study name")],
     format: Annotated[PFormat, typer.Option("--format")] = PFormat.table,
     plot: Annotated[Path | None, typer.Option(help="Pareto scatter FILE.png|svg|pdf")] = None,
@@ -106,6 +108,22 @@ def pareto(
         _pareto_json(study, rows, front, objectives, dirs)
     if plot is not None:
         typer.echo(f"wrote {plot}", err=True)
+
+
+@dse.command("show")
+def show(
+    trial: Annotated[int, typer.Argument(help="Trial number")],
+    storage: Annotated[str, typer.Option(help="Study storage: a study.journal file, sqlite:///PATH.db or "
+                                         "postgresql://...")],
+    study: Annotated[str, typer.Option(help="Study name")],
+):
+    """The full report of one trial's design as JSON (re-evaluated from its parameters: every workload point's
+    record; a stored trial keeps only metrics, constraints and which points ran out of memory)."""
+    from kvnand.dse.objectives import jsonable
+    from kvnand.dse.study import trial_report
+    from kvnand.io import emit_json
+
+    emit_json(jsonable(trial_report(storage, study, trial)))
 
 
 def _front_table(rows, front, objectives: list[str], dirs: list[str]) -> None:

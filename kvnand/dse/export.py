@@ -43,18 +43,18 @@ class Row:
 
 
 def rows_from_study(study, objectives: list[str]) -> list[Row]:
-    """Every taken trial of a study (WAITING and surplus trials are not designs that ran). An infeasible
-    trial told optuna the worst values; its row has the values it measured (from its report)."""
+    """Every design a study evaluated: its taken trials except those told a stored design's values
+    (`duplicate_of`; WAITING and surplus trials are not designs that ran). An infeasible trial told optuna
+    the worst values; its row has the values it measured (from its report)."""
     from optuna.trial import TrialState
-
 
     rows = []
     for t in study.get_trials(deepcopy=False):
-        if t.state == TrialState.WAITING or t.user_attrs.get("surplus"):
+        if t.state == TrialState.WAITING or t.user_attrs.get("surplus") or "duplicate_of" in t.user_attrs:
             continue
         violated = list(t.user_attrs.get("violated", []))
         if t.state == TrialState.FAIL:
-            violated.append(f"failed: {t.user_attrs.get('error', 'worker died (heartbeat went stale)')}")
+            violated.append(f"failed: {t.user_attrs.get('error', 'worker died')}")
         feasible = t.state == TrialState.COMPLETE and all(v <= 0 for v in stored_constraints(t))
         report = t.user_attrs.get("report")
         values = list(t.values) if t.values else None

@@ -4,7 +4,7 @@ No optuna sampler: designs are enumerated (conditional parameters only where act
 is evaluated once per process (`objectives` caches points, so published designs and repeated points are
 free), optionally over a pool of processes, and the rows go to the same exporter plus the Fig. 15-style
 heatmap. Published designs that fall between grid steps are added as extra rows. The designs are also
-stored as a finished optuna study (study.db in the output folder), so `dse pareto` and optuna-dashboard
+stored as a finished optuna study (study.journal in the output folder), so `dse pareto` and optuna-dashboard
 open a grid like a search.
 """
 
@@ -71,7 +71,7 @@ def run_grid(space: Space, out: Path, workers: int = 1, log=print, progress=None
     url = save_grid(space, out, [(params, values, feasible, cons, {"violated": violated, "report": report}, label)
                                  for params, label, (values, feasible, violated, report, cons)
                                  in zip(combos, labels, results, strict=True)])
-    summary["files"].append("study.db")
+    summary["files"].append("study.journal")
     summary.update({"space": space.file, "designs": len(rows), "elapsed_s": elapsed,
                     "designs_per_s": len(rows) / elapsed if elapsed > 0 else None, "study": space.name,
                     "storage": url, "dashboard": f"optuna-dashboard {url}"})

@@ -106,8 +106,9 @@ def _point(system: str, model: str, context: int, precision: str | None, overrid
 @lru_cache(maxsize=8192)
 def _reliability(system: str, model: str, context: int, precision: str | None, overrides: tuple,
                  profile: str) -> dict:
+    # the point's own evaluate() record (cached above) gives an ':auto' system its split
     return reliability_fn()(system, model, context, precision=precision, profile=profile,
-                            overrides=dict(overrides))
+                            overrides=dict(overrides), record=_point(system, model, context, precision, overrides))
 
 
 @lru_cache(maxsize=1024)
@@ -188,6 +189,20 @@ POINT_KEYS = ("system", "model", "context", "precision", "oom", "oom_reason", "w
               "energy_j_per_token", "power_w", "capacity_use", "bottleneck", "lifetime_years", "read_disturb_margin",
               "batch", "queries_per_step", "aggregate_tokens_per_s", "kv_useful_fraction")
 CONFIG_KEYS = ("dies", "g1_dies", "g2_dies", "kv_store", "split")
+
+
+# what a `kvnand dse run` trial stores of each workload point: which ran out of memory (`kvnand dse show`
+# re-evaluates the design for everything else)
+STORED_POINT_KEYS = ("model", "context", "oom")
+
+
+def compact_report(report: dict) -> dict:
+    """The record a study trial keeps: the design, its metrics and constraints, which points ran out of
+    memory (about a fifth of the full report on the 8-die space)."""
+    out = {k: v for k, v in report.items() if k not in ("points", "params")}
+    if "points" in report:
+        out["points"] = [{k: p[k] for k in STORED_POINT_KEYS} for p in report["points"]]
+    return out
 
 
 def _compact(rec: dict) -> dict:

@@ -424,7 +424,7 @@ class Space:
 # ---------------------------------------------------------------------- loading
 def load_space(path: str | Path) -> Space:
     """Read, validate and check a space file; every problem is one InputError naming file and key."""
-    from kvnand.config.loader import read_source, validate_tree
+    from kvnand.config.loader import read_source
 
     path = Path(path)
     if not path.is_file():
@@ -436,7 +436,19 @@ def load_space(path: str | Path) -> Space:
         else:
             avail = ", ".join(sorted(p.name for p in DSE_ROOT.glob("*.yaml")))
             raise InputError("space file not found", file=str(path), allowed=f"a YAML file, e.g. dse/{{{avail}}}")
-    data, src = read_source(path)
+    return _space(*read_source(path), path)
+
+
+def stored_space(data: dict, file: str) -> Space:
+    """A space from the tree a study stored (`kvnand dse show`), checked as a file would be; `file` names it."""
+    from kvnand.config.loader import Source
+
+    return _space(data, Source(file), Path(file))
+
+
+def _space(data: dict, src, path: Path) -> Space:
+    from kvnand.config.loader import validate_tree
+
     spec = validate_tree(SpaceFile, data, src)
     params = {name: _param(name, v, path, src) for name, v in spec.parameters.items()}
     space = Space(spec.model_copy(update={"parameters": params}), str(path), data)

@@ -1,27 +1,42 @@
 """The optuna study: storage, sampler, workers, the global trial budget, published designs, crash recovery.
 
-Storage is optuna's RDB storage: by default an SQLite file in the run folder (no server; `--workers N`
-processes on one machine share it), or any SQLAlchemy URL such as `postgresql://...`, which lets workers
-on many machines share one study. Every `kvnand dse run` against the same storage and study name joins
-the same study; the first one creates it, stores the space in the study's user attributes, and enqueues
-the published designs so they are the first trials.
+Storage: by default optuna's journal file (`study.journal` in the run folder, JournalStorage with
+JournalFileBackend: an append-only log under a file lock, no server; `--workers N` processes on one machine
+share it). `--storage` also takes another journal file path, or any SQLAlchemy URL (RDB storage):
+`postgresql://...` lets workers on many machines share one study, `sqlite:///PATH.db` reads a grid's or an
+older run's study. Every `kvnand dse run` against the same storage and study name joins the same study; the
+first one creates it, stores the space in the study's user attributes, and enqueues the published designs
+so they are the first trials.
+
+Sampler: the space's (TPE, NSGA-II or random), except that a discrete space with no more designs than the
+budget (and at most MAX_ENUMERATED) is enumerated by optuna's BruteForceSampler (each design once; the study
+stops when all are done).
+
+No design is evaluated twice: a trial whose parameters equal those of a completed trial of the study is told
+that trial's objective values and constraints (user attribute `duplicate_of`) without evaluating or storing
+its record again. Each trial keeps a compact record (metrics, violated constraints, which workload points ran
+out of memory); `kvnand dse show` re-evaluates a trial's design for the full per-point report.
 
 Budget: `--trials N` is the study's total, shared by all workers. A trial is "taken" once it runs,
-whatever its end (complete, failed, crashed); after asking for a trial a worker counts the taken trials
+whatever its end (complete, duplicate, failed, crashed). Trials are numbered in creation order, so a trial
+numbered below N - 1 cannot be the N-th taken one; only from there on does a worker count the taken trials
 numbered up to its own, and if that exceeds N (another worker took the last slot at the same moment) it
 closes its trial unevaluated as PRUNED with user attribute `surplus` and stops. So exactly N trials are
-taken, however many workers race.
+taken, however many workers race, without a scan of the study per trial.
 
-Crashes: workers send heartbeats; a trial whose worker fell silent for 2 x `heartbeat_s` is marked FAIL
-by any live worker, or by a later run (`kvnand dse run` waits for running trials to finish or go stale
-before it exports; a trial whose worker died before its first heartbeat, so it never named itself, is failed
-3 x `heartbeat_s` after it started). A failed trial counts against the budget and is never re-evaluated
-silently.
+Crashes: on RDB storage workers send heartbeats; a trial whose worker fell silent for 2 x `heartbeat_s` is
+marked FAIL by any live worker, or by a later run. A journal file serves one machine, where a trial's
+worker (host:pid) is checked directly: a trial of a process that no longer exists is marked FAIL.
+`kvnand dse run` waits for running trials to finish or fail before it exports; a trial whose worker died
+before naming itself is failed 3 x `heartbeat_s` after it started. A failed trial counts against the budget
+and is never re-evaluated silently.
 """
 
 from __future__ import annotations
 
 import functools
+import json
+import math
 import os
 import shutil
 import socket
@@ -33,6 +48,7 @@ from typing import Any
 from kvnand.dse.objectives import (
     MAXIMIZE,
     MINIMIZE,
+    compact_report,
     constraint_names,
     evaluate_design,
     metric,
@@ -49,11 +65,22 @@ CONSTRAINTS_KEY = "constraints"
 PROGRESS_EVERY_S = 5.0
 MAX_TRIALS = 10**7
 MAX_WORKERS = 1024
+JOURNAL = "study.journal"      # the run folder's study: optuna's journal file
+# BruteForceSampler rebuilds its tree from every trial per sample: measured 150 trials/s over the first 500
+# trials, 30/s by 1500 (no evaluation). Larger spaces are sampled (repeats are looked up, not evaluated) or
+# listed by `kvnand dse grid`.
+MAX_ENUMERATED = 1000
 
 
 # ---------------------------------------------------------------------- storage and study
 def default_storage(out: Path) -> str:
-    return f"sqlite:///{(Path(out) / 'study.db').resolve()}"
+    """The study storage of a run or grid folder: optuna's journal file there."""
+    return str((Path(out) / JOURNAL).resolve())
+
+
+def is_url(storage: str) -> bool:
+    """An RDB URL (sqlite:///..., postgresql://...); anything else names a journal file."""
+    return "://" in storage
 
 
 def public_url(url: str) -> str:
@@ -67,9 +94,15 @@ def public_url(url: str) -> str:
 
 
 def open_storage(url: str, heartbeat_s: int | None = None):
-    """optuna RDB storage with heartbeats (stale trials are failed after 2 x heartbeat_s)."""
+    """A journal file's storage, or optuna RDB storage with heartbeats (stale trials are failed after
+    2 x heartbeat_s) for a URL."""
     import optuna
 
+    if not is_url(url):
+        if _is_sqlite(url):  # a path to an SQLite study (an older grid's study.db), as optuna-dashboard takes it
+            url = f"sqlite:///{Path(url).resolve()}"
+        else:
+            return _journal(url)
     url = _with_driver(url)
     _check_driver(url)
     kwargs: dict[str, Any] = {}
@@ -93,6 +126,67 @@ def open_storage(url: str, heartbeat_s: int | None = None):
     raise InputError(f"cannot open the study storage: {type(failure).__name__}: {str(failure).splitlines()[0]}",
                      key="--storage", value=public_url(url),
                      allowed="sqlite:///PATH.db or postgresql://USER@HOST:PORT/DB") from None
+
+
+def _is_sqlite(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
+
+
+def _journal(path: str):
+    """optuna's JournalStorage on a file (created if absent), with a clear error for a file that is not one."""
+    from optuna.storages import JournalStorage
+
+    allowed = "a journal file (e.g. out/dse/NAME/study.journal), sqlite:///PATH.db or postgresql://USER@HOST/DB"
+    p = Path(path)
+    if p.is_dir() or not p.parent.is_dir():
+        raise InputError("not a journal file in an existing folder", key="--storage", value=path, allowed=allowed)
+    if not _journal_or_new(p):  # appending records to someone's file would damage it
+        raise InputError("the file exists and is not an optuna journal", key="--storage", value=path,
+                         allowed=allowed)
+    try:
+        return JournalStorage(_journal_backend(str(p)))
+    except Exception as exc:  # unreadable, or lines that are not optuna's journal
+        raise InputError(f"cannot read the study journal: {type(exc).__name__}: {str(exc).splitlines()[0]}",
+                         key="--storage", value=path, allowed=allowed) from None
+
+
+def _journal_or_new(p: Path) -> bool:
+    """An absent or empty file, or one whose first line is an optuna journal record."""
+    try:
+        with open(p, "rb") as f:
+            first = f.readline(1 << 16)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    if not first:
+        return True
+    try:
+        return "op_code" in json.loads(first)
+    except (ValueError, TypeError):
+        return False
+
+
+def _journal_backend(path: str):
+    """optuna's JournalFileBackend without an fsync per record: each append is written and flushed under the
+    file lock (other processes read it at once, and it survives a killed process); only a power loss may drop
+    the last records. optuna syncs every record (about 16 a trial, ~1.7 ms each here), which would cost more
+    than evaluating a design. The same trade as SQLite's synchronous=NORMAL."""
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.storages.journal._file import get_lock_file
+
+    class FlushedJournal(JournalFileBackend):
+        def append_logs(self, logs: list[dict[str, Any]]) -> None:
+            text = "\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
+            with get_lock_file(self._lock), open(self._file_path, "ab") as f:
+                f.write(text.encode("utf-8"))
+                f.flush()
+
+    return FlushedJournal(path)
 
 
 def _with_driver(url: str) -> str:
@@ -135,12 +229,26 @@ def _store_constraints(trial, values: list[float]) -> None:
     trial.storage.set_trial_system_attr(trial._trial_id, CONSTRAINTS_KEY, values)
 
 
-def make_sampler(space: Space, seed: int):
+def enumerable(space: Space, budget: int) -> int | None:
+    """How many designs a discrete space has, when it has no more than `budget` (and MAX_ENUMERATED; else
+    None: sample it)."""
+    if any(p.float is not None and p.step is None for p in space.varying.values()):
+        return None
+    try:
+        n = len(space.grid())
+    except InputError:  # a range without a step, or more designs than a grid may list
+        return None
+    return n if n <= min(budget, MAX_ENUMERATED) else None
+
+
+def make_sampler(space: Space, seed: int, budget: int):
     import optuna
 
     kind = space.spec.study.sampler
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # multivariate/group TPE is "experimental"
+        warnings.simplefilter("ignore")  # BruteForceSampler and multivariate/group TPE are "experimental"
+        if enumerable(space, budget) is not None:  # every design once; the study stops when all are done
+            return optuna.samplers.BruteForceSampler(seed=seed)
         if kind == "nsga2":
             return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=stored_constraints)
         if kind == "random":
@@ -171,11 +279,11 @@ def optuna_values(space: Space, values: list[float], feasible: bool) -> list[flo
     return values if feasible else [worst(k) for k in space.spec.objectives]
 
 
-def open_study(space: Space, storage, name: str, seed: int):
+def open_study(space: Space, storage, name: str, seed: int, budget: int):
     """Create the study (storing the space, enqueueing the published designs) or join an existing one."""
     import optuna
 
-    sampler = make_sampler(space, seed)
+    sampler = make_sampler(space, seed, budget)
     try:
         study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
                                     directions=directions(space))
@@ -210,24 +318,66 @@ def n_taken(study) -> int:
     return sum(taken(t) for t in study.get_trials(deepcopy=False))
 
 
+def design_key(params: dict) -> str:
+    return json.dumps(params, sort_keys=True)
+
+
+class Evaluated:
+    """The completed, evaluated trials of a study by design: a worker looks a design up here before
+    evaluating it (its own trials are added as they finish; the study's are read again on a miss, at most
+    once per REREAD_S on a server database, where reading every trial is a query)."""
+
+    REREAD_S = 1.0
+
+    def __init__(self, study):
+        self.study, self.by_design, self.read = study, {}, set()
+        self.local = not hasattr(study._storage, "record_heartbeat")  # a journal: trials are in memory
+        self.last_read = -math.inf
+
+    def refresh(self) -> None:
+        from optuna.trial import TrialState
+
+        self.last_read = time.monotonic()
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if t.number not in self.read:
+                self.read.add(t.number)
+                self.add(t.number, t.params, t.values, stored_constraints(t), t.user_attrs)
+
+    def add(self, number: int, params: dict, values, constraints: list[float], attrs: dict) -> None:
+        key = design_key(params)
+        if "duplicate_of" not in attrs and (key not in self.by_design or number < self.by_design[key][0]):
+            self.by_design[key] = (number, list(values), list(constraints))
+
+    def find(self, params: dict):
+        """(number, values told to optuna, constraints) of the trial that evaluated this design, or None."""
+        key = design_key(params)
+        if key not in self.by_design and (self.local or time.monotonic() - self.last_read > self.REREAD_S):
+            self.refresh()
+        return self.by_design.get(key)
+
+
 # ---------------------------------------------------------------------- a worker
 class Objective:
-    """optuna objective of one worker: budget ticket (stops the worker at the budget), evaluation, user
-    attributes, constraints."""
+    """optuna objective of one worker: budget ticket (stops the worker at the budget), look-up of designs
+    already evaluated, evaluation, user attributes, constraints."""
 
     def __init__(self, space: Space, study, budget: int, log=None, progress=None):
         self.space, self.study, self.budget, self.log, self.progress = space, study, budget, log, progress
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.last_print = time.monotonic()
+        self.evaluated = Evaluated(study)
 
     def __call__(self, trial):
         import optuna
 
-        # optuna's heartbeat thread may not have written yet: write one now, so a trial that names its worker
-        # always has a heartbeat and goes stale if the worker dies (unnamed ones are failed by settle)
-        trial.storage.record_heartbeat(trial._trial_id)
+        if hasattr(trial.storage, "record_heartbeat"):
+            # optuna's heartbeat thread may not have written yet: write one now, so a trial that names its
+            # worker always has a heartbeat and goes stale if the worker dies (unnamed ones are failed by settle)
+            trial.storage.record_heartbeat(trial._trial_id)
         trial.set_user_attr("worker", self.worker)
-        ahead = sum(taken(t) for t in self.study.get_trials(deepcopy=False) if t.number <= trial.number)
+        ahead = trial.number + 1  # an upper bound of the taken trials numbered up to this one
+        if ahead >= self.budget:  # near the end of the budget: count exactly
+            ahead = sum(taken(t) for t in self.study.get_trials(deepcopy=False) if t.number <= trial.number)
         if ahead >= self.budget:  # this is the last trial of the budget, or one too many
             self.study.stop()
             if ahead > self.budget:
@@ -236,17 +386,26 @@ class Objective:
         if self.log and not self.progress and time.monotonic() - self.last_print > PROGRESS_EVERY_S:
             self.last_print = time.monotonic()
             self.log(f"  {ahead}/{self.budget} trials")
-        try:
-            ev = evaluate_design(self.space, self.space.suggest(trial))
-        except Exception as exc:  # recorded on the trial (FAIL), the worker goes on
-            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:2000])
-            raise
-        trial.set_user_attr("violated", ev.violated)
-        trial.set_user_attr("report", ev.report)
-        _store_constraints(trial, [ev.constraints[k] for k in constraint_names(self.space)])
+        params = self.space.suggest(trial)
+        if (done := self.evaluated.find(params)) is not None:  # the same design again: its stored values
+            number, values, constraints = done
+            trial.set_user_attr("duplicate_of", number)
+            _store_constraints(trial, constraints)
+        else:
+            try:
+                ev = evaluate_design(self.space, params)
+            except Exception as exc:  # recorded on the trial (FAIL), the worker goes on
+                trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:2000])
+                raise
+            values = optuna_values(self.space, ev.values, ev.feasible)
+            constraints = [ev.constraints[k] for k in constraint_names(self.space)]
+            trial.set_user_attr("violated", ev.violated)
+            trial.set_user_attr("report", compact_report(ev.report))
+            _store_constraints(trial, constraints)
+            self.evaluated.add(trial.number, params, values, constraints, {})
         if self.progress:
-            self.progress(ahead)
-        return optuna_values(self.space, ev.values, ev.feasible)
+            self.progress(min(ahead, self.budget))
+        return values
 
 
 def work(space_file: str, url: str, name: str, budget: int, seed: int, log=None, progress=None) -> None:
@@ -256,13 +415,22 @@ def work(space_file: str, url: str, name: str, budget: int, seed: int, log=None,
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = load_space(space_file)
     storage = open_storage(url, space.spec.study.heartbeat_s)
-    study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(space, seed))
-    if n_taken(study) >= budget:
+    study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(space, seed, budget))
+    if n_taken(study) >= budget or _all_evaluated(space, study, budget):
         return
     obj = Objective(space, study, budget, log, progress)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # optuna's experimental-feature warnings (heartbeat)
         study.optimize(obj, catch=(Exception,))
+
+
+def _all_evaluated(space: Space, study, budget: int) -> bool:
+    """An enumerated space whose every design the study has evaluated (its sampler would only repeat one)."""
+    if enumerable(space, budget) is None:
+        return False
+    done = Evaluated(study)
+    done.refresh()
+    return all(design_key(p) in done.by_design for p in space.grid())
 
 
 def settle(study, heartbeat_s: int) -> list:
@@ -275,9 +443,12 @@ def settle(study, heartbeat_s: int) -> list:
 
     deadline = time.monotonic() + 3 * heartbeat_s + 30
     while True:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            fail_stale_trials(study)
+        if hasattr(study._storage, "record_heartbeat"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fail_stale_trials(study)
+        else:
+            fail_dead_workers(study)
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         # a worker killed between creating its trial and the first heartbeat leaves a trial that never goes
         # stale; a live worker names itself on its trial within milliseconds of sampling it
@@ -289,6 +460,30 @@ def settle(study, heartbeat_s: int) -> list:
         if not running or time.monotonic() > deadline:
             return running
         time.sleep(min(1.0, heartbeat_s / 2))
+
+
+def fail_dead_workers(study) -> list[int]:
+    """Mark FAIL the running trials of this machine whose worker process no longer exists (storage without
+    heartbeats: a journal file, which serves one machine). Returns their numbers."""
+    from optuna.trial import TrialState
+
+    host, failed = socket.gethostname(), []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        who, _, pid = t.user_attrs.get("worker", "").rpartition(":")
+        if who == host and pid.isdigit() and not _alive(int(pid)):
+            study.tell(t.number, state=TrialState.FAIL)
+            failed.append(t.number)
+    return failed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, another user's
+        return True
+    return True
 
 
 # ---------------------------------------------------------------------- a run
@@ -326,7 +521,7 @@ def run(space: Space, out: Path, *, trials: int | None = None, workers: int = 1,
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     hb = space.spec.study.heartbeat_s
     try:
-        study = open_study(space, open_storage(url, hb), name, seed)
+        study = open_study(space, open_storage(url, hb), name, seed, budget)
     except InputError:  # e.g. an unreachable --storage: leave nothing behind
         if made:
             shutil.rmtree(made[-1], ignore_errors=True)
@@ -335,6 +530,9 @@ def run(space: Space, out: Path, *, trials: int | None = None, workers: int = 1,
     if budget < n_known:
         log(f"note: --trials {budget} is less than the {n_known} published designs; only the first {budget} run")
     log(f"study '{name}' in {public_url(url)}: budget {budget} trials, {workers} worker(s)")
+    if (size := enumerable(space, budget)) is not None:
+        log(f"the space has {size} designs, no more than the budget: each is evaluated once (optuna "
+            "BruteForceSampler), then the study stops")
     done_before, t0 = _finished(study), time.monotonic()
     exit_codes: list[int] = []
     if workers == 1:
@@ -354,7 +552,8 @@ def run(space: Space, out: Path, *, trials: int | None = None, workers: int = 1,
     summary = export.write_outputs(out, rows, list(space.spec.objectives), directions(space))
     summary.update({
         "study": name, "storage": public_url(url), "budget": budget, "workers": workers,
-        "trials_taken": n_taken(study), "trials_this_run": new, "elapsed_s": elapsed,
+        "trials_taken": n_taken(study), "duplicates": _duplicates(study), "trials_this_run": new,
+        "elapsed_s": elapsed,
         "trials_per_s": new / elapsed if elapsed > 0 else None,
         "worker_exit_codes": exit_codes, "still_running": [t.number for t in still_running],
         "dashboard": f"optuna-dashboard {public_url(url)}",
@@ -395,6 +594,11 @@ def _in_memory(url: str) -> bool:
     return rest is not None and rest.split("?", 1)[0] in ("", "/", "/:memory:")
 
 
+def _duplicates(study) -> int:
+    """Trials that were told a stored design's values instead of evaluating it again."""
+    return sum("duplicate_of" in t.user_attrs for t in study.get_trials(deepcopy=False))
+
+
 def _finished(study) -> int:
     from optuna.trial import TrialState
 
@@ -419,7 +623,7 @@ def _wait(procs, study, budget: int, log, progress=None) -> None:
 
 
 def save_grid(space: Space, out: Path, designs: list[tuple[dict, list[float], bool, dict, dict, str | None]]) -> str:
-    """A grid's designs as a finished optuna study named after the space, in the run folder's study.db
+    """A grid's designs as a finished optuna study named after the space, in the run folder's study.journal
     (replacing an older grid's), so `dse pareto` and optuna-dashboard open it like a search. `designs`:
     (params, values, feasible, constraints, user attributes, published label). Returns the storage URL."""
     import optuna
@@ -453,12 +657,42 @@ def load_existing(url: str, name: str):
         raise InputError("an in-memory database holds no study", key="--storage", value=url,
                          allowed="the sqlite:///PATH.db of an earlier `kvnand dse run`, or a server URL")
     check_sqlite_file(url, must_exist=True)
+    if not is_url(url) and not Path(url).is_file():
+        raise InputError("no such study journal", key="--storage", value=url,
+                         allowed="the study.journal of an earlier `kvnand dse run`, sqlite:///PATH.db or a server URL")
     storage = open_storage(url)
     names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
     if name not in names:
         raise InputError("no such study in the storage", key="--study", value=name,
                          allowed=", ".join(names) or "(the storage has no studies)")
     return optuna.load_study(study_name=name, storage=storage)
+
+
+def trial_report(url: str, name: str, number: int) -> dict:
+    """`kvnand dse show`: a trial of a stored study with the full report of its design, re-evaluated from its
+    parameters with the space the study stored (a trial keeps only a compact record)."""
+    from optuna.trial import TrialState
+
+    from kvnand.dse.space import stored_space
+
+    study = load_existing(url, name)
+    meta = study.user_attrs.get(META_KEY)
+    if meta is None:
+        raise InputError("the study was not created by `kvnand dse run` (it stores no space)", key="--study",
+                         value=name)
+    trials = study.get_trials(deepcopy=False)
+    if not 0 <= number < len(trials):
+        raise InputError("no such trial in the study", key="TRIAL", value=number,
+                         allowed=f"0 to {len(trials) - 1}" if trials else "(the study has no trials)")
+    t = trials[number]
+    if t.state in (TrialState.WAITING, TrialState.RUNNING) or t.user_attrs.get("surplus") or not t.params:
+        raise InputError(f"trial {number} evaluated no design ({t.state.name.lower()})", key="TRIAL", value=number)
+    space = stored_space(meta["space"], f"{meta['space_file']} (as stored in study '{name}')")
+    ev = evaluate_design(space, dict(t.params))
+    return {"schema": "kvnand.dse.trial/1", "study": name, "number": number, "state": t.state.name,
+            "label": t.user_attrs.get("known_design"), "duplicate_of": t.user_attrs.get("duplicate_of"),
+            "values": dict(zip(meta["objectives"], t.values or [], strict=False)),
+            "feasible": ev.feasible, **ev.report}
 
 
 def objective_directions(study) -> tuple[list[str], list[str]]:

@@ -74,7 +74,7 @@ def reliability(
             continue
         at = r if math.isclose(r["tokens_per_s"], common) else point(
             r["system"], r["model"], r["context"], precision=precision, mapping=r["mapping"], profile=profile,
-            overrides={**overrides, "profile.tokens_per_s": common})
+            overrides={**overrides, **r["config"]["overrides"], "profile.tokens_per_s": common})  # the split aged
         r["tokens_per_lifetime"] = _tokens(r["lifetime_years"], r["tokens_per_s"], hours)
         r["at_common_rate"] = {"tokens_per_s": common, "lifetime_years": at["lifetime_years"],
                                "tokens_per_lifetime": _tokens(at["lifetime_years"], common, hours),

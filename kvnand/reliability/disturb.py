@@ -31,7 +31,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kvnand.config.loader import load_system
 from kvnand.config.schema import KvPolicy, System
 from kvnand.errors import InputError
 from kvnand.hw.flash import FlashGroup
@@ -39,9 +38,10 @@ from kvnand.lowering.step import Lowering, check_composition, fit, heads_per_pha
 from kvnand.mapping.capacity import Fit
 from kvnand.mapping.kv import KvLayout, naive_plane
 from kvnand.reliability.profile import Profile, Session, get_profile, session
-from kvnand.workload.kv_policy import DENSE, apply_precision, resolve_policy
-from kvnand.workload.model import ModelSpec, load_model
-from kvnand.workload.precision import Precision, get_precision
+from kvnand.scenario import Point, resolve
+from kvnand.workload.kv_policy import DENSE
+from kvnand.workload.model import ModelSpec
+from kvnand.workload.precision import Precision
 
 MAPPINGS = ("naive", "page")
 _CHUNK = 1 << 22  # elements per numpy temporary when summing naive pages
@@ -158,10 +158,8 @@ def workload(system: str, model: str, context: int, *, precision: str | None = N
         raise InputError("reliability ages one concrete split: choose it first (kvnand.evaluation."
                          "evaluate_reliability resolves ':auto' to the split evaluate() picks)", key="system",
                          value=system)
-    cfg = load_system(system, sys_over)  # skips the kv_policy keys, which resolve_policy reads
-    spec = load_model(model)
-    kv_policy = resolve_policy(overrides)
-    prec = apply_precision(kv_policy, get_precision(precision or cfg.default_precision))
+    sc = resolve(Point(system, model, context, precision, sys_over))  # evaluate()'s parts (the model is cached)
+    cfg, spec, prec, kv_policy = sc.system, sc.model, sc.precision, sc.policy
     check_composition(cfg)
     fitted = fit(cfg, spec, prec, context, kv_policy)
     sess = session(prof, context)

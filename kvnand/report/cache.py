@@ -20,11 +20,9 @@ from functools import lru_cache
 from pathlib import Path
 
 import kvnand
-from kvnand.config.loader import apply_overrides, resolve_system_tree
 from kvnand.errors import InputError
 from kvnand.io import write_text
 from kvnand.paths import CONFIG_ROOT
-from kvnand.workload.model import load_model
 
 
 def cache_root() -> Path:
@@ -112,6 +110,9 @@ class Cache:
         """`decode`: the batch and speculative decoding keywords of the point (None: a plain step)."""
         if not self.enabled:
             return ""  # nothing is stored or looked up: skip the resolve and hash
+        from kvnand.config.loader import apply_overrides, resolve_system_tree  # pydantic: only when a key is made
+        from kvnand.workload.model import load_model
+
         tree, src = resolve_system_tree(system.removesuffix(":auto"))
         tree = apply_overrides(tree, overrides, src.default_file)
         spec = dataclasses.asdict(load_model(model))
