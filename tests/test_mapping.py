@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from kvnand.mapping.kv import KvLayout, enumerate_layout, naive_plane
@@ -47,6 +47,8 @@ def _unit_pages(lay, placed, key):
 
 @settings(max_examples=80, deadline=None)
 @given(layouts, st.integers(1, 40))
+# A = 5 layers share a 64 B page (12.8 B each): a float floor of byte / 12.8 once put a unit at offset 64
+@example(_layout("page", 1, 3, 3, 4, 8, True, 0.25, True, 1, 1, False), 9)
 def test_every_kv_byte_is_mapped_exactly_once_and_no_page_overflows(lay, context):
     placed = enumerate_layout(lay, context)
     assert len(placed) == lay.layers * lay.kv_heads * 2 * context

@@ -324,7 +324,6 @@ def enumerate_layout(layout: KvLayout, context: int) -> dict:
                         pos += layout.unit
         return out
     p, a, g = layout.planes_per_stream, layout.read_amplification, layout.co_read
-    per_page = layout.group_bytes_per_page
     where = {}                                               # stream -> (set, group key, member)
     for lyr in range(layout.layers):
         for kv in range(layout.streams_per_head):
@@ -338,7 +337,9 @@ def enumerate_layout(layout: KvLayout, context: int) -> dict:
         share, slot_in_page = divmod(ranks[s][key], a)       # A consecutive groups share pages
         for t in range(context):
             pos = (t * g + member) * layout.unit             # byte position in the group's data
-            i = int(pos // per_page)
+            # in units of page / A (whole numbers, so no rounding puts a unit at the end of a page)
+            i = int(pos * a // layout.page)
             plane = s * p + (share + i) % p                  # page-granular striping, staggered by share
-            out[(lyr, h, kv, t)] = (plane, ("g", s, share, i), slot_in_page * per_page + pos - i * per_page)
+            offset = (slot_in_page * layout.page + pos * a - i * layout.page) / a
+            out[(lyr, h, kv, t)] = (plane, ("g", s, share, i), offset)
     return out
