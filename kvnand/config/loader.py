@@ -476,13 +476,15 @@ def _allowed_keys(model_cls, loc) -> str:
     return ", ".join(getattr(ann, "model_fields", {}).keys())
 
 
-def validate_tree(model_cls, tree: dict, src: Source):
+def validate_tree(model_cls, tree: dict, src: Source, context: dict | None = None):
+    """`model_cls` validated from `tree` (with pydantic's validation `context`); the first problem becomes one
+    InputError naming the file, line and key (`src` knows where each key came from)."""
     from pydantic import ValidationError
 
     from kvnand.config.schema import ConfigValueError
 
     try:
-        return model_cls.model_validate(tree)
+        return model_cls.model_validate(tree, context=context)
     except ValidationError as exc:
         errors = exc.errors()
         # a value that fits no member of a union fails once per member; the deepest failure under the first
