@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import kvnand
+from kvnand.config import units
 from kvnand.config.loader import (
     SHORT_KEYS,
     apply_overrides,
@@ -132,6 +133,29 @@ def test_set_short_keys_and_dotted_paths(key, value, path, expected):
 
 def test_short_keys_are_the_documented_ones():
     assert {"g2_dies", "channels", "planes_per_die", "page_size", "fmacs_per_plane"} <= set(SHORT_KEYS)
+
+
+@given(st.sampled_from(["kvnand-c16", "kvnand-d", "base1", "base2"]),
+       st.sampled_from(["1 KiB", "2 KiB", "4 KiB", "8 KiB", "16 KiB", "32 KiB", "64 KiB", "12 KiB"]))
+@settings(max_examples=30, deadline=None)
+def test_page_size_short_key_holds_die_capacity_and_cost(system, page):
+    """`page_size` changes the page, not what the memory holds or costs: pages per block shrink as the page
+    grows, blocks per plane stay, and the spare area keeps its bytes per page byte (its ECC parity)."""
+    from kvnand import cost
+
+    base, new = load_system(system), load_system(system, {"page_size": page})
+    g0, g = base.flash.die.geometry, new.flash.die.geometry
+    assert g.page_size == units.parse(page, "bytes")
+    assert g.die_bytes == g0.die_bytes and g.blocks_per_plane == g0.blocks_per_plane
+    assert g.page_size * g.pages_per_block == g0.page_size * g0.pages_per_block
+    assert g.spare_size / g.page_size == g0.spare_size / g0.page_size
+    assert cost.memory_cost(system, {"page_size": page}) == cost.memory_cost(system)
+
+
+def test_page_size_short_key_refuses_a_page_that_does_not_divide_the_block():
+    with pytest.raises(InputError, match="page_size holds die capacity") as exc:
+        load_system("kvnand-c16", {"page_size": "5 KiB"})
+    assert exc.value.key == "page_size" and "'8 KiB'" in exc.value.allowed
 
 
 def test_dies_keeps_channels_and_is_applied_after_them():

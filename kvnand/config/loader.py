@@ -33,6 +33,8 @@ SHORT_KEYS = {
 }
 # `dies` is derived (channels x dies_per_channel); setting it keeps channels and changes dies per channel.
 DERIVED_KEYS = ("dies",)
+# The short key `page_size` holds die capacity (_hold_die_capacity); the dotted path
+# flash.die.geometry.page_size changes the page alone.
 SCHEMA_VERSIONS = (1,)
 
 
@@ -389,6 +391,8 @@ def apply_overrides(tree: dict, overrides: dict[str, Any], file: str) -> dict:
                                  key="dies", value=_shown(value), allowed=f"{ch}, {2 * ch}, {3 * ch}, ...")
             fl["dies_per_channel"] = value // ch
             continue
+        if key == "page_size" and _hold_die_capacity(tree, value, file):
+            continue
         path = SHORT_KEYS.get(key, key)
         node = tree
         parts = path.split(".")
@@ -402,6 +406,45 @@ def apply_overrides(tree: dict, overrides: dict[str, Any], file: str) -> dict:
                              allowed=_set_allowed())
         node[parts[-1]] = value  # a new leaf may set a defaulted field; the schema rejects unknown ones
     return tree
+
+
+def _hold_die_capacity(tree: dict, value: Any, file: str) -> bool:
+    """`page_size` as a short key: the new page size with the die's capacity held. The block keeps its bytes,
+    so a page k times larger leaves k times fewer pages per block; blocks per plane (the erase units that wear,
+    read disturb and refresh count, and 177 on the KVNAND die: not divisible by 2) stay. The spare area scales
+    with the page: each page keeps its ECC codewords' parity. False (nothing done) when the geometry or the
+    value cannot be read: the schema then reports the problem as for any other key."""
+    from kvnand.config import units
+    from kvnand.config.schema import MAX_PAGES_PER_BLOCK
+
+    geo: Any = tree
+    for part in ("flash", "die", "geometry"):
+        geo = geo.get(part) if isinstance(geo, dict) else None
+    if not isinstance(geo, dict) or isinstance(geo.get("pages_per_block"), bool) or \
+            not isinstance(geo.get("pages_per_block"), int):
+        return False
+    try:
+        new, old = units.parse(value, "bytes"), units.parse(geo.get("page_size"), "bytes")
+        spare = units.parse(geo["spare_size"], "bytes") if "spare_size" in geo else 0.0
+    except units.UnitParseError:
+        return False
+    if new < 1 or new != int(new) or old <= 0:  # not a page at all: the schema says what a page size is
+        return False
+    block = old * geo["pages_per_block"]
+    pages = block / new
+    if pages != int(pages) or not 1 <= pages <= MAX_PAGES_PER_BLOCK:
+        raise InputError(f"page_size holds die capacity: a block of {block:.0f} B ({geo['pages_per_block']} pages of "
+                         f"{old:g} B) is not a whole number of {new:g} B pages (at most {MAX_PAGES_PER_BLOCK})",
+                         file=file, key="page_size",
+                         value=_shown(value),
+                         allowed="a page size that divides the block, e.g. " +
+                                 ", ".join(f"'{int(old * f) // 1024} KiB'" for f in (1, 2, 4) if block % (old * f) == 0)
+                         + "; or set flash.die.geometry.page_size and pages_per_block yourself")
+    geo["page_size"] = value
+    geo["pages_per_block"] = int(pages)
+    if spare:
+        geo["spare_size"] = f"{spare * new / old:.15g} B"
+    return True
 
 
 # ------------------------------------------------------------------------------------------ validation

@@ -91,6 +91,7 @@ SchemaVersion = Annotated[Literal[1], BeforeValidator(_no_bool)]
 # where the attention over the KV cache runs, given where the cache is stored
 ATTENTION_FOR_STORE = {"colocated": "flash_pe", "flash_group": "flash_pe", "dram": "npu", "nand": "npu", "csd": "csd"}
 MAX_DIES = 4096  # flash dies in one array (a 4 TB drive of 1 Tbit dies has 32)
+MAX_PAGES_PER_BLOCK = 10**5
 
 
 class Part(BaseModel):
@@ -117,7 +118,7 @@ class CellMode(Part):
 class Geometry(Part):
     planes: _count(1, 1024, "planes per die")
     blocks_per_plane: _count(1, 10**6, "blocks per plane")
-    pages_per_block: _count(1, 10**5, "pages per block")
+    pages_per_block: _count(1, MAX_PAGES_PER_BLOCK, "pages per block")
     page_size: Bytes
     spare_size: BytesOrZero = 0.0
     capacity: Bytes | None = None  # optional cross-check against the product above
