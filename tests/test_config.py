@@ -158,6 +158,40 @@ def test_page_size_short_key_refuses_a_page_that_does_not_divide_the_block():
     assert exc.value.key == "page_size" and "'8 KiB'" in exc.value.allowed
 
 
+@pytest.mark.parametrize(("overrides", "key", "words"), [
+    # the dotted path changes the page alone: a 16 KiB page with a 4 KiB page's 448 B spare cannot hold the
+    # parity of its 16 BCH codewords (16 x 112 B)
+    ({"flash.die.geometry.page_size": "16 KiB"}, "flash.die.geometry.spare_size", ["1792 B"]),
+    ({"flash.die.geometry.page_size": "3 KiB", "flash.ecc.codeword_data": "2 KiB",
+      "flash.ecc.codeword_parity": "224 B"}, "flash.die.geometry.page_size", ["1.5 ECC codewords", "2048 B"]),
+    ({"planes_per_die": 3}, "flash.die.geometry.planes", ["1 or an even number"]),
+    ({"flash.die.cell.mode": "TLC"}, "flash.die.geometry.partial_programs_per_page", ["TLC", "commodity-tlc"]),
+    ({"flash.die.cell.mode": "TLC", "flash.die.geometry.partial_programs_per_page": 1}, "flash.die.cell.tR",
+     ["4e-06 s is not a TLC value"]),
+])
+def test_impossible_geometry_and_mislabelled_cells_are_refused(overrides, key, words):
+    with pytest.raises(InputError) as exc:
+        load_system("kvnand-c16", overrides)
+    assert exc.value.key == key, exc.value
+    for w in words:
+        assert w in str(exc.value), exc.value
+
+
+def test_shipped_dies_agree_with_their_cell_mode_and_code():
+    """Every shipped die passes the checks (the Cambricon die's 1664 B spare holds its controller code's parity;
+    TLC dies program a page once)."""
+    from kvnand.config.schema import CELL_MODES
+
+    for name in system_names():
+        s = load_system(name)
+        for array in (s.flash, s.nand):
+            if array is None:
+                continue
+            g, ecc = array.die.geometry, array.ecc
+            assert g.spare_size >= g.page_size / ecc.codeword_data * ecc.codeword_parity, name
+            assert g.partial_programs_per_page <= CELL_MODES[array.die.cell.mode].nop_max, name
+
+
 def test_dies_keeps_channels_and_is_applied_after_them():
     s = load_system("kvnand-d", {"dies": "8", "channels": "2", "g2_dies": "3"})
     assert (s.flash.channels, s.flash.dies_per_channel, s.flash.dies, s.kv.g2_dies) == (2, 4, 8, 3)

@@ -100,8 +100,33 @@ class Part(BaseModel):
     note: str | None = None
 
 
+class ModeFacts(BaseModel):
+    """What a cell mode implies, so that `cell.mode` is checked against the die's other numbers."""
+
+    model_config = ConfigDict(frozen=True)
+    bits: int                          # bits per cell
+    nop_max: int                       # partial programs of one page
+    tR: tuple[float, float]            # s, page read
+    pe_cycles: tuple[int, int]         # rated program/erase cycles
+    rber_fresh_max: float              # raw bit error rate of a fresh cell, at most
+
+
+# Generous bounds around published parts, not fitted to anything: SLC dies read in 3-25 us (Kioxia XL-Flash and
+# Samsung Z-NAND about 4-5 us; KVNAND Table I 4 us; conventional SLC-mode 3D NAND up to ~25 us) and endure 10^4
+# to 10^5+ cycles (KVNAND Table I: 100K); multi-bit modes program a page in one pass (NOP 1: MLC/TLC/QLC data
+# sheets, e.g. Micron's 3D TLC parts), read in tens of us (TLC: Cambricon-LLM 30 us, Samsung 96-layer V-NAND
+# ~50 us) and endure thousands (TLC ~3K, QLC ~1K) of cycles. A fresh multi-bit cell's RBER is far above an SLC
+# cell's (fresh 3D TLC ~1e-4: Cambricon-LLM, AiF).
+CELL_MODES = {
+    "SLC": ModeFacts(bits=1, nop_max=8, tR=(1e-6, 50e-6), pe_cycles=(10_000, 10**7), rber_fresh_max=1e-5),
+    "MLC": ModeFacts(bits=2, nop_max=1, tR=(10e-6, 150e-6), pe_cycles=(1_000, 100_000), rber_fresh_max=1e-2),
+    "TLC": ModeFacts(bits=3, nop_max=1, tR=(20e-6, 200e-6), pe_cycles=(300, 30_000), rber_fresh_max=1e-2),
+    "QLC": ModeFacts(bits=4, nop_max=1, tR=(40e-6, 400e-6), pe_cycles=(100, 10_000), rber_fresh_max=1e-1),
+}
+
+
 class CellMode(Part):
-    mode: Literal["SLC", "MLC", "TLC", "QLC"]
+    mode: Literal[tuple(CELL_MODES)]
     tR: Time
     tPROG: Time
     tBERS: Time
@@ -115,8 +140,14 @@ class CellMode(Part):
     rber_retention_coeff_per_year: _number(0, 1, "RBER added per year of retention, 0 to 1") = 1e-5
 
 
+def _planes_ok(n: int) -> bool:
+    return n & (n - 1) == 0 or n % 2 == 0
+
+
 class Geometry(Part):
-    planes: _count(1, 1024, "planes per die")
+    # ONFI addresses planes with the low-order block-address bits (a power of two); Micron's 232-layer die
+    # (Flash Memory Summit 2022) has 6 planes: so 1 or an even count, never 3 or 5
+    planes: _count(1, 1024, "planes per die (1 or an even number: 1, 2, 4, 6, 8, ...)")
     blocks_per_plane: _count(1, 10**6, "blocks per plane")
     pages_per_block: _count(1, MAX_PAGES_PER_BLOCK, "pages per block")
     page_size: Bytes
@@ -131,6 +162,10 @@ class Geometry(Part):
             if v != int(v):
                 raise ConfigValueError("a page holds a whole number of bytes", key=key, value=f"{v:g} B",
                                        allowed="a whole number of bytes such as '16 KiB'")
+        if not _planes_ok(self.planes):
+            raise ConfigValueError("a die's planes come in pairs (a power of two as ONFI addresses them, or an even "
+                                   "count as Micron's 6-plane 232-layer die)", key="planes", value=self.planes,
+                                   allowed="1 or an even number: 1, 2, 4, 6, 8, 16, 32, ...")
         if self.spare_size > self.page_size:
             raise ConfigValueError("the spare area is larger than the page", key="spare_size",
                                    value=f"{self.spare_size:g} B", allowed=f"at most page_size ({self.page_size:g} B)")
@@ -175,6 +210,24 @@ class FlashDie(Part):
     multi_plane: Flag = True            # all planes sense concurrently
     usd_per_byte: Price = 0.0
     static_power: Power = 0.0
+
+    @model_validator(mode="after")
+    def _numbers_match_the_cell_mode(self):
+        c, facts = self.cell, CELL_MODES[self.cell.mode]
+        tip = (f"the {c.mode} numbers of cell.tR, cell.pe_cycles, cell.rber_*, geometry.partial_programs_per_page, "
+               "energy and usd_per_byte (a die preset of that mode, e.g. die: {preset: commodity-tlc} for TLC or "
+               "{preset: kvnand-ifc-die} for SLC), or the cell.mode these numbers belong to")
+        checks = (("geometry.partial_programs_per_page", self.geometry.partial_programs_per_page,
+                   1, facts.nop_max, "{:d}"),
+                  ("cell.tR", c.tR, *facts.tR, "{:.3g} s"),
+                  ("cell.pe_cycles", c.pe_cycles, *facts.pe_cycles, "{:d}"),
+                  ("cell.rber_fresh", c.rber_fresh, 0.0, facts.rber_fresh_max, "{:.3g}"))
+        for key, value, lo, hi, fmt in checks:
+            if not lo <= value <= hi:
+                bounds = fmt.format(lo) if lo == hi else f"{fmt.format(lo)} to {fmt.format(hi)}"
+                raise ConfigValueError(f"{key} {fmt.format(value)} is not a {c.mode} value ({c.mode}: {bounds})",
+                                       key=key, value=value, allowed=tip)
+        return self
 
 
 class Ecc(Part):
@@ -267,6 +320,21 @@ class FlashArray(Part):
         if g.page_size < cw:
             raise ConfigValueError("a page is smaller than one ECC codeword", key="die.geometry.page_size",
                                    value=f"{g.page_size:g} B", allowed=f"at least ecc.codeword_data ({cw:g} B)")
+        if self.ecc.location != "none":
+            codewords = g.page_size / cw
+            if codewords != int(codewords):
+                raise ConfigValueError(f"a page holds {codewords:.4g} ECC codewords of {cw:g} B",
+                                       key="die.geometry.page_size", value=f"{g.page_size:g} B",
+                                       allowed=f"a whole number of ecc.codeword_data ({cw:g} B), e.g. "
+                                               f"{int(max(1, round(codewords))) * cw:g} B")
+            parity = int(codewords) * self.ecc.codeword_parity
+            if g.spare_size < parity:
+                raise ConfigValueError(
+                    f"the spare area cannot hold the ECC parity: {int(codewords)} codewords x "
+                    f"{self.ecc.codeword_parity:g} B = {parity:g} B", key="die.geometry.spare_size",
+                    value=f"{g.spare_size:g} B",
+                    allowed=f"at least {parity:g} B, a code with less parity per codeword (ecc.codeword_parity), "
+                            "or the short key page_size, which scales the spare with the page")
         if self.dies > MAX_DIES:
             raise ConfigValueError(f"{self.dies} dies in one array", key="dies_per_channel",
                                    value=self.dies_per_channel,
