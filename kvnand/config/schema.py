@@ -461,6 +461,10 @@ class System(Part):
                                    key="placement.attention", value=attention,
                                    allowed=f"{ATTENTION_FOR_STORE[store]} with kv.store '{store}' (flash_pe with "
                                    "colocated or flash_group, npu with dram or nand, csd with csd)")
+        if self.link is not None and store not in ("csd", "nand"):  # nothing would cross it: say so, not ignore it
+            raise ConfigValueError(f"a 'link' part reaches a KV cache in flash behind it; kv.store '{store}' does "
+                                   "not use one", key="link", value=self.link.name,
+                                   allowed="kv.store nand (plain NAND behind the link) or csd, or no link part")
         if self.nand is not None and self.nand.ecc.location == "on_die":
             raise ConfigValueError("plain NAND dies (the 'nand' part) have no on-die ECC decoder",
                                    key="nand.ecc.location", value="on_die", allowed="controller or none")
