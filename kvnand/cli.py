@@ -75,14 +75,14 @@ def show_config(
     system: Annotated[str, typer.Argument(help="A system preset name or a path to a system YAML")],
     set_: Annotated[list[str] | None, typer.Option("--set", help="key.path=value overrides")] = None,
 ):
-    """The resolved (merged, overridden, validated) configuration of a system, as YAML in SI units."""
-    import yaml
-
-    from kvnand.config.loader import load_system
+    """The resolved (merged, overridden, validated) configuration of a system as a loadable system file:
+    quantities with units; comment lines mark inherited, overridden (--set) and calibrated values."""
+    from kvnand.config.dump import render
+    from kvnand.config.loader import load_system, system_origins
     from kvnand.scenario import parse_sets
 
-    cfg = load_system(system, parse_sets(set_))
-    typer.echo(yaml.safe_dump(cfg.model_dump(exclude_none=True), sort_keys=False))
+    overrides = parse_sets(set_)
+    typer.echo(render(load_system(system, overrides), system_origins(system, overrides)), nl=False)
 
 
 @app.command()

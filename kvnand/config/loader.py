@@ -309,6 +309,7 @@ def _resolve(path: Path, kind_dir: str, prefix: str, seen: tuple) -> tuple[dict,
 
 
 _MISSING = object()
+PRESET_MARK = "(preset)"  # Source key (no real key looks like it) recording the device file a part came from
 
 
 def _materialize(over: Any, base: Any, file: Path, prefix: str, origins: dict, own: dict, seen: tuple) -> Any:
@@ -330,6 +331,7 @@ def _materialize(over: Any, base: Any, file: Path, prefix: str, origins: dict, o
             for k in [k for k in origins if _under(k, prefix)]:  # the part is replaced, not merged
                 del origins[k]
             origins.update(dev_origins)
+            origins[_join(prefix, PRESET_MARK)] = (str(dev_path), None)  # which preset the part is
             dev_tree.pop("kind", None)
             dev_tree.pop("schema_version", None)
             local = {k: v for k, v in over.items() if k != "preset"}
@@ -639,10 +641,9 @@ def _override_origins(src: Source, overrides: dict[str, Any], file_of) -> None:
         src.origin[path] = (file_of(key, value), None)
 
 
-@lru_cache(maxsize=4096)
-def _load_system_cached(name_or_path: str, stamp: tuple, frozen_overrides: tuple):
-    from kvnand.config.schema import System
-
+def _with_overrides(name_or_path: str, frozen_overrides: tuple) -> tuple[dict, Source]:
+    """The tree of a system with its calibration constants and overrides applied, and where each key came
+    from (an overridden key from the override, a calibrated one from calibration.yaml)."""
     tree, src = resolve_system_tree(name_or_path)
     # fitted constants first (the only place they enter), then the user's overrides; the constants are those
     # of the system's final name (`--set name=X` makes it system X as far as calibration goes)
@@ -658,14 +659,29 @@ def _load_system_cached(name_or_path: str, stamp: tuple, frozen_overrides: tuple
         overrides = dict(frozen_overrides)
         tree = apply_overrides(tree, overrides, src.default_file)
         _override_origins(src, overrides, lambda k, v: f"{src.default_file} (--set {_printable(_short(f'{k}={v}'))})")
-    return validate_tree(System, tree, src)
+    return tree, src
+
+
+@lru_cache(maxsize=4096)
+def _load_system_cached(name_or_path: str, stamp: tuple, frozen_overrides: tuple):
+    from kvnand.config.schema import System
+
+    return validate_tree(System, *_with_overrides(name_or_path, frozen_overrides))
+
+
+def _frozen(overrides: dict[str, Any] | None) -> tuple:
+    return tuple(sorted((k, v if not isinstance(v, (dict, list)) else repr(v)) for k, v in (overrides or {}).items()))
 
 
 def load_system(name_or_path: str, overrides: dict[str, Any] | None = None):
     """Resolve, override and validate a system preset; cached by (name, overrides)."""
-    frozen = tuple(sorted((k, v if not isinstance(v, (dict, list)) else repr(v)) for k, v in
-                          (overrides or {}).items()))
-    return _load_system_cached(name_or_path, _resolved_tree(system_path(name_or_path))[2], frozen)
+    return _load_system_cached(name_or_path, _resolved_tree(system_path(name_or_path))[2], _frozen(overrides))
+
+
+def system_origins(name_or_path: str, overrides: dict[str, Any] | None = None) -> Source:
+    """Where each key of a system (as load_system resolves it) came from: its file, an extended system, a
+    device preset (recorded under `<part>.(preset)`), calibration.yaml or an override."""
+    return _with_overrides(name_or_path, _frozen(overrides))[1]
 
 
 def read_source(path: Path) -> tuple[dict, Source]:

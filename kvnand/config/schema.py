@@ -48,7 +48,8 @@ def _q(dimension: str, zero: bool):
             raise ConfigValueError("outside the physical range", allowed=allowed)
         return x
 
-    return BeforeValidator(check), Field(description=allowed)
+    return BeforeValidator(check), Field(description=allowed, json_schema_extra={"x-unit": dimension}), \
+        units.Dimension(dimension)
 
 
 def _count(lo: int, hi: int, what: str = "a count"):
