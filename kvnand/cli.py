@@ -87,10 +87,11 @@ def show_config(
 
 @app.command()
 def schema():
-    """JSON Schema of a system file (for editors)."""
-    from kvnand.config.schema import System
+    """JSON Schema of a system or device preset file as written (for editors): `extends`, `preset`,
+    quantities as strings with units."""
+    from kvnand.config.authoring import authoring_schema
 
-    emit_json(System.model_json_schema())
+    emit_json(authoring_schema())
 
 
 def _register() -> None:
