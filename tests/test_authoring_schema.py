@@ -97,7 +97,7 @@ def test_what_the_schema_says(schema):
 
 
 @pytest.mark.parametrize(("text", "problem"), [
-    ("schema_version: 1\nextends: base2\nname: x\nnpu: {preset: npu-kvnand, power: 5}\n", "not string"),
+    ("schema_version: 1\nextends: base2\nname: x\nnpu: {preset: npu-kvnand, static_power: 5}\n", "not string"),
     ("schema_version: 1\nextends: base2\nflash: {channles: 4}\n", "unknown key 'channles'"),
     ("schema_version: 1\nkind: link\nrate: fast\n", "does not match"),
     ("extends: base2\nname: x\n", "missing 'schema_version'"),

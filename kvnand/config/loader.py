@@ -370,10 +370,13 @@ def _set_path(key: str) -> str:
 
 
 def apply_overrides(tree: dict, overrides: dict[str, Any], file: str) -> dict:
-    """`--set` overrides (dotted paths or SHORT_KEYS; `dies` last, as it depends on channels) on a copy of `tree`."""
+    """`--set` overrides (dotted paths or SHORT_KEYS; `page_size` and `dies` last) on a copy of `tree`."""
     tree = copy.deepcopy(tree)
-    items = [(k, v) for k, v in overrides.items() if k not in DERIVED_KEYS]
-    items += [(k, v) for k, v in overrides.items() if k in DERIVED_KEYS]
+    # `page_size` holds the die as the other overrides leave it (their pages per block and spare), whatever
+    # the order they were given in; `dies` depends on channels
+    late = ("page_size", *DERIVED_KEYS)
+    items = [(k, v) for k, v in overrides.items() if k not in late]
+    items += [(k, v) for key in late for k, v in overrides.items() if k == key]
     for key, value in items:
         if isinstance(value, str):
             value = parse_value(value)

@@ -190,7 +190,6 @@ class FlashEnergy(Part):
     read_per_bit: EnergyPerBit
     program_per_bit: EnergyPerBit
     erase_per_block: Energy = 0.0
-    register_per_bit: EnergyPerBit = 0.0  # data -> cache register move
 
 
 class DieIO(Part):
@@ -208,7 +207,6 @@ class FlashDie(Part):
     io: DieIO
     t_register: TimeOrZero = 0.0        # data register -> cache register copy of one page
     cache_register: Flag = True         # two-stage register pipeline (sense next page while draining)
-    multi_plane: Flag = True            # all planes sense concurrently
     usd_per_byte: Price = 0.0
     static_power: Power = 0.0
 
@@ -240,11 +238,6 @@ class Ecc(Part):
     encode_rate: Bandwidth
     decode_energy_per_bit: EnergyPerBit = 0.0
     encode_energy_per_bit: EnergyPerBit = 0.0
-    decoder_power: Power = 0.0
-    encoder_power: Power = 0.0
-    decoder_area: Area = 0.0
-    encoder_area: Area = 0.0
-    retry_time: TimeOrZero = 0.0        # one read retry (re-sense with shifted reference) costs ~tR
 
     @model_validator(mode="after")
     def _code_is_possible(self):
@@ -265,15 +258,12 @@ class IfcLogic(Part):
     clock: Frequency
     kv_buffer: BytesOrZero = 0.0
     global_buffer: BytesOrZero = 0.0
-    plane_power: Power = 0.0
     # per-plane logic area follows the PE configuration (see plane_area)
     plane_base_area: Area = 0.0         # control and datapath besides the FMACs and the KV buffer
     fmac_area: Area = 0.0               # one FMAC unit
     kv_buffer_area_per_kib: Area = 0.0  # SRAM of 1 KiB of per-plane KV buffer
-    global_buffer_power: Power = 0.0
     global_buffer_area: Area = 0.0
     mac_energy: Energy = 0.0            # per MAC
-    sram_energy_per_bit: EnergyPerBit = 0.0
     psum_bytes: Bytes = 2.0             # width of one partial sum sent off-die
     die_area: Area = 0.0                # array die footprint, for the logic area overhead check
     cores_per_die: _count(0, 1024, "shared cores per die (0: per-plane PEs)") = 0  # >0: Cambricon-LLM cores
@@ -349,9 +339,7 @@ class Npu(Part):
     peak_ops: Annotated[dict[Literal["bf16", "int8"], OpsRate], Field(min_length=1)]
     special_rate: OpsRate               # elements/s of softmax/norm/RoPE/activation
     sram: BytesOrZero = 0.0
-    power: Power                        # average active power
     static_power: Power = 0.0
-    sram_energy_per_bit: EnergyPerBit = 0.0
     energy_per_op: Energy = 0.0         # dynamic energy per op (2 per MAC)
     energy_per_element: Energy = 0.0    # dynamic energy per special-function element
 
@@ -385,7 +373,6 @@ class CsdEngine(Part):
 
     macs_per_s: OpsRate
     power: Power = 0.0
-    dram: BytesOrZero = 0.0
 
 
 class KvPlacement(Part):
@@ -399,7 +386,6 @@ class KvPlacement(Part):
 class Placement(Part):
     weights: Literal["flash_pe", "flash_split", "host"]  # flash_split: READ_COMPUTE + READ_SLICE (Cambricon)
     attention: Literal["flash_pe", "npu", "csd"]
-    prefill: Literal["npu", "host"] = "npu"
 
 
 class Schedule(Part):
