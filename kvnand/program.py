@@ -13,7 +13,7 @@ Pipeline (two-stage software pipeline over n iterations: A(i+1) overlaps B(i)).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 # The nodes are frozen dataclasses (hashable, safe to share between programs). What the engines need of a
 # Pipe or Task (occupancy, cycle, duration, tail, label) is derived once, in __init__, and stored beside the
@@ -157,6 +157,20 @@ class Counts:
     def add(self, other: dict[str, float], k: float = 1.0):
         for a, v in other.items():
             self.actions[a] = self.actions.get(a, 0.0) + v * k
+
+
+def restage(node, stage: str):
+    """The program with every task's breakdown stage set to `stage` (e.g. a draft model's steps show as one
+    stage of the step they belong to)."""
+    if isinstance(node, Task):
+        return replace(node, stage=stage)
+    if isinstance(node, (Seq, Par)):
+        return type(node)(tuple(restage(p, stage) for p in node.parts), node.name)
+    if isinstance(node, Loop):
+        return Loop(restage(node.body, stage), node.n, node.name)
+    if isinstance(node, Pipeline):
+        return Pipeline(restage(node.a, stage), restage(node.b, stage), node.n, node.name)
+    raise TypeError(f"not a program node: {type(node).__name__}")
 
 
 def count_actions(node, k: float = 1.0, out: Counts | None = None) -> Counts:

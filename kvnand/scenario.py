@@ -1,7 +1,8 @@
-"""A query (Point: system, model, context, precision, overrides as the user gave them) resolved once into a
-Scenario (the System, ModelSpec and Precision objects and the context): the one place that knows that a
-system name may end in ':auto' (pick the fastest G1/G2 split), how overrides reach the system, and that a
-precision defaults to the system's own."""
+"""A query (Point: system, model, context, precision, overrides and the decode shape as the user gave them)
+resolved once into a Scenario (the System, ModelSpec and Precision objects, the context and the draft model):
+the one place that knows that a system name may end in ':auto' (pick the fastest G1/G2 split), how overrides
+reach the system, that a precision defaults to the system's own, and what a batch and a speculative
+decoding setup may be."""
 
 from __future__ import annotations
 
@@ -78,6 +79,66 @@ def split_auto(name: str) -> tuple[str, bool]:
     return (name.removesuffix(AUTO), True) if name.endswith(AUTO) else (name, False)
 
 
+MAX_BATCH = 4096
+MAX_SPEC_K = 64
+
+
+@dataclass(frozen=True)
+class Decode:
+    """What one decode step carries: `batch` sequences (None: the plain single-sequence step, whose record
+    has no batch fields) and, with a draft model (`spec_draft`: zoo name or config.json), `spec_k` draft
+    tokens per sequence verified at once, each accepted with probability `spec_accept` (an input: from a
+    source, never fitted)."""
+
+    batch: int | None = None
+    spec_draft: str | None = None
+    spec_k: int | None = None
+    spec_accept: float | None = None
+
+    def __post_init__(self):
+        b = self.batch
+        if b is not None and (isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= MAX_BATCH):
+            raise InputError("batch must be a whole number of sequences", key="batch", value=b,
+                             allowed=f"1 to {MAX_BATCH}")
+        if self.spec_draft is None:
+            for key, value in (("spec_k", self.spec_k), ("spec_accept", self.spec_accept)):
+                if value is not None:
+                    raise InputError("speculative decoding needs a draft model", key=key, value=value,
+                                     allowed="spec_draft (--spec-draft MODEL) with spec_k and spec_accept")
+            return
+        k, a = self.spec_k, self.spec_accept
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_SPEC_K:
+            raise InputError("spec_k (draft tokens per step) must be a whole number", key="spec_k", value=k,
+                             allowed=f"1 to {MAX_SPEC_K}")
+        if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 <= a < 1:
+            raise InputError("spec_accept (probability a draft token is accepted) is needed", key="spec_accept",
+                             value=a, allowed="a number with 0 <= a < 1")
+
+    @property
+    def active(self) -> bool:
+        """True when the step is batched or speculative (the record then has the batch fields)."""
+        return self.batch is not None or self.spec_draft is not None
+
+    @property
+    def sequences(self) -> int:
+        return self.batch or 1
+
+    @property
+    def queries(self) -> int:
+        """Query tokens per sequence and step: the k drafts and the token after them, or one."""
+        return self.spec_k + 1 if self.spec_draft is not None else 1
+
+    @property
+    def accepted_tokens(self) -> float:
+        """Expected tokens a sequence gains per step: (1 - a^(k+1)) / (1 - a) with k drafts accepted with
+        probability a each (Leviathan et al., Fast Inference from Transformers via Speculative Decoding,
+        ICML 2023, arXiv 2211.17192); 1 without a draft."""
+        if self.spec_draft is None:
+            return 1.0
+        a = float(self.spec_accept)
+        return (1 - a ** (self.spec_k + 1)) / (1 - a)
+
+
 @dataclass(frozen=True)
 class Point:
     system: str
@@ -85,6 +146,7 @@ class Point:
     context: int
     precision: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    decode: Decode = Decode()
 
     def __post_init__(self):
         if isinstance(self.context, bool) or not isinstance(self.context, int) or self.context < 1:
@@ -97,6 +159,7 @@ class Scenario:
     system: System
     model: ModelSpec
     precision: Precision
+    draft: ModelSpec | None = None  # the speculative draft model (point.decode.spec_draft)
 
     @property
     def context(self) -> int:
@@ -114,4 +177,6 @@ def resolve(point: Point) -> Scenario:
     if auto:
         raise InputError("resolve one G1/G2 split at a time", key="system", value=point.system)
     system = load_system(name, point.overrides)
-    return Scenario(point, system, _model(point.model), get_precision(point.precision or system.default_precision))
+    draft = point.decode.spec_draft
+    return Scenario(point, system, _model(point.model), get_precision(point.precision or system.default_precision),
+                    _model(draft) if draft is not None else None)

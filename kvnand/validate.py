@@ -10,6 +10,8 @@ A case file holds the cases of one source:
         baseline: base1                          # ratio metrics: the reference system
         overrides: {}                            # --set overrides of the candidate systems
         baseline_overrides: {}                   # --set overrides of the baseline
+        decode: {}                               # batch / speculative decoding of the candidates: keywords
+        baseline_decode: {}                      # of kvnand.evaluate (batch, spec_draft, spec_k, spec_accept)
         models: [opt-30b, llama2-7b]
         contexts: [128]                          # tokens; "1k" = 1000, "1Ki" = 1024
         precision: bf16                          # default: each system's default precision
@@ -67,7 +69,7 @@ from pydantic import (
 from kvnand.config.loader import Source, read_yaml, validate_tree
 from kvnand.config.schema import ConfigValueError
 from kvnand.errors import InputError
-from kvnand.scenario import parse_context
+from kvnand.scenario import Decode, parse_context
 
 SCHEMA = "kvnand.validate/1"
 
@@ -156,6 +158,33 @@ Name = Annotated[str, Strict(), Field(min_length=1)]
 Names = Annotated[list[Name], BeforeValidator(_listed)]
 
 
+class DecodeKeys(BaseModel):
+    """Batch / speculative decoding of a case's points: keywords of kvnand.evaluate (checked by
+    scenario.Decode)."""
+
+    model_config = ConfigDict(extra="forbid")
+    batch: int | None = None
+    spec_draft: str | None = None
+    spec_k: int | None = None
+    spec_accept: float | None = None
+
+    @model_validator(mode="after")
+    def _a_decode(self):
+        try:
+            Decode(**self.keywords())
+        except InputError as exc:
+            raise ConfigValueError(exc.detail, key=exc.key, value=exc.value, allowed=exc.allowed) from None
+        return self
+
+    def keywords(self) -> dict:
+        return self.model_dump(exclude_none=True)
+
+
+def _decode(v):
+    """The keywords of a `decode:` mapping, checked (as a DecodeKeys model) and without unset ones."""
+    return DecodeKeys.model_validate({} if v is None else v).keywords()
+
+
 class Case(BaseModel):
     """One published claim: which systems, models and contexts, the metric and its expected value(s).
 
@@ -176,6 +205,8 @@ class Case(BaseModel):
     baseline: Name | None = None
     overrides: Annotated[dict[str, Any], BeforeValidator(lambda v: v or {})] = {}
     baseline_overrides: Annotated[dict[str, Any], BeforeValidator(lambda v: v or {})] = {}
+    decode: Annotated[dict[str, Any], BeforeValidator(_decode)] = {}
+    baseline_decode: Annotated[dict[str, Any], BeforeValidator(_decode)] = {}
     models: Names = []
     contexts: Annotated[list[int], BeforeValidator(_contexts)] = []
     precision: Name | None = None
@@ -195,9 +226,12 @@ class Case(BaseModel):
             for s in _listed(getattr(self, key) or []):
                 _check_system(key, s, known.get("systems"))
         if known.get("models") is not None:
-            for m in self.models:
+            drafts = [(f"{k}.spec_draft", d["spec_draft"]) for k, d in (("decode", self.decode),
+                                                                        ("baseline_decode", self.baseline_decode))
+                      if "spec_draft" in d]
+            for key, m in [("models", m) for m in self.models] + drafts:
                 if m not in known["models"] and not m.endswith(".json"):
-                    raise ConfigValueError("unknown model", key="models", value=m, allowed=", ".join(known["models"]))
+                    raise ConfigValueError("unknown model", key=key, value=m, allowed=", ".join(known["models"]))
         if self.precision is not None:
             from kvnand.workload.precision import PRECISIONS
 
@@ -396,12 +430,14 @@ class Runner:
         self._points: dict[tuple, dict] = {}
         self._cost: dict[tuple, dict] = {}
 
-    def point(self, system: str, model: str, context: int, precision: str | None, overrides: dict) -> dict:
-        key = (system, model, context, precision, _freeze(overrides))
+    def point(self, system: str, model: str, context: int, precision: str | None, overrides: dict,
+              decode: dict | None = None) -> dict:
+        decode = decode or {}
+        key = (system, model, context, precision, _freeze(overrides), _freeze(decode))
         if key not in self._points:
             from kvnand.evaluation import evaluate
 
-            self._points[key] = evaluate(system, model, context, precision=precision, overrides=overrides)
+            self._points[key] = evaluate(system, model, context, precision=precision, overrides=overrides, **decode)
         return self._points[key]
 
     @property
@@ -409,9 +445,9 @@ class Runner:
         return len(self._points)
 
     def best(self, systems: list[str], model: str, context: int, precision: str | None,
-             overrides: dict) -> dict | None:
+             overrides: dict, decode: dict | None = None) -> dict | None:
         """The lowest-latency record among `systems` that fits, or None when all are OOM."""
-        recs = [self.point(s, model, context, precision, overrides) for s in systems]
+        recs = [self.point(s, model, context, precision, overrides, decode) for s in systems]
         fits = [r for r in recs if not r["oom"]]
         return min(fits, key=lambda r: r["latency_s"]) if fits else None
 
@@ -440,17 +476,17 @@ class Runner:
             return self._aggregate(c, models, contexts[0])
         model, ctx = models[0], contexts[0]
         if m in ("oom", "fits", "max_context"):
-            r = self.point(c.systems[0], model, ctx, c.precision, c.overrides)
+            r = self.point(c.systems[0], model, ctx, c.precision, c.overrides, c.decode)
             split = r["config"].get("split")
             detail = _fullest_store(r) + (f"; split {split}" if split else "")
             if m == "max_context":
                 return r["max_context"], detail
             return (r["oom"] if m == "oom" else not r["oom"]), detail
-        best = self.best(c.systems, model, ctx, c.precision, c.overrides)
+        best = self.best(c.systems, model, ctx, c.precision, c.overrides, c.decode)
         detail = _describe(best) if best else "all OOM"
         if m in ("tokens_per_s", "latency_s", "energy_j_per_token"):
             return (best[m] if best else None), detail
-        base = self.point(c.baseline, model, ctx, c.precision, c.baseline_overrides)
+        base = self.point(c.baseline, model, ctx, c.precision, c.baseline_overrides, c.baseline_decode)
         if base["oom"]:
             return None, f"{detail}; baseline {c.baseline} OOM"
         if best is None:
@@ -462,8 +498,8 @@ class Runner:
     def _aggregate(self, c: Case, models: list[str], ctx: int) -> tuple[float | None, str]:
         xs, skipped, missing = [], [], []
         for model in models:
-            best = self.best(c.systems, model, ctx, c.precision, c.overrides)
-            base = self.point(c.baseline, model, ctx, c.precision, c.baseline_overrides)
+            best = self.best(c.systems, model, ctx, c.precision, c.overrides, c.decode)
+            base = self.point(c.baseline, model, ctx, c.precision, c.baseline_overrides, c.baseline_decode)
             if base["oom"] and c.skip_oom:
                 skipped.append(model)
                 continue

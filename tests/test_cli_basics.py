@@ -21,7 +21,7 @@ MODEL_KEYS = {"name", "family", "params", "active_params", "layers", "heads", "k
               "kv_bytes_per_token", "attention", "kv_bytes_per_token_layer", "windows", "max_context"}
 ZOO = {"llama2-7b", "llama2-13b", "llama2-70b", "llama3.1-8b", "llama3.1-70b", "opt-6.7b", "opt-13b", "opt-30b",
        "opt-66b", "mixtral-8x7b", "qwen2.5-7b", "qwen3-8b", "qwen3-30b-a3b", "gemma2-9b", "phi3-mini-4k",
-       "deepseek-v2-lite", "llama3.2-1b", "mistral-7b-v0.1"}
+       "deepseek-v2-lite", "llama3.2-1b", "mistral-7b-v0.1", "opt-1.3b"}
 
 
 @pytest.fixture(scope="module")

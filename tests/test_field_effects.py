@@ -17,8 +17,10 @@ from kvnand.config.loader import load_system
 from kvnand.config.schema import System
 from kvnand.errors import InputError
 
-SYSTEMS = ("kvnand-c16", "kvnand-d", "base1", "base2", "cambricon-llm-s", "csd-offload", "cxl-kv")
+SYSTEMS = ("kvnand-c16", "kvnand-d", "base1", "base2", "cambricon-llm-s", "csd-offload", "cxl-kv", "lincoln")
 POINTS = (("llama3.1-8b", 1000), ("llama3.1-8b", 100_000), ("opt-30b", 10_000))
+# a batched and a speculative step (fields such as placement.draft act only there)
+DECODES = ({"batch": 4}, {"spec_draft": "llama3.2-1b", "spec_k": 4, "spec_accept": 0.7})
 TEXT = {"source", "note", "name", "description", "schema_version"}  # words, not numbers
 # Fields whose effect is not an output of one point; the test named checks it.
 ELSEWHERE = {
@@ -50,6 +52,7 @@ def _outputs(system: str, overrides: tuple) -> str:
 
     ov = dict(overrides)
     out = [_drop_echoes(kvnand.evaluate(system, m, c, overrides=ov)) for m, c in POINTS]
+    out += [_drop_echoes(kvnand.evaluate(system, "llama3.1-8b", 1000, overrides=ov, **d)) for d in DECODES]
     out.append(cost.memory_cost(system, ov))
     out.append(_hardware(system, overrides))
     out.append(_drop_echoes(reliability(system, "llama3.1-8b", 10_000, overrides=ov, tokens_per_s=10.0)))

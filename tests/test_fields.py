@@ -15,6 +15,8 @@ POINTS = [  # every kind of record: fits, out of memory, :auto, event mode, refr
     ("base2", "llama2-7b", 1000, {}),
     ("cambricon-llm-l", "llama2-7b", 1000, {}),
     ("csd-offload", "llama2-7b", 1000, {}),
+    ("kvnand-c16", "llama3.1-8b", 1000, {"batch": 2, "spec_draft": "llama3.2-1b", "spec_k": 3,
+                                         "spec_accept": 0.7}),
 ]
 
 

@@ -27,11 +27,12 @@ PUBLISHED = {
     "opt-13b": (13 * B, 40, 40, 40, 128, 800 * KiB),
     "opt-30b": (30 * B, 48, 56, 56, 128, 1344 * KiB),
     "opt-66b": (66 * B, 64, 72, 72, 128, 2304 * KiB),
+    "opt-1.3b": (1.3 * B, 24, 32, 32, 64, 192 * KiB),  # facebook/opt-1.3b config.json (the Lincoln draft stand-in)
 }
 
 # "13 B" is OPT's nominal name (two significant digits); the checkpoint holds 12.85 B parameters, which
 # the exact pin below asserts. Everything else is held to 1 %.
-PARAMS_TOLERANCE = {"opt-13b": 0.012}
+PARAMS_TOLERANCE = {"opt-13b": 0.012, "opt-1.3b": 0.015}
 
 # Exact counts, hand-derived from the shapes (and matching the counts HF reports for these checkpoints).
 EXACT_PARAMS = {
@@ -40,6 +41,7 @@ EXACT_PARAMS = {
     "mixtral-8x7b": 46_702_792_704,
     "opt-6.7b": 6_658_473_984,
     "opt-13b": 12_853_473_280,
+    "opt-1.3b": 1_315_758_080,  # 50272 x 2048 + 2050 x 2048 + 24 x 50_358_272 + 4096
 }
 
 

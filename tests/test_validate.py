@@ -177,7 +177,7 @@ def test_aggregate_metrics_on_a_fake_runner():
     """geomean_speedup / best_speedup / geomean_energy_gain from hand-made records (no model involved)."""
 
     class Fake(v.Runner):
-        def point(self, system, model, context, precision, overrides):
+        def point(self, system, model, context, precision, overrides, decode=None):
             tps = {"fast": {"a": 4.0, "b": 9.0}, "base": {"a": 2.0, "b": 3.0}}[system][model]
             e = {"fast": {"a": 1.0, "b": 2.0}, "base": {"a": 2.0, "b": 8.0}}[system][model]
             return {"system": system, "oom": False, "tokens_per_s": tps, "latency_s": 1 / tps,

@@ -384,8 +384,12 @@ class KvPlacement(Part):
 
 
 class Placement(Part):
-    weights: Literal["flash_pe", "flash_split", "host"]  # flash_split: READ_COMPUTE + READ_SLICE (Cambricon)
+    # flash_split: READ_COMPUTE + READ_SLICE (Cambricon); dram: in the system's DRAM, GEMVs on the NPU
+    weights: Literal["flash_pe", "flash_split", "host", "dram"]
     attention: Literal["flash_pe", "npu", "csd"]
+    # where a speculative draft model runs: "weights" = like the target (its weights and KV in the target's
+    # homes, on the same units); "npu" = its weights and KV in DRAM, its GEMVs and attention on the NPU
+    draft: Literal["weights", "npu"] = "weights"
 
 
 class Schedule(Part):
@@ -438,10 +442,16 @@ class System(Part):
             raise ConfigValueError("placement.weights 'host' needs a 'host_dram' part", key="placement.weights",
                                    value="host", allowed="flash_pe or flash_split, or add a 'host_dram' part")
         w = self.placement.weights
+        if w == "dram" and self.dram is None:
+            raise ConfigValueError("placement.weights 'dram' needs a 'dram' part", key="placement.weights",
+                                   value="dram", allowed="flash_pe, flash_split or host, or add a 'dram' part")
         if w in ("flash_pe", "flash_split") and (self.flash is None or self.flash.logic is None):
             raise ConfigValueError(f"placement.weights '{w}' needs flash.logic (in-flash compute)",
                                    key="placement.weights", value=w,
                                    allowed="host (with a host_dram part), or add flash.logic")
+        if self.placement.draft == "npu" and self.dram is None:
+            raise ConfigValueError("placement.draft 'npu' keeps the draft model in DRAM and needs a 'dram' part",
+                                   key="placement.draft", value="npu", allowed="weights, or add a 'dram' part")
         attention = self.placement.attention
         if attention != ATTENTION_FOR_STORE[store]:  # the engine has no other data path (nor energy price)
             raise ConfigValueError(f"placement.attention '{attention}' cannot read a KV cache in kv.store '{store}'",

@@ -34,7 +34,10 @@ class Metric:
 
 
 METRICS: dict[str, Metric] = {
-    "latency_s": Metric(MINIMIZE, True, "mean", "decode latency per token, workload-weighted mean"),
+    "latency_s": Metric(MINIMIZE, True, "mean", "decode latency per token of one request, workload-weighted mean"),
+    "aggregate_tokens_per_s": Metric(MAXIMIZE, True, "mean", "decode tokens/s over every sequence of a batched "
+                                     "or speculative step (tokens/s of the one request otherwise), "
+                                     "workload-weighted mean"),
     "energy_j_per_token": Metric(MINIMIZE, True, "mean", "decode energy per token, workload-weighted mean"),
     "power_w": Metric(MINIMIZE, True, "max", "average decode power (energy/token x tokens/s), worst point"),
     "capacity_use": Metric(MINIMIZE, True, "max", "used / capacity of the fullest memory, worst point"),
@@ -90,10 +93,11 @@ def reliability_fn():
 
 # ---------------------------------------------------------------------- evaluation (cached per process)
 @lru_cache(maxsize=8192)
-def _point(system: str, model: str, context: int, precision: str | None, overrides: tuple) -> dict:
+def _point(system: str, model: str, context: int, precision: str | None, overrides: tuple,
+           decode: tuple = ()) -> dict:
     import kvnand
 
-    return kvnand.evaluate(system, model, context, precision=precision, overrides=dict(overrides))
+    return kvnand.evaluate(system, model, context, precision=precision, overrides=dict(overrides), **dict(decode))
 
 
 @lru_cache(maxsize=8192)
@@ -178,7 +182,8 @@ def evaluate_design(space, params: dict[str, Any]) -> Evaluation:
 
 # what a trial keeps of each workload point (optuna stores it per trial: the full record is ~30x larger)
 POINT_KEYS = ("system", "model", "context", "precision", "oom", "oom_reason", "weight", "tokens_per_s", "latency_s",
-              "energy_j_per_token", "power_w", "capacity_use", "bottleneck", "lifetime_years", "read_disturb_margin")
+              "energy_j_per_token", "power_w", "capacity_use", "bottleneck", "lifetime_years", "read_disturb_margin",
+              "batch", "queries_per_step", "aggregate_tokens_per_s")
 CONFIG_KEYS = ("dies", "g1_dies", "g2_dies", "kv_store", "split")
 
 
@@ -189,8 +194,9 @@ def _compact(rec: dict) -> dict:
 
 
 def _point_report(space, d, p, keys: list[str]) -> dict:
-    rec = dict(_point(d.system, p.model, p.context, d.precision, d.overrides))
+    rec = dict(_point(d.system, p.model, p.context, d.precision, d.overrides, d.decode))
     rec["weight"] = p.weight
+    rec.setdefault("aggregate_tokens_per_s", rec["tokens_per_s"])  # one request: its own rate
     rec["capacity_use"] = max(s["used_bytes"] / s["capacity_bytes"] for s in rec["capacity"].values())
     if not rec["oom"] and any(metric(k).needs_reliability for k in keys):
         r = _reliability(d.system, p.model, p.context, d.precision, d.overrides, space.spec.workload.profile)

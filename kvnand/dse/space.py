@@ -40,7 +40,9 @@ _Float = Annotated[float, Strict(), Field(allow_inf_nan=False, ge=-1e300, le=1e3
 _Str = Annotated[str, Strict()]
 Scalar = _Str | Annotated[bool, Strict()] | _Int | _Float
 Weight = Annotated[float, Strict(), Field(gt=0, le=1e6, allow_inf_nan=False, description="a weight > 0, <= 1e6")]
-SPECIAL_TARGETS = ("system", "precision")  # parameter targets that are evaluate() arguments, not overrides
+# parameter targets that are evaluate() arguments, not overrides; the decode ones batch and speculate
+DECODE_TARGETS = ("batch", "spec_draft", "spec_k", "spec_accept")
+SPECIAL_TARGETS = ("system", "precision", *DECODE_TARGETS)
 MAX_GRID_DESIGNS = 100_000
 SEED_RANGE = 2**32  # numpy's samplers take seeds 0 .. 2^32 - 1
 MAX_LABEL = 200  # characters of a filled-in known-design label
@@ -228,14 +230,17 @@ class SpaceFile(_Strict):
 
 @dataclass(frozen=True)
 class Design:
-    """What one evaluate() call per workload point needs: system, precision and overrides (sorted)."""
+    """What one evaluate() call per workload point needs: system, precision, overrides and the decode keywords
+    (batch, speculative decoding), each sorted."""
 
     system: str
     precision: str | None
     overrides: tuple[tuple[str, Any], ...]
+    decode: tuple[tuple[str, Any], ...] = ()
 
     def as_dict(self) -> dict:
-        return {"system": self.system, "precision": self.precision, "overrides": dict(self.overrides)}
+        out = {"system": self.system, "precision": self.precision, "overrides": dict(self.overrides)}
+        return {**out, "decode": dict(self.decode)} if self.decode else out
 
 
 @dataclass(frozen=True)
@@ -344,7 +349,9 @@ class Space:
                 sets = {name: value}
             for key, v in sets.items():
                 (args if key in SPECIAL_TARGETS else overrides)[key] = v
-        return Design(args["system"], args["precision"], tuple(sorted(overrides.items(), key=lambda kv: kv[0])))
+        decode = tuple(sorted((k, v) for k, v in args.items() if k in DECODE_TARGETS))
+        return Design(args["system"], args["precision"], tuple(sorted(overrides.items(), key=lambda kv: kv[0])),
+                      decode)
 
     def grid(self) -> list[dict[str, Any]]:
         """Every combination of the active parameters' values (conditional parameters only where active)."""
@@ -527,20 +534,24 @@ def _check_template(template: str, error) -> None:
                         allowed="{NAME} or {NAME:SPEC} with a plain name and a short spec such as {x:.3g}")
 
 
+NAME_TARGETS = ("system", "precision", "spec_draft")  # evaluate() arguments that are names (the others: numbers)
+
+
 def _check_special_values(space: Space, src) -> None:
-    """Values that become `system` or `precision` arguments are names (strings)."""
+    """Values that become `system`, `precision` or `spec_draft` arguments are names (strings); batch and the
+    other speculative decoding numbers are checked by kvnand.scenario.Decode with the known designs."""
     for name, p in space.spec.parameters.items():
         if not isinstance(p, Param):
-            if name in SPECIAL_TARGETS and not isinstance(p, str):
+            if name in NAME_TARGETS and not isinstance(p, str):
                 raise _err(space, src, f"parameters.{name}", f"'{name}' takes a name", value=p)
             continue
         if isinstance(p.choices, dict):
             for label, bundle in p.choices.items():
                 for k, v in bundle.items():
-                    if k in SPECIAL_TARGETS and not isinstance(v, str):
+                    if k in NAME_TARGETS and not isinstance(v, str):
                         raise _err(space, src, f"parameters.{name}.choices.{label}.{k}", f"'{k}' takes a name",
                                    value=v, allowed=f"a {k} name (a string)")
-        elif (p.set or name) in SPECIAL_TARGETS:
+        elif (p.set or name) in NAME_TARGETS:
             target = p.set or name
             if p.choices is None or not all(isinstance(c, str) for c in p.choices):
                 raise _err(space, src, f"parameters.{name}", f"a parameter setting '{target}' chooses among names",
@@ -602,6 +613,10 @@ def _check_targets(space: Space, src) -> None:
         d = space.design(params)
         try:
             load_system(d.system, dict(d.overrides))
+            if d.decode:
+                from kvnand.scenario import Decode
+
+                Decode(**dict(d.decode))
             if d.precision is not None:
                 from kvnand.workload.precision import get_precision
 

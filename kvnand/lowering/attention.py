@@ -22,6 +22,8 @@ class AttentionSite:
         return None
 
     def lower(self, lw, kv_heads: int, q_heads: int, macs: float) -> Seq:
+        """One sequence's attention: `q_heads` query heads for each of its `lw.queries` query tokens over the
+        cached keys (`macs` per phase); the causal part among the query tokens is the lowering's."""
         raise NotImplementedError
 
 
@@ -36,9 +38,10 @@ class InFlash(AttentionSite):
 
     def lower(self, lw, kv_heads, q_heads, macs):
         g, lay, a = lw.kvgroup, lw.layout, lw.p.act_bytes
-        m, L = lw.m, lw.L
+        m, L, nq = lw.m, lw.L, lw.queries
         busiest, total = lay.phase_reads(L, kv_heads)
-        macs_per_page = (g.page_bytes / lw.p.kv_bytes) * (m.heads // m.kv_heads)
+        # every query token's heads against each sensed page (passes over the register when they do not fit)
+        macs_per_page = (g.page_bytes / lw.p.kv_bytes) * (m.heads // m.kv_heads) * nq
         psum = lw.s.flash.logic.psum_bytes
         ch = g.channels_used
 
@@ -46,11 +49,12 @@ class InFlash(AttentionSite):
             return Task(name, "attention", (g.name,), g.compute_pipe(macs_per_page), busiest,
                         lw.sense_counts(g, total, macs, kv=True))
 
-        q_bytes = q_heads * m.head_dim * a
-        logits = q_heads * L * a
-        # each plane of a stream returns (h/k) x d partial outputs, reduced per die in the global buffer
+        q_bytes = q_heads * m.head_dim * a * nq
+        logits = q_heads * L * a * nq
+        # each plane of a stream returns (h/k) x d partial outputs per query token, reduced per die in the
+        # global buffer
         dies_per_stream = max(1, lay.planes_per_stream // g.die.geometry.planes)
-        out = kv_heads * dies_per_stream * (m.heads // m.kv_heads) * m.head_dim * psum
+        out = kv_heads * dies_per_stream * (m.heads // m.kv_heads) * m.head_dim * psum * nq
         return Seq((lw.xfer("q.bcast", "attention", q_bytes, q_bytes * ch), phase("logit"),
                     lw.xfer("logits.out", "attention", logits / ch, logits), lw.softmax(q_heads),
                     lw.xfer("probs.in", "attention", logits / ch, logits), phase("attend"),
@@ -86,11 +90,11 @@ class InDrive(AttentionSite):
         g, a, m = lw.kvgroup, lw.p.act_bytes, lw.m
         busiest, total = lw.layout.phase_reads(lw.L, kv_heads)
         link, rate = lw.s.link, lw.s.csd.macs_per_s
-        qv = q_heads * m.head_dim * a
+        qv = q_heads * m.head_dim * a * lw.queries
         # K then V pages through the drive's channels into the engine, which spends its share of the Logit and
         # Attend MACs and of the softmax (at its MAC rate: an assumption) on each page
         items = 2 * busiest
-        engine_t = (2 * macs + lw.L * q_heads) / rate / items
+        engine_t = (2 * macs + lw.L * q_heads * lw.queries) / rate / items
         read = g.readout_pipe()
         pipe = Pipe(read.names + ("CSD attention engine",), read.times + (engine_t,),
                     read.holds + (("attention engine",),))

@@ -64,13 +64,15 @@ class KvHome:
         raise NotImplementedError
 
     def program(self, lw) -> Seq:
-        """Programs of one token's KV, amortized: staged bytes cross the channel when a program is full and
-        each program holds its plane for tPROG (the busiest plane's share per token)."""
+        """Programs of the step's KV (one token per sequence, or its accepted tokens after a verification),
+        amortized: staged bytes cross the channel when a program is full and each program holds its plane for
+        tPROG (the busiest plane's share per token)."""
         g, lay = lw.kvgroup, lw.layout
         if g is None:
             return Seq(())
-        per_plane, total_ops = lay.programs_per_token()
-        bytes_tok = lay.streams * lay.unit
+        tokens = lw.batch * lw.accepted
+        per_plane, total_ops = (x * tokens for x in lay.programs_per_token())
+        bytes_tok = lay.streams * lay.unit * tokens
         t = per_plane * g.die.cell.tPROG
         on_die = self.encodes_on_logic_die and g.array.ecc.location == "on_die"
         part = lw.part(g)
@@ -127,7 +129,7 @@ class Colocated(KvHome):
     shares_weight_dies = True
 
     def missing(self, system):
-        if system.flash is None or system.placement.weights == "host":
+        if system.flash is None or system.placement.weights not in ("flash_pe", "flash_split"):
             return "weights in IFC flash to share its dies with (placement.weights flash_pe or flash_split)"
         return None
 
@@ -149,7 +151,7 @@ class G2Group(KvHome):
     on_ifc_dies = True
 
     def missing(self, system):
-        if system.flash is None or system.placement.weights == "host":
+        if system.flash is None or system.placement.weights not in ("flash_pe", "flash_split"):
             return "weights in IFC flash on the G1 dies (placement.weights flash_pe or flash_split)"
         if system.kv.buffer is None:
             return "an SoC buffer that stages new K/V before they are programmed (kv.buffer)"

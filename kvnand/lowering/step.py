@@ -25,7 +25,7 @@ from kvnand.hw.units import npu_matmul_pipe, npu_special_pipe
 from kvnand.lowering.attention import ATTENTION_SITES
 from kvnand.lowering.kv_homes import KV_HOMES
 from kvnand.lowering.weights import WEIGHT_HOMES
-from kvnand.mapping.capacity import Fit, KvGrowth, check
+from kvnand.mapping.capacity import Fit, KvGrowth, Store, check
 from kvnand.mapping.kv import KvLayout, attention_working_set, min_program_bytes
 from kvnand.mapping.weights import tile_gemv
 from kvnand.program import Loop, Pipeline, Seq, Task, single_stage
@@ -58,12 +58,40 @@ def heads_per_phase(system: System, model: ModelSpec) -> int:
     return model.kv_heads if system.schedule.head_parallel else 1
 
 
-def fit(system: System, model: ModelSpec, precision: Precision, context: int) -> Fit:
-    """Weights and KV at `context` tokens against the memories the placement puts them in."""
-    home = KV_HOMES[system.kv.store]
-    stores = home.stores(system, model.weight_bytes(precision), KvGrowth(*model.kv_growth(precision)),
-                         WEIGHT_HOMES[system.placement.weights])
+def fit(system: System, model: ModelSpec, precision: Precision, context: int, batch: int = 1,
+        draft: tuple[System, ModelSpec] | None = None) -> Fit:
+    """Weights and the KV of `batch` sequences of `context` tokens (and a draft model's weights and KV, on the
+    system copy that places it) against the memories the placement puts them in; `max_context` is then the
+    longest context every one of the `batch` sequences can have."""
+    stores = _stores(system, model, precision, batch)
+    if draft is not None:
+        stores = merge_stores(stores, _stores(*draft, precision, batch))
     return check(stores, context)
+
+
+def _stores(system: System, model: ModelSpec, precision: Precision, batch: int) -> list[Store]:
+    per_token, windowed = model.kv_growth(precision)
+    kv = KvGrowth(per_token * batch, tuple((b * batch, w) for b, w in windowed))
+    return KV_HOMES[system.kv.store].stores(system, model.weight_bytes(precision), kv,
+                                            WEIGHT_HOMES[system.placement.weights])
+
+
+def merge_stores(stores: list[Store], more: list[Store]) -> list[Store]:
+    """`more` added to `stores` memory by memory: a store's name up to " (" names its memory ('DRAM (KV)' and
+    'DRAM (weights)' are one DRAM); a memory only `more` uses is appended."""
+    def memory(st: Store) -> str:
+        return st.name.split(" (")[0]
+
+    out = list(stores)
+    for extra in more:
+        i = next((j for j, st in enumerate(out) if memory(st) == memory(extra)), None)
+        if i is None:
+            out.append(extra)
+            continue
+        st = out[i]
+        out[i] = Store(st.name, st.capacity_bytes, st.fixed_bytes + extra.fixed_bytes,
+                       st.bytes_per_token + extra.bytes_per_token, st.windowed + extra.windowed)
+    return out
 
 
 # (id(system), model, precision) -> (system, error): the system object is kept so its id is not reused
@@ -72,7 +100,8 @@ _GLOBAL_BUFFER: dict[tuple, tuple[System, str | None]] = {}
 
 def _global_buffer_error(s: System, wgroup: FlashGroup, m: ModelSpec, p: Precision) -> str | None:
     """The first GEMV whose input vector and per-die partial sums overflow the die's global buffer (once per
-    system, model and precision: it does not depend on the context)."""
+    system, model and precision: it does not depend on the context). Several query columns that do not fit
+    together take passes over the pages (kvnand.lowering.weights.FlashPe.passes)."""
     key = (id(s), m, p)
     hit = _GLOBAL_BUFFER.get(key)
     if hit is not None and hit[0] is s:
@@ -101,10 +130,18 @@ def energy_prefix(g: FlashGroup) -> str:
 
 class Lowering:
     """The step at `context` tokens. `L` is the context attention works over: the longest any layer kind
-    attends over here, and a kind's own in the copy `for_kind` makes to lower that kind's layers."""
+    attends over here, and a kind's own in the copy `for_kind` makes to lower that kind's layers.
 
-    def __init__(self, system: System, model: ModelSpec, precision: Precision, context: int):
+    Queries per step: the step carries `batch` sequences of `context` tokens and `queries` query tokens per
+    sequence (1 for plain decoding, k + 1 to verify k draft tokens). Every weight GEMV becomes a GEMM with
+    `cols` = batch x queries columns on the same pages; attention reads each sequence's KV once for its
+    queries; `accepted` tokens per sequence (the expected accepted tokens of a verification) are programmed."""
+
+    def __init__(self, system: System, model: ModelSpec, precision: Precision, context: int, batch: int = 1,
+                 queries: int = 1, accepted: float = 1.0):
         self.s, self.m, self.p, self.context = system, model, precision, context
+        self.batch, self.queries, self.accepted = batch, queries, accepted
+        self.cols = batch * queries
         self.L = max(k.context(context) for k, _ in model.layer_kinds)
         self.weights = WEIGHT_HOMES[system.placement.weights]
         self.kv_home = KV_HOMES[system.kv.store]
@@ -144,13 +181,14 @@ class Lowering:
                                      self.kvgroup.page_bytes, self.p.kv_bytes, 1 if split else hp)
 
     def query_heads_per_pass(self, split: bool, hp: int) -> int:
-        """Query heads a KV plane's PE works on at once: every query head of its KV head, except for MLA, whose
-        one latent serves all heads and whose absorbed queries (heads x latent values) can outgrow the plane
-        buffer. The PE then takes the heads in passes over the page it holds in its register (no new sense,
-        the same MACs), as many at once as fit beside one minimum KV program when KV is staged there."""
+        """Query rows (query heads x query tokens) a KV plane's PE works on at once: every query head of its KV
+        head, except for MLA, whose one latent serves all heads and whose absorbed queries (heads x latent
+        values) can outgrow the plane buffer, and for several query tokens per sequence. The PE then takes the
+        rows in passes over the page it holds in its register (no new sense, the same MACs), as many at once
+        as fit beside one minimum KV program when KV is staged there."""
         m = self.m
-        q = m.heads // m.kv_heads
-        if not m.latent_kv:
+        q = m.heads // m.kv_heads * self.queries
+        if not m.latent_kv and self.queries == 1:
             return q
         g = self.kvgroup
         staged_here = not self.kv_home.staged_in_soc and self.kv_home.on_ifc_dies
@@ -181,7 +219,13 @@ class Lowering:
         return None
 
     def _logit_bytes(self, kv_heads: int) -> float:
-        return kv_heads * (self.m.heads // self.m.kv_heads) * self.L * self.p.act_bytes
+        return kv_heads * (self.m.heads // self.m.kv_heads) * self.keys_per_head() * self.p.act_bytes
+
+    def keys_per_head(self) -> float:
+        """Query-key pairs of one query head of one sequence: each of the q query tokens sees the L cached
+        keys and, causally masked, the verification tokens before it."""
+        q = self.queries
+        return q * self.L + q * (q - 1) / 2
 
     def logit_rounds(self) -> int:
         """Rounds an attention phase needs so that the logits row of every query head softmax works on at
@@ -204,7 +248,7 @@ class Lowering:
                     (("npu.special", elements),))
 
     def softmax(self, q_heads: int) -> Task:
-        return self.npu_vec("softmax", "softmax", q_heads * self.L)
+        return self.npu_vec("softmax", "softmax", q_heads * self.keys_per_head())
 
     part = staticmethod(energy_prefix)
 
@@ -225,13 +269,21 @@ class Lowering:
     def gemv(self, name: str, stage: str, in_dim: int, out_dim: int) -> Seq:
         return Seq(self.weights.gemv_parts(self, name, stage, in_dim, out_dim))
 
-    def attention(self, kv_heads: int) -> Seq:
-        """Logit, softmax, attend for `kv_heads` KV heads (and their query heads) of one layer."""
-        m = self.m
+    def attention(self, kv_heads: int) -> Seq | Loop:
+        """Logit, softmax, attend for `kv_heads` KV heads (and their query heads) of one layer, sequence by
+        sequence (each reads its own KV once for its query tokens)."""
+        m, q = self.m, self.queries
         q_heads = kv_heads * (m.heads // m.kv_heads)
         # MACs of one phase: the mean of Logit's and Attend's per key and query head (head_dim for both, except
-        # MLA's latent and its compressed part)
-        return self.site.lower(self, kv_heads, q_heads, q_heads * self.L * (m.attn_macs_per_key // (2 * m.heads)))
+        # MLA's latent and its compressed part), over the cached keys
+        per_key = m.attn_macs_per_key // (2 * m.heads)
+        one = self.site.lower(self, kv_heads, q_heads, q_heads * q * self.L * per_key)
+        if q > 1:
+            # the verification tokens' keys among themselves (causal), still on the NPU beside their queries
+            macs = 2 * q_heads * q * (q - 1) / 2 * per_key
+            one = Seq((one, Task("attention.causal", "attention", ("npu",),
+                                 npu_matmul_pipe(self.s.npu, macs, self.p.mac_kind), 1, (("npu.ops", 2 * macs),))))
+        return one if self.batch == 1 else Loop(one, self.batch, name="sequences")
 
     def _qkv(self, kv_heads: int):
         """QKV GEMV of `kv_heads` head groups, split into (input broadcast, compute, rest)."""
@@ -239,8 +291,8 @@ class Lowering:
         q_heads = kv_heads * (m.heads // m.kv_heads)
         bcast, compute, out = self.weights.gemv_parts(self, "qkv", "qkv", m.hidden,
                                                       (q_heads + 2 * kv_heads) * m.head_dim)
-        tail = (out, self.npu_vec("rope", "npu_vector", (q_heads + kv_heads) * m.head_dim),
-                self.kv_home.append(self, 2 * kv_heads * m.head_dim * self.p.kv_bytes))
+        tail = (out, self.npu_vec("rope", "npu_vector", (q_heads + kv_heads) * m.head_dim * self.cols),
+                self.kv_home.append(self, 2 * kv_heads * m.head_dim * self.p.kv_bytes * self.cols))
         return bcast, compute, Seq(tail)
 
     def _attention_rounds(self, heads: int):
@@ -261,7 +313,7 @@ class Lowering:
                 parts.append(self._attention_rounds(hp) if hp == m.kv_heads else
                              Loop(self.attention(1), m.kv_heads, name="head groups (serial)"))
             elif op.kind == "kv_write":
-                parts.append(self.kv_home.append(self, op.kv_bytes))
+                parts.append(self.kv_home.append(self, op.kv_bytes * self.cols))
             else:
                 parts.append(self._place(op, op.name))
         return parts
@@ -291,12 +343,13 @@ class Lowering:
 
     def _place(self, op: Operator, stage: str) -> Task | Seq:
         """A vector operator on the NPU's special-function units, the MoE router on the NPU's PE array, a
-        GEMV on the weights' home."""
+        GEMV on the weights' home (each once per query column)."""
         if op.kind == "vector":
-            return self.npu_vec(op.name, "npu_vector", op.elements)
+            return self.npu_vec(op.name, "npu_vector", op.elements * self.cols)
         if op.name == "router":
-            return Task("router", stage, ("npu",), npu_matmul_pipe(self.s.npu, op.macs, self.p.mac_kind), 1,
-                        (("npu.ops", 2 * op.macs),))
+            macs = op.macs * self.cols
+            return Task("router", stage, ("npu",), npu_matmul_pipe(self.s.npu, macs, self.p.mac_kind), 1,
+                        (("npu.ops", 2 * macs),))
         return self.gemv(op.name, stage, op.in_dim, op.out_dim)
 
     def for_kind(self, kind: LayerKind) -> Lowering:
@@ -330,20 +383,20 @@ class Lowering:
         return Seq((*prologue, *self.layers(), *head, self.kv_home.program(self)), name="decode step")
 
     def prefill(self, n: int) -> Seq:
-        """Prefill of n prompt tokens: GEMMs on the NPU (or host) with weights streamed once per layer,
-        causal attention on the NPU (a windowed layer's queries see at most `window` keys), the prompt's KV
-        written to its home."""
-        m, p = self.m, self.p
+        """Prefill of n prompt tokens of each of the `batch` sequences: GEMMs on the NPU (or host) with weights
+        streamed once per layer, causal attention on the NPU (a windowed layer's queries see at most `window`
+        keys; each sequence its own), the prompts' KV written to its home."""
+        m, p, b = self.m, self.p, self.batch
         loops = []
         for kind, count in m.layer_kinds:
             per_layer_w = sum(x.in_dim * x.out_dim * x.active for x in m.matrices(kind.moe))
-            stream = self.weights.prefill_stream(self, per_layer_w * n, per_layer_w * p.weight_bytes)
-            attn_macs = m.prefill_macs_per_key * _causal_keys(n, kind.window)
+            stream = self.weights.prefill_stream(self, per_layer_w * n * b, per_layer_w * p.weight_bytes)
+            attn_macs = m.prefill_macs_per_key * _causal_keys(n, kind.window) * b
             attn = Task("layer.attention", "prefill", ("npu",), npu_matmul_pipe(self.s.npu, attn_macs, p.mac_kind),
                         1, (("npu.ops", 2 * attn_macs),))
-            soft = self.npu_vec("layer.softmax", "prefill", m.heads * _causal_keys(n, kind.window))
+            soft = self.npu_vec("layer.softmax", "prefill", m.heads * _causal_keys(n, kind.window) * b)
             loops.append(Loop(Seq((stream, attn, soft)), count, name="layers"))
-        write = self.kv_home.prefill_write(self, m.kv_bytes(p, n))
+        write = self.kv_home.prefill_write(self, m.kv_bytes(p, n) * b)
         return Seq((*loops, write), name="prefill")
 
 

@@ -5,6 +5,8 @@
 - `flash_split`: Cambricon-LLM's READ_COMPUTE (die cores) / READ_SLICE (raw pages to the NPU) split,
   balanced so both paths finish together, under the array's own read rate.
 - `host`: weights in host DRAM streamed into the NPU (the CSD-offload system).
+- `dram`: weights in the system's DRAM streamed into the NPU (a speculative draft model placed on the NPU,
+  placement.draft 'npu'; sharing the flash channels when the DRAM does).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ class WeightHome:
         return None
 
     def gemv_parts(self, lw, name: str, stage: str, in_dim: int, out_dim: int) -> tuple:
-        """(input broadcast, compute, output gather) of y = x W."""
+        """(input broadcast, compute, output gather) of Y = X W, X with `lw.cols` rows (one per query
+        column: sequences x query tokens), every weight read once for all of them."""
         raise NotImplementedError
 
     def prefill_stream(self, lw, macs: float, wbytes: float) -> Task:
@@ -41,9 +44,13 @@ class WeightHome:
 
 
 def host_gemm(lw, name: str, stage: str, macs: float, wbytes: float) -> Task:
-    d = lw.s.host_dram
-    pipe = npu_matmul_pipe(lw.s.npu, macs, lw.p.mac_kind, wbytes, dram_rate(d))
-    return Task(name, stage, ("npu", "host"), pipe, 1, (("npu.ops", 2 * macs), ("host.bits", wbytes * 8)))
+    return _streamed_gemm(lw, name, stage, macs, wbytes, lw.s.host_dram, ("npu", "host"), "host.bits")
+
+
+def _streamed_gemm(lw, name, stage, macs, wbytes, dram, resources, action) -> Task:
+    """A GEMM on the NPU whose weights stream in once from `dram`: the slower of compute and stream."""
+    pipe = npu_matmul_pipe(lw.s.npu, macs, lw.p.mac_kind, wbytes, dram_rate(dram))
+    return Task(name, stage, resources, pipe, 1, (("npu.ops", 2 * macs), (action, wbytes * 8)))
 
 
 class _Flash(WeightHome):
@@ -54,13 +61,18 @@ class _Flash(WeightHome):
         g, a = lw.wgroup, lw.p.act_bytes
         til = tile_gemv(g, in_dim, out_dim, lw.p.weight_bytes)
         psum = lw.s.flash.logic.psum_bytes
-        in_bytes = in_dim * a
-        out_per_channel = til.cols_per_die * psum * g.dies_per_channel
+        n = lw.cols
+        in_bytes = in_dim * a * n
+        out_per_channel = til.cols_per_die * psum * g.dies_per_channel * n
         return (lw.xfer(f"{name}.in", stage, in_bytes, in_bytes * g.channels_used),
-                self.compute(lw, name, stage, til, in_dim * out_dim),
-                lw.xfer(f"{name}.out", stage, out_per_channel, out_dim * psum))
+                self.compute(lw, name, stage, til, in_dim * out_dim * n, self.passes(lw, til)),
+                lw.xfer(f"{name}.out", stage, out_per_channel, out_dim * psum * n))
 
-    def compute(self, lw, name, stage, til, macs) -> Task:
+    def passes(self, lw, til) -> int:
+        """Passes over the weight pages a GEMM of `lw.cols` query columns takes (1: every column at once)."""
+        return 1
+
+    def compute(self, lw, name, stage, til, macs, passes) -> Task:
         raise NotImplementedError
 
     def prefill_stream(self, lw, macs, wbytes):
@@ -83,11 +95,22 @@ class FlashPe(_Flash):
             return "per-plane FMACs (flash.logic.fmacs_per_plane, clock) or die cores (cores_per_die)"
         return None
 
-    def compute(self, lw, name, stage, til, macs):
+    def passes(self, lw, til):
+        """The die's global buffer holds the input vector and the partial sums of every query column it works
+        on; columns that do not fit together are taken in passes, each sensing the pages again (a single
+        column that does not fit is an on-chip OOM: Lowering.on_chip_error)."""
+        logic = lw.s.flash.logic
+        per_column = til.in_dim * lw.p.act_bytes + til.cols_per_die * logic.psum_bytes
+        if lw.cols == 1 or logic.global_buffer <= 0 or per_column > logic.global_buffer:
+            return 1
+        return math.ceil(lw.cols / (logic.global_buffer // per_column))
+
+    def compute(self, lw, name, stage, til, macs, passes):
         g = lw.wgroup
-        pages = til.pages_per_die * g.dies
-        return Task(name, stage, (g.name,), g.compute_pipe(til.weights_per_page), til.pages_per_plane,
-                    lw.sense_counts(g, pages, macs))
+        pages = til.pages_per_die * g.dies * passes
+        # the plane's PEs apply every weight of the page to each query column of the pass
+        pipe = g.compute_pipe(til.weights_per_page * math.ceil(lw.cols / passes))
+        return Task(name, stage, (g.name,), pipe, til.pages_per_plane * passes, lw.sense_counts(g, pages, macs))
 
 
 @WEIGHT_HOMES.register("flash_split")
@@ -100,7 +123,7 @@ class FlashSplit(_Flash):
             return "die cores for READ_COMPUTE (flash.logic.cores_per_die > 0, core_rate > 0)"
         return None
 
-    def compute(self, lw, name, stage, til, macs):
+    def compute(self, lw, name, stage, til, macs, passes):
         """A fraction alpha of the pages is computed by the die cores (READ_COMPUTE), the rest is shipped raw
         to the NPU (READ_SLICE); alpha balances the two so both finish together, under the array's own read
         rate."""
@@ -109,21 +132,25 @@ class FlashSplit(_Flash):
         pages = til.pages_per_plane * die.geometry.planes * g.dies_per_channel  # per channel, busiest
         page = g.page_bytes
         core_rate = logic.cores_per_die * logic.core_rate * g.dies_per_channel
-        rc_bytes_per_s = core_rate * lw.p.weight_bytes  # weight bytes/s the channel's cores consume
+        # weight bytes/s the channel's cores consume (each weight serves every query column)
+        rc_bytes_per_s = core_rate * lw.p.weight_bytes / lw.cols
         ch_rate = lw.s.flash.channel.rate
         array_rate = g.dies_per_channel * die.geometry.planes * page / (die.cell.tR + die.t_register)
         # channel bytes per READ_COMPUTE page: hardware-aware tile (h inputs broadcast to the channel's
         # cores, w partial sums back), minimized at h = sqrt(cores * page): 2 * sqrt(page / cores)
         cores = logic.cores_per_die * g.dies_per_channel
-        rc_ch_per_byte = 2 * math.sqrt(page / cores) / page
+        rc_ch_per_byte = 2 * math.sqrt(page / cores) / page * lw.cols
         # both paths finish together: alpha*B/rc_rate = ((1-alpha)*B + alpha*B*rc_ch)/ch_rate = T
         alpha = rc_bytes_per_s / (ch_rate + rc_bytes_per_s * (1 - rc_ch_per_byte))
         alpha = min(1.0, max(0.0, alpha))
         total = pages * page
         t_split = alpha * total / rc_bytes_per_s
         t_array = total / array_rate
-        limiter = "READ_COMPUTE cores + READ_SLICE channel" if t_split >= t_array else "array sense"
-        t = max(t_split, t_array) + die.cell.tR
+        # the NPU computes the READ_SLICE pages (for every query column)
+        t_npu = 2 * macs * (1 - alpha) / npu_peak(lw.s.npu, lw.p.mac_kind)
+        t_bound, limiter = max((t_split, "READ_COMPUTE cores + READ_SLICE channel"), (t_array, "array sense"),
+                               (t_npu, "NPU PE array (READ_SLICE pages)"), key=lambda x: x[0])
+        t = t_bound + die.cell.tR
         lw.split_alpha = alpha
         all_pages = til.pages_per_die * g.dies
         shipped = (1 - alpha) * all_pages * page
@@ -139,8 +166,8 @@ class HostDram(WeightHome):
         return None if system.host_dram is not None else "host DRAM (host_dram:)"
 
     def gemv_parts(self, lw, name, stage, in_dim, out_dim):
-        macs = in_dim * out_dim
-        return Seq(()), host_gemm(lw, name, stage, macs, macs * lw.p.weight_bytes), Seq(())
+        wbytes = in_dim * out_dim * lw.p.weight_bytes
+        return Seq(()), host_gemm(lw, name, stage, in_dim * out_dim * lw.cols, wbytes), Seq(())
 
     def prefill_stream(self, lw, macs, wbytes):
         return host_gemm(lw, "layer.gemm", "prefill", macs, wbytes)
@@ -148,3 +175,24 @@ class HostDram(WeightHome):
     def weight_store(self, system, weight_bytes):
         d = system.host_dram
         return Store("host DRAM", d.channels * d.capacity_per_channel, weight_bytes, 0.0)
+
+
+@WEIGHT_HOMES.register("dram")
+class SystemDram(WeightHome):
+    def missing(self, system):
+        return None if system.dram is not None else "DRAM for the weights (dram:)"
+
+    def _gemm(self, lw, name, stage, macs, wbytes):
+        res = ("npu", "dram") + (("ch",) if lw.s.dram.shares_flash_channels else ())
+        return _streamed_gemm(lw, name, stage, macs, wbytes, lw.s.dram, res, "dram.bits")
+
+    def gemv_parts(self, lw, name, stage, in_dim, out_dim):
+        wbytes = in_dim * out_dim * lw.p.weight_bytes
+        return Seq(()), self._gemm(lw, name, stage, in_dim * out_dim * lw.cols, wbytes), Seq(())
+
+    def prefill_stream(self, lw, macs, wbytes):
+        return self._gemm(lw, "layer.gemm", "prefill", macs, wbytes)
+
+    def weight_store(self, system, weight_bytes):
+        d = system.dram
+        return Store("DRAM (weights)", d.channels * d.capacity_per_channel, weight_bytes, 0.0)

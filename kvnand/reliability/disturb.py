@@ -173,7 +173,7 @@ def system_overrides(overrides: dict) -> dict:
 
 def _groups(cfg: System, spec: ModelSpec, prec: Precision, sess: Session) -> tuple[GroupStress, ...]:
     b = Lowering(cfg, spec, prec, sess.context)
-    wg = b.wgroup if cfg.placement.weights != "host" else None
+    wg = b.wgroup if cfg.placement.weights in ("flash_pe", "flash_split") else None
     kg = b.kvgroup
     weights = weight_blocks(spec, prec, wg, sess) if wg is not None else None
     out = []

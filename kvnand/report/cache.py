@@ -107,16 +107,19 @@ class Cache:
         self.hits = 0
 
     def key(self, system: str, model: str, context: int, precision: str | None, mode: str,
-            overrides: dict, refresh: str | None = None) -> str:
+            overrides: dict, refresh: str | None = None, decode: dict | None = None) -> str:
+        """`decode`: the batch and speculative decoding keywords of the point (None: a plain step)."""
         if not self.enabled:
             return ""  # nothing is stored or looked up: skip the resolve and hash
         tree, src = resolve_system_tree(system.removesuffix(":auto"))
         tree = apply_overrides(tree, overrides, src.default_file)
         spec = dataclasses.asdict(load_model(model))
-        return hashlib.sha256(_canonical({
-            "system": system, "tree": tree, "overrides": overrides, "model": spec, "context": context,
-            "precision": precision, "mode": mode, "refresh": refresh, "code": code_fingerprint(),
-        }).encode()).hexdigest()
+        point = {"system": system, "tree": tree, "overrides": overrides, "model": spec, "context": context,
+                 "precision": precision, "mode": mode, "refresh": refresh, "code": code_fingerprint()}
+        if decode is not None:
+            draft = decode.get("spec_draft")
+            point["decode"] = {**decode, "draft": dataclasses.asdict(load_model(draft)) if draft else None}
+        return hashlib.sha256(_canonical(point).encode()).hexdigest()
 
     def get(self, key: str) -> dict | None:
         if not self.enabled:

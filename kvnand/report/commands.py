@@ -94,6 +94,13 @@ def report(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="recompute every point (and store nothing)")] = False,
     refresh: Annotated[str | None, typer.Option(help="add the read-disturb refresh a usage profile needs "
                                                      "(e.g. continuous, chat) to latency and energy")] = None,
+    batch: Annotated[str | None, typer.Option(help="sequences decoded together per step, comma-separated for a "
+                                                   "sweep (e.g. 1,2,4,8; with --plot also FILE-batch)")] = None,
+    spec_draft: Annotated[str | None, typer.Option(help="speculative decoding: the draft model (zoo name or "
+                                                        "config.json)")] = None,
+    spec_k: Annotated[int | None, typer.Option(help="draft tokens verified per step")] = None,
+    spec_accept: Annotated[float | None, typer.Option(help="probability a draft token is accepted (0 <= a < 1; "
+                                                           "from a source, never fitted)")] = None,
 ):
     """Decode tokens/s, ms/token, J/token, speedups, TTFT and bottleneck over systems x models x contexts.
 
@@ -110,14 +117,18 @@ def report(
         from kvnand.reliability.profile import get_profile
 
         get_profile(refresh)  # an unknown profile is an InputError before any point runs
+    batches, spec = _decode_options(batch, spec_draft, spec_k, spec_accept, refresh)
     check_output(plot, "--plot", suffixes=SUFFIXES)
     check_output(trace, "--trace")
     check_output(out, "--out", directory=True)
+    if trace is not None and (batches != [None] or spec):
+        raise InputError("the trace is of a plain decode step", key="--trace",
+                         allowed="--trace without --batch and --spec-draft")
 
-    points = sweep.grid(system_list, model_list, context_list)
+    points = sweep.grid(system_list, model_list, context_list, batches)
     cache = Cache(enabled=not no_cache)
     results = sweep.run(points, precision=precision, mode=mode.value, overrides=overrides, cache=cache,
-                        refresh=refresh)
+                        refresh=refresh, spec=spec)
     references = _references(results, mode.value, overrides, cache, refresh)
     trace_json = _trace(points, results, precision, overrides) if trace else None
 
@@ -154,6 +165,39 @@ def report(
     cached = f", {cache.hits} from cache" if cache.hits else ""
     typer.echo(f"kvnand report: {len(results)} point{'s' * (len(results) != 1)}{cached}"
                + (f"; wrote {', '.join(map(str, written))}" if written else ""), err=True)
+
+
+def _decode_options(batch: str | None, draft: str | None, k: int | None, accept: float | None,
+                    refresh: str | None) -> tuple[list[int | None], dict]:
+    """(batch sizes of the sweep, [None] when not batched; speculative decoding keywords of evaluate()), every
+    value checked before any point runs, errors naming the option."""
+    from kvnand.scenario import Decode
+    from kvnand.workload.model import load_model
+
+    batches: list[int | None] = [None]
+    if batch is not None:
+        batches = []
+        for item in split_list(batch, "--batch"):
+            if not item.isdigit():
+                raise InputError("not a batch size", key="--batch", value=item, allowed="whole numbers >= 1")
+            batches.append(int(item))
+        batches = list(dict.fromkeys(batches))
+    spec = {"spec_draft": draft, "spec_k": k, "spec_accept": accept} if (draft, k, accept) != (None,) * 3 else {}
+    for b in batches:
+        try:
+            Decode(b, draft, k, accept)
+        except InputError as exc:
+            raise InputError(exc.detail, key=f"--{exc.key.replace('_', '-')}", value=exc.value,
+                             allowed=exc.allowed) from None
+    if draft is not None:
+        try:
+            load_model(draft)
+        except InputError as exc:
+            raise InputError(exc.detail, key="--spec-draft", value=draft, allowed=exc.allowed) from None
+    if refresh is not None and (batch is not None or spec):
+        raise InputError("the read-disturb refresh is modelled for single-sequence decoding only", key="--refresh",
+                         value=refresh, allowed="no --refresh with --batch or --spec-draft")
+    return batches, spec
 
 
 @app.command()

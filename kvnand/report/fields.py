@@ -29,16 +29,36 @@ FIELDS: dict[str, tuple[str, str]] = {
                                     "(max_position_embeddings, or YaRN's reach)"),
     "beyond_model_context": ("", "true when the context exceeds model_max_context: the cost is modelled, "
                                  "the model's output there is not"),
-    "tokens_per_s": ("tokens/s", "decode throughput, 1 / latency_s"),
-    "latency_s": ("s", "time of one decode step (one token), refresh included when asked for"),
-    "energy_j_per_token": ("J/token", "energy of one decode step"),
-    "power_w": ("W", "average decode power: energy_j_per_token x tokens_per_s"),
+    "tokens_per_s": ("tokens/s", "decode throughput of one request, 1 / latency_s"),
+    "latency_s": ("s", "time per generated token of one request: one decode step (batched: step_latency_s; "
+                       "speculative: step_latency_s / expected tokens per step), refresh included when asked for"),
+    "energy_j_per_token": ("J/token", "energy per generated token (batched or speculative: the step's energy / "
+                                      "tokens_per_step)"),
+    "batch": ("sequences", "with batch or spec_draft: sequences decoded together in one step"),
+    "queries_per_step": ("tokens", "query tokens one step carries: batch x (k + 1) when verifying k drafts, "
+                                   "else batch; every weight page serves all of them"),
+    "tokens_per_step": ("tokens", "expected tokens the step generates over all sequences: batch x (1 - a^(k+1)) "
+                                  "/ (1 - a) with speculation, else batch"),
+    "step_latency_s": ("s", "time of one batched (and speculative: k draft steps + verification) decode step; "
+                            "null when out of memory"),
+    "aggregate_tokens_per_s": ("tokens/s", "tokens/s over all sequences: tokens_per_step / step_latency_s"),
+    "speculation": ("", "with spec_draft: the speculative decoding setup"),
+    "speculation.draft": ("", "draft model name"),
+    "speculation.draft_placement": ("", "placement.draft: 'weights' (like the target) or 'npu' (weights and KV "
+                                        "in DRAM, on the NPU)"),
+    "speculation.k": ("tokens", "draft tokens per sequence verified per step"),
+    "speculation.accept_rate": ("", "probability a draft token is accepted (an input)"),
+    "speculation.expected_tokens_per_step": ("tokens", "(1 - a^(k+1)) / (1 - a) per sequence (Leviathan et al., "
+                                                       "ICML 2023)"),
+    "power_w": ("W", "average decode power: energy_j_per_token x tokens_per_s (batched or speculative: x "
+                     "aggregate_tokens_per_s)"),
     "power_breakdown_w": ("W", "average decode power by part; sums to power_w"),
     "power_breakdown_w.<part>": ("W", "average power of one part (energy_breakdown_j.<part> x tokens_per_s)"),
     "ttft_s": ("s", "time to first token: prefill of prefill_tokens prompt tokens"),
     "prefill_tokens": ("tokens", "prompt length of the TTFT (the context unless given)"),
-    "breakdown_s": ("s", "decode step time by model stage; sums to latency_s"),
-    "breakdown_s.<stage>": ("s", "time of one stage (qkv, attention, ffn, ..., refresh)"),
+    "breakdown_s": ("s", "decode step time by model stage; sums to the step time (latency_s, or step_latency_s "
+                         "when batched or speculative)"),
+    "breakdown_s.<stage>": ("s", "time of one stage (qkv, attention, ffn, ..., draft, refresh)"),
     "breakdown_by_resource_s": ("s", "decode step time by the resource that bounds it"),
     "breakdown_by_resource_s.<resource>": ("s", "time during which this resource is the bottleneck"),
     "busy_s": ("s", "busy time of each hardware unit during the step"),

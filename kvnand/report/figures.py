@@ -4,7 +4,9 @@ FILE: decode tokens/s, one panel per model, groups = contexts, bars = systems;
 FILE-speedup: the same layout normalized, tokens/s over base1 at each system's own precision (base2 where
 base1 is out of memory, marked under the context), the paper's Fig. 12 (only when a reference was swept);
 FILE-energy: J/token in the same layout; FILE-breakdown: ms per token by stage, stacked, per system at
-one context per model.
+one context per model; FILE-batch (with several --batch values): aggregate and per-request tokens/s vs batch,
+one panel per model and context, one colour per system. With batches, the other figures' series are
+"system b=B".
 
 Every system keeps one colour in every panel and figure, and every legend lists every system with its
 precision, whether or not it fits in the first panel. An out-of-memory point is an "OOM" label standing
@@ -27,7 +29,7 @@ PANEL_COLUMNS = 3
 def figure_paths(path: str | Path) -> dict[str, Path]:
     p = Path(path)
     return {"throughput": p, **{k: p.with_name(f"{p.stem}-{k}{p.suffix}") for k in ("speedup", "energy",
-                                                                                      "breakdown")}}
+                                                                                      "breakdown", "batch")}}
 
 
 def write_figures(results: list[dict], path: str | Path, references: list[dict] = ()) -> list[Path]:
@@ -41,15 +43,20 @@ def write_figures(results: list[dict], path: str | Path, references: list[dict] 
 
 
 def figures(results: list[dict], references: list[dict] = ()) -> dict:
-    """{"throughput", "speedup" (when a reference system was swept), "energy", "breakdown"} -> Figure."""
+    """{"throughput", "speedup" (when a reference system was swept), "energy", "breakdown", "batch" (when
+    several batch sizes were swept)} -> Figure."""
+    from kvnand.report.sweep import series
     from kvnand.report.table import REFERENCES, index_points, speedup
 
+    swept = results
+    if any("batch" in r for r in results):  # one series per system and batch size
+        results = [{**r, "system": series(r)} for r in results]
     precs = _ordered(results, "precision")
     how = ", ".join([f"{m} mode" for m in _ordered(results, "mode")]
                     + [precs[0] if len(precs) == 1 else "each system at the precision in its legend entry"])
     out = {"throughput": _grouped(results, lambda r: r["tokens_per_s"], f"decode throughput ({how})",
                                   "decode throughput (tokens/s)")}
-    if any(r["system"] in REFERENCES for r in results):
+    if any(r["system"] in REFERENCES for r in swept):
         index = index_points(results, list(references))
         ref_of = {}
 
@@ -66,7 +73,37 @@ def figures(results: list[dict], references: list[dict] = ()) -> dict:
                              "energy per token (J/token)")
     out["breakdown"] = _breakdown(results, "decode latency breakdown by stage ("
                                   + ", ".join(f"{m} mode" for m in _ordered(results, "mode")) + ")")
+    if len({r.get("batch") for r in swept} - {None}) > 1:
+        out["batch"] = _batch(swept, f"decode tokens/s vs batch: solid aggregate, dashed per request\n({how})")
     return out
+
+
+def _batch(results: list[dict], title: str):
+    """Per model and context: aggregate (solid) and per-request (dashed) tokens/s against the batch size, one
+    colour per system; a batch that does not fit has no point (the line stops)."""
+    panels = list(dict.fromkeys((r["model"], r["context"]) for r in results))
+    systems = _ordered(results, "system")
+    colors = _colors(systems)
+    fig, axes = _axes(len(panels), title)
+    for ax, (model, ctx) in zip(axes, panels, strict=True):
+        for s in systems:
+            pts = sorted((r["batch"], r["aggregate_tokens_per_s"], r["tokens_per_s"]) for r in results
+                         if r["model"] == model and r["context"] == ctx and r["system"] == s and not r["oom"])
+            if not pts:
+                continue
+            bs, agg, per = zip(*pts, strict=True)
+            ax.plot(bs, agg, "o-", color=colors[s])
+            ax.plot(bs, per, "o--", color=colors[s], markersize=3)
+        batches = sorted({r["batch"] for r in results})
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(batches, [str(b) for b in batches])
+        ax.set_yscale("log")
+        ax.set_title(f"{model} at {context_label(ctx)} tokens")
+        ax.set_xlabel("batch (sequences per step)")
+        ax.set_ylabel("decode tokens/s")
+        ax.grid(alpha=0.3, which="both")
+    _legend(fig, _entries(results, systems))
+    return fig
 
 
 def system_label(system: str) -> str:

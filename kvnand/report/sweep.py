@@ -18,11 +18,18 @@ PAPER_SYSTEMS = ("base1", "base2", "kvnand-c16", "kvnand-d:auto")
 PAPER_MODELS = ("opt-30b", "llama2-7b", "llama3.1-8b", "llama3.1-70b", "mixtral-8x7b")
 PAPER_CONTEXTS = (128, 1000, 10_000, 100_000)
 
+
 @dataclass(frozen=True)
 class Point:
     system: str
     model: str
     context: int
+    batch: int | None = None  # sequences per decode step (None: the plain, unbatched record)
+
+
+def series(record: dict) -> str:
+    """The system of a record as a table row or figure series: 'kvnand-c16' or, batched, 'kvnand-c16 b=4'."""
+    return record["system"] + (f" b={record['batch']}" if "batch" in record else "")
 
 
 def check_inputs(systems: list[str], models: list[str], precision: str | None, overrides: dict) -> None:
@@ -55,8 +62,9 @@ def check_inputs(systems: list[str], models: list[str], precision: str | None, o
             raise as_option(exc, "--precision", precision) from None
 
 
-def grid(systems: list[str], models: list[str], contexts: list[int]) -> list[Point]:
-    return [Point(s, m, c) for m in models for c in contexts for s in systems]
+def grid(systems: list[str], models: list[str], contexts: list[int],
+         batches: list[int | None] = (None,)) -> list[Point]:
+    return [Point(s, m, c, b) for m in models for c in contexts for s in systems for b in batches]
 
 
 def public(record: dict) -> dict:
@@ -65,8 +73,10 @@ def public(record: dict) -> dict:
 
 
 def run(points: list[Point], *, precision: str | None, mode: str, overrides: dict, cache: Cache,
-        refresh: str | None = None) -> list[dict]:
-    """Evaluate every point (cache first); a progress bar on stderr when it is a terminal."""
+        refresh: str | None = None, spec: dict | None = None) -> list[dict]:
+    """Evaluate every point (cache first); a progress bar on stderr when it is a terminal. `spec`: the
+    speculative decoding keywords of evaluate() (spec_draft, spec_k, spec_accept) for every point."""
+    spec = spec or {}
     from kvnand.report.terminal import progress_bar
 
     out = []
@@ -74,13 +84,14 @@ def run(points: list[Point], *, precision: str | None, mode: str, overrides: dic
         for p in points:
             if update:
                 update(len(out), description=f"{p.model} {context_label(p.context)} {p.system}")
-            key = cache.key(p.system, p.model, p.context, precision, mode, overrides, refresh)
+            decode = {"batch": p.batch, **spec} if p.batch is not None or spec else None
+            key = cache.key(p.system, p.model, p.context, precision, mode, overrides, refresh, decode)
             record = cache.get(key)
             if record is None:
                 from kvnand.evaluation import evaluate
 
                 record = public(evaluate(p.system, p.model, p.context, precision=precision, mode=mode,
-                                         overrides=overrides, refresh=refresh))
+                                         overrides=overrides, refresh=refresh, **(decode or {})))
                 cache.put(key, record)
             out.append(record)
     return out

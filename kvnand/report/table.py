@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from kvnand.report.sweep import Point
+from kvnand.report.sweep import Point, series
 from kvnand.scenario import context_label
 
 REFERENCES = ("base1", "base2")
@@ -22,12 +22,14 @@ SPEEDUP_RULE = "speedup = decode tokens/s over base1 at the row's precision (bas
 def _by_point(results: list[dict]) -> dict[tuple[str, int], dict[str, dict]]:
     out: dict[tuple[str, int], dict[str, dict]] = defaultdict(dict)
     for r in results:
-        out[(r["model"], r["context"])][r["system"]] = r
+        out[(r["model"], r["context"])][series(r)] = r
     return out
 
 
 def index_points(results: list[dict], references: list[dict]) -> dict[tuple, dict]:
-    return {(r["system"], r["model"], r["context"], r["precision"]): r for r in [*references, *results]}
+    """(system, model, context, precision, batch) -> record; batch None for a plain record."""
+    return {(r["system"], r["model"], r["context"], r["precision"], r.get("batch")): r
+            for r in [*references, *results]}
 
 
 def missing_references(results: list[dict]) -> dict[str, list[Point]]:
@@ -38,8 +40,9 @@ def missing_references(results: list[dict]) -> dict[str, list[Point]]:
     out: dict[str, list[Point]] = defaultdict(list)
     for r in results:
         for ref in refs:
-            p = Point(ref, r["model"], r["context"])
-            if (ref, r["model"], r["context"], r["precision"]) not in have and p not in out[r["precision"]]:
+            p = Point(ref, r["model"], r["context"], r.get("batch"))
+            if (ref, r["model"], r["context"], r["precision"], r.get("batch")) not in have and \
+                    p not in out[r["precision"]]:
                 out[r["precision"]].append(p)
     return dict(out)
 
@@ -53,7 +56,7 @@ def _ratio(r: dict, ref: dict | None) -> float | None:
 def speedup(r: dict, index: dict[tuple, dict]) -> tuple[float, str] | None:
     """(speedup, reference name) against the first reference that fits at this point and precision."""
     for name in REFERENCES:
-        ref = index.get((name, r["model"], r["context"], r["precision"]))
+        ref = index.get((name, r["model"], r["context"], r["precision"], r.get("batch")))
         if ref is not None and not ref["oom"]:
             x = _ratio(r, ref)
             return (x, name) if x is not None else None
@@ -66,9 +69,9 @@ def geomeans(results: list[dict], references: list[dict] = ()) -> tuple[list[str
     counted when some are missing (OOM)."""
     index = index_points(results, list(references))
     points = _by_point(results)
-    systems = list(dict.fromkeys(r["system"] for r in results))
+    systems = list(dict.fromkeys(series(r) for r in results))
     variants = [s for s in systems if s.startswith("kvnand")]
-    refs = [s for s in REFERENCES if s in systems]
+    refs = [s for s in REFERENCES if any(r["system"] == s for r in results)]
     models = list(dict.fromkeys(r["model"] for r in results))
     contexts = list(dict.fromkeys(r["context"] for r in results))
     columns = [(ref, v) for ref in refs for v in (["best"] if len(variants) > 1 else []) + variants]
@@ -79,7 +82,7 @@ def geomeans(results: list[dict], references: list[dict] = ()) -> tuple[list[str
             xs = []
             for m in models:
                 peers = points.get((m, c), {})
-                cands = [_ratio(peers[s], index.get((ref, m, c, peers[s]["precision"])))
+                cands = [_ratio(peers[s], index.get((ref, m, c, peers[s]["precision"], peers[s].get("batch"))))
                          for s in (variants if v == "best" else [v]) if s in peers]
                 cands = [x for x in cands if x is not None]
                 if cands:
@@ -133,9 +136,11 @@ def render(results: list[dict], references: list[dict] = ()):
 
     index = index_points(results, list(references))
     modes = ", ".join(dict.fromkeys(r["mode"] for r in results))
-    t = Table(title=f"kvnand report (decode, {modes} mode)", caption=SPEEDUP_RULE)
-    for col in ("model", "context", "system", "precision", "tokens/s", "ms/token", "J/token", "speedup",
-                "TTFT (s)", "split", "bottleneck / OOM reason"):
+    batched = any("batch" in r for r in results)
+    t = Table(title=f"kvnand report (decode, {modes} mode)", caption=SPEEDUP_RULE + (
+        "; tokens/s and ms/token per request, b=B: B sequences per step" if batched else ""))
+    for col in ("model", "context", "system", "precision", "tokens/s", *(("aggregate tok/s",) if batched else ()),
+                "ms/token", "J/token", "speedup", "TTFT (s)", "split", "bottleneck / OOM reason"):
         t.add_column(col, justify="left" if col in ("model", "system", "precision", "split", *TEXT_COLUMNS)
                      else "right")
     points = _by_point(results)
@@ -143,8 +148,9 @@ def render(results: list[dict], references: list[dict] = ()):
         for i, r in enumerate(peers.values()):
             sp = speedup(r, index)
             t.add_row(
-                model if i == 0 else "", context_label(ctx) if i == 0 else "", r["system"], r["precision"],
+                model if i == 0 else "", context_label(ctx) if i == 0 else "", series(r), r["precision"],
                 "[red]OOM[/red]" if r["oom"] else f"{r['tokens_per_s']:.2f}",
+                *((_num(r.get("aggregate_tokens_per_s"), ".2f"),) if batched else ()),
                 _num(r["latency_s"] and r["latency_s"] * 1e3, ".2f"), _num(r["energy_j_per_token"], ".3f"),
                 f"{sp[0]:.2f}x {sp[1]}" if sp else "-", _num(r["ttft_s"], ".3g"),
                 r["config"].get("split", ""), r["oom_reason"] if r["oom"] else (r["bottleneck"] or ""),
@@ -170,6 +176,8 @@ def csv_rows(results: list[dict]) -> tuple[list[str], list[dict]]:
     and `energy_breakdown_j.<part>` columns (the union over all points)."""
     head = ["system", "model", "context", "precision", "mode", "oom", "oom_reason", "tokens_per_s", "latency_s",
             "energy_j_per_token", "ttft_s", "bottleneck", "split", "max_context", "cost_usd"]
+    if any("batch" in r for r in results):  # batched or speculative points: their step and aggregate rate
+        head[8:8] = ["batch", "queries_per_step", "tokens_per_step", "step_latency_s", "aggregate_tokens_per_s"]
     nested = ("breakdown_s", "energy_breakdown_j")
     extra = {n: list(dict.fromkeys(k for r in results for k in r.get(n, {}))) for n in nested}
     columns = head + [f"{n}.{k}" for n in nested for k in extra[n]]
