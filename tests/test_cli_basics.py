@@ -109,10 +109,12 @@ def _refs(node):
 
 
 def test_schema_is_json_schema(runs):
+    """The authoring schema (tests/test_authoring_schema.py validates the shipped files against it)."""
     schema = json.loads(ok(runs["schema"]))
-    assert schema["type"] == "object" and schema["additionalProperties"] is False
-    assert {"schema_version", "flash", "kv", "npu", "placement"} <= set(schema["properties"])
-    assert set(schema["required"]) >= {"schema_version", "name", "npu", "kv", "placement"}
+    system = schema["$defs"]["SystemFile"]
+    assert system["type"] == "object" and system["additionalProperties"] is False
+    assert {"schema_version", "extends", "flash", "kv", "npu", "placement"} <= set(system["properties"])
+    assert system["required"] == ["schema_version"]  # a file that extends another states only what differs
     defs = schema["$defs"]
     for ref in _refs(schema):  # every reference resolves
         assert ref.startswith("#/$defs/") and ref.removeprefix("#/$defs/") in defs

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import kvnand
+from kvnand.config import units
 from kvnand.config.loader import (
     SHORT_KEYS,
     apply_overrides,
@@ -132,6 +133,63 @@ def test_set_short_keys_and_dotted_paths(key, value, path, expected):
 
 def test_short_keys_are_the_documented_ones():
     assert {"g2_dies", "channels", "planes_per_die", "page_size", "fmacs_per_plane"} <= set(SHORT_KEYS)
+
+
+@given(st.sampled_from(["kvnand-c16", "kvnand-d", "base1", "base2"]),
+       st.sampled_from(["1 KiB", "2 KiB", "4 KiB", "8 KiB", "16 KiB", "32 KiB", "64 KiB", "12 KiB"]))
+@settings(max_examples=30, deadline=None)
+def test_page_size_short_key_holds_die_capacity_and_cost(system, page):
+    """`page_size` changes the page, not what the memory holds or costs: pages per block shrink as the page
+    grows, blocks per plane stay, and the spare area keeps its bytes per page byte (its ECC parity)."""
+    from kvnand import cost
+
+    base, new = load_system(system), load_system(system, {"page_size": page})
+    g0, g = base.flash.die.geometry, new.flash.die.geometry
+    assert g.page_size == units.parse(page, "bytes")
+    assert g.die_bytes == g0.die_bytes and g.blocks_per_plane == g0.blocks_per_plane
+    assert g.page_size * g.pages_per_block == g0.page_size * g0.pages_per_block
+    assert g.spare_size / g.page_size == g0.spare_size / g0.page_size
+    assert cost.memory_cost(system, {"page_size": page}) == cost.memory_cost(system)
+
+
+def test_page_size_short_key_refuses_a_page_that_does_not_divide_the_block():
+    with pytest.raises(InputError, match="page_size holds die capacity") as exc:
+        load_system("kvnand-c16", {"page_size": "5 KiB"})
+    assert exc.value.key == "page_size" and "'8 KiB'" in exc.value.allowed
+
+
+@pytest.mark.parametrize(("overrides", "key", "words"), [
+    # the dotted path changes the page alone: a 16 KiB page with a 4 KiB page's 448 B spare cannot hold the
+    # parity of its 16 BCH codewords (16 x 112 B)
+    ({"flash.die.geometry.page_size": "16 KiB"}, "flash.die.geometry.spare_size", ["1792 B"]),
+    ({"flash.die.geometry.page_size": "3 KiB", "flash.ecc.codeword_data": "2 KiB",
+      "flash.ecc.codeword_parity": "224 B"}, "flash.die.geometry.page_size", ["1.5 ECC codewords", "2048 B"]),
+    ({"planes_per_die": 3}, "flash.die.geometry.planes", ["1 or an even number"]),
+    ({"flash.die.cell.mode": "TLC"}, "flash.die.geometry.partial_programs_per_page", ["TLC", "commodity-tlc"]),
+    ({"flash.die.cell.mode": "TLC", "flash.die.geometry.partial_programs_per_page": 1}, "flash.die.cell.tR",
+     ["4e-06 s is not a TLC value"]),
+])
+def test_impossible_geometry_and_mislabelled_cells_are_refused(overrides, key, words):
+    with pytest.raises(InputError) as exc:
+        load_system("kvnand-c16", overrides)
+    assert exc.value.key == key, exc.value
+    for w in words:
+        assert w in str(exc.value), exc.value
+
+
+def test_shipped_dies_agree_with_their_cell_mode_and_code():
+    """Every shipped die passes the checks (the Cambricon die's 1664 B spare holds its controller code's parity;
+    TLC dies program a page once)."""
+    from kvnand.config.schema import CELL_MODES
+
+    for name in system_names():
+        s = load_system(name)
+        for array in (s.flash, s.nand):
+            if array is None:
+                continue
+            g, ecc = array.die.geometry, array.ecc
+            assert g.spare_size >= g.page_size / ecc.codeword_data * ecc.codeword_parity, name
+            assert g.partial_programs_per_page <= CELL_MODES[array.die.cell.mode].nop_max, name
 
 
 def test_dies_keeps_channels_and_is_applied_after_them():

@@ -40,6 +40,9 @@ POLICY_KEY = "kv_policy"
 def is_policy_key(key) -> bool:
     """`kv_policy` (a policy's name) or `kv_policy.FIELD`."""
     return isinstance(key, str) and (key == POLICY_KEY or key.startswith(POLICY_KEY + "."))
+
+# The short key `page_size` holds die capacity (_hold_die_capacity); the dotted path
+# flash.die.geometry.page_size changes the page alone.
 SCHEMA_VERSIONS = (1,)
 
 
@@ -320,6 +323,7 @@ def _resolve(path: Path, kind_dir: str, prefix: str, seen: tuple) -> tuple[dict,
 
 
 _MISSING = object()
+PRESET_MARK = "(preset)"  # Source key (no real key looks like it) recording the device file a part came from
 
 
 def _materialize(over: Any, base: Any, file: Path, prefix: str, origins: dict, own: dict, seen: tuple) -> Any:
@@ -341,6 +345,7 @@ def _materialize(over: Any, base: Any, file: Path, prefix: str, origins: dict, o
             for k in [k for k in origins if _under(k, prefix)]:  # the part is replaced, not merged
                 del origins[k]
             origins.update(dev_origins)
+            origins[_join(prefix, PRESET_MARK)] = (str(dev_path), None)  # which preset the part is
             dev_tree.pop("kind", None)
             dev_tree.pop("schema_version", None)
             local = {k: v for k, v in over.items() if k != "preset"}
@@ -380,12 +385,15 @@ def _set_path(key: str) -> str:
 
 
 def apply_overrides(tree: dict, overrides: dict[str, Any], file: str) -> dict:
-    """`--set` overrides (dotted paths or SHORT_KEYS; `dies` last, as it depends on channels) on a copy of `tree`.
-    KV-policy overrides belong to the workload and are skipped."""
+    """`--set` overrides (dotted paths or SHORT_KEYS; `page_size` and `dies` last) on a copy of `tree`. KV-policy
+    overrides belong to the workload and are skipped."""
     tree = copy.deepcopy(tree)
     overrides = {k: v for k, v in overrides.items() if not is_policy_key(k)}
-    items = [(k, v) for k, v in overrides.items() if k not in DERIVED_KEYS]
-    items += [(k, v) for k, v in overrides.items() if k in DERIVED_KEYS]
+    # `page_size` holds the die as the other overrides leave it (their pages per block and spare), whatever
+    # the order they were given in; `dies` depends on channels
+    late = ("page_size", *DERIVED_KEYS)
+    items = [(k, v) for k, v in overrides.items() if k not in late]
+    items += [(k, v) for key in late for k, v in overrides.items() if k == key]
     for key, value in items:
         if isinstance(value, str):
             value = parse_value(value)
@@ -405,6 +413,8 @@ def apply_overrides(tree: dict, overrides: dict[str, Any], file: str) -> dict:
                                  key="dies", value=_shown(value), allowed=f"{ch}, {2 * ch}, {3 * ch}, ...")
             fl["dies_per_channel"] = value // ch
             continue
+        if key == "page_size" and _hold_die_capacity(tree, value, file):
+            continue
         path = SHORT_KEYS.get(key, key)
         node = tree
         parts = path.split(".")
@@ -418,6 +428,45 @@ def apply_overrides(tree: dict, overrides: dict[str, Any], file: str) -> dict:
                              allowed=_set_allowed())
         node[parts[-1]] = value  # a new leaf may set a defaulted field; the schema rejects unknown ones
     return tree
+
+
+def _hold_die_capacity(tree: dict, value: Any, file: str) -> bool:
+    """`page_size` as a short key: the new page size with the die's capacity held. The block keeps its bytes,
+    so a page k times larger leaves k times fewer pages per block; blocks per plane (the erase units that wear,
+    read disturb and refresh count, and 177 on the KVNAND die: not divisible by 2) stay. The spare area scales
+    with the page: each page keeps its ECC codewords' parity. False (nothing done) when the geometry or the
+    value cannot be read: the schema then reports the problem as for any other key."""
+    from kvnand.config import units
+    from kvnand.config.schema import MAX_PAGES_PER_BLOCK
+
+    geo: Any = tree
+    for part in ("flash", "die", "geometry"):
+        geo = geo.get(part) if isinstance(geo, dict) else None
+    if not isinstance(geo, dict) or isinstance(geo.get("pages_per_block"), bool) or \
+            not isinstance(geo.get("pages_per_block"), int):
+        return False
+    try:
+        new, old = units.parse(value, "bytes"), units.parse(geo.get("page_size"), "bytes")
+        spare = units.parse(geo["spare_size"], "bytes") if "spare_size" in geo else 0.0
+    except units.UnitParseError:
+        return False
+    if new < 1 or new != int(new) or old <= 0:  # not a page at all: the schema says what a page size is
+        return False
+    block = old * geo["pages_per_block"]
+    pages = block / new
+    if pages != int(pages) or not 1 <= pages <= MAX_PAGES_PER_BLOCK:
+        raise InputError(f"page_size holds die capacity: a block of {block:.0f} B ({geo['pages_per_block']} pages of "
+                         f"{old:g} B) is not a whole number of {new:g} B pages (at most {MAX_PAGES_PER_BLOCK})",
+                         file=file, key="page_size",
+                         value=_shown(value),
+                         allowed="a page size that divides the block, e.g. " +
+                                 ", ".join(f"'{int(old * f) // 1024} KiB'" for f in (1, 2, 4) if block % (old * f) == 0)
+                         + "; or set flash.die.geometry.page_size and pages_per_block yourself")
+    geo["page_size"] = value
+    geo["pages_per_block"] = int(pages)
+    if spare:
+        geo["spare_size"] = f"{spare * new / old:.15g} B"
+    return True
 
 
 # ------------------------------------------------------------------------------------------ validation
@@ -492,13 +541,15 @@ def _allowed_keys(model_cls, loc) -> str:
     return ", ".join(getattr(ann, "model_fields", {}).keys())
 
 
-def validate_tree(model_cls, tree: dict, src: Source):
+def validate_tree(model_cls, tree: dict, src: Source, context: dict | None = None):
+    """`model_cls` validated from `tree` (with pydantic's validation `context`); the first problem becomes one
+    InputError naming the file, line and key (`src` knows where each key came from)."""
     from pydantic import ValidationError
 
     from kvnand.config.schema import ConfigValueError
 
     try:
-        return model_cls.model_validate(tree)
+        return model_cls.model_validate(tree, context=context)
     except ValidationError as exc:
         errors = exc.errors()
         # a value that fits no member of a union fails once per member; the deepest failure under the first
@@ -610,10 +661,9 @@ def _override_origins(src: Source, overrides: dict[str, Any], file_of) -> None:
         src.origin[path] = (file_of(key, value), None)
 
 
-@lru_cache(maxsize=4096)
-def _load_system_cached(name_or_path: str, stamp: tuple, frozen_overrides: tuple):
-    from kvnand.config.schema import System
-
+def _with_overrides(name_or_path: str, frozen_overrides: tuple) -> tuple[dict, Source]:
+    """The tree of a system with its calibration constants and overrides applied, and where each key came
+    from (an overridden key from the override, a calibrated one from calibration.yaml)."""
     tree, src = resolve_system_tree(name_or_path)
     # fitted constants first (the only place they enter), then the user's overrides; the constants are those
     # of the system's final name (`--set name=X` makes it system X as far as calibration goes)
@@ -629,15 +679,32 @@ def _load_system_cached(name_or_path: str, stamp: tuple, frozen_overrides: tuple
         overrides = dict(frozen_overrides)
         tree = apply_overrides(tree, overrides, src.default_file)
         _override_origins(src, overrides, lambda k, v: f"{src.default_file} (--set {_printable(_short(f'{k}={v}'))})")
-    return validate_tree(System, tree, src)
+    return tree, src
+
+
+@lru_cache(maxsize=4096)
+def _load_system_cached(name_or_path: str, stamp: tuple, frozen_overrides: tuple):
+    from kvnand.config.schema import System
+
+    return validate_tree(System, *_with_overrides(name_or_path, frozen_overrides))
+
+
+def _frozen(overrides: dict[str, Any] | None) -> tuple:
+    """The system overrides as a cache key (the workload's KV-policy overrides left out)."""
+    return tuple(sorted((k, v if not isinstance(v, (dict, list)) else repr(v)) for k, v in (overrides or {}).items()
+                        if not is_policy_key(k)))
 
 
 def load_system(name_or_path: str, overrides: dict[str, Any] | None = None):
     """Resolve, override and validate a system preset; cached by (name, overrides). KV-policy overrides
     belong to the workload and are skipped."""
-    frozen = tuple(sorted((k, v if not isinstance(v, (dict, list)) else repr(v)) for k, v in
-                          (overrides or {}).items() if not is_policy_key(k)))
-    return _load_system_cached(name_or_path, _resolved_tree(system_path(name_or_path))[2], frozen)
+    return _load_system_cached(name_or_path, _resolved_tree(system_path(name_or_path))[2], _frozen(overrides))
+
+
+def system_origins(name_or_path: str, overrides: dict[str, Any] | None = None) -> Source:
+    """Where each key of a system (as load_system resolves it) came from: its file, an extended system, a
+    device preset (recorded under `<part>.(preset)`), calibration.yaml or an override."""
+    return _with_overrides(name_or_path, _frozen(overrides))[1]
 
 
 def read_source(path: Path) -> tuple[dict, Source]:

@@ -48,7 +48,8 @@ def _q(dimension: str, zero: bool):
             raise ConfigValueError("outside the physical range", allowed=allowed)
         return x
 
-    return BeforeValidator(check), Field(description=allowed)
+    return BeforeValidator(check), Field(description=allowed, json_schema_extra={"x-unit": dimension}), \
+        units.Dimension(dimension)
 
 
 def _count(lo: int, hi: int, what: str = "a count"):
@@ -91,6 +92,7 @@ SchemaVersion = Annotated[Literal[1], BeforeValidator(_no_bool)]
 # where the attention over the KV cache runs, given where the cache is stored
 ATTENTION_FOR_STORE = {"colocated": "flash_pe", "flash_group": "flash_pe", "dram": "npu", "nand": "npu", "csd": "csd"}
 MAX_DIES = 4096  # flash dies in one array (a 4 TB drive of 1 Tbit dies has 32)
+MAX_PAGES_PER_BLOCK = 10**5
 
 
 class Part(BaseModel):
@@ -99,8 +101,33 @@ class Part(BaseModel):
     note: str | None = None
 
 
+class ModeFacts(BaseModel):
+    """What a cell mode implies, so that `cell.mode` is checked against the die's other numbers."""
+
+    model_config = ConfigDict(frozen=True)
+    bits: int                          # bits per cell
+    nop_max: int                       # partial programs of one page
+    tR: tuple[float, float]            # s, page read
+    pe_cycles: tuple[int, int]         # rated program/erase cycles
+    rber_fresh_max: float              # raw bit error rate of a fresh cell, at most
+
+
+# Generous bounds around published parts, not fitted to anything: SLC dies read in 3-25 us (Kioxia XL-Flash and
+# Samsung Z-NAND about 4-5 us; KVNAND Table I 4 us; conventional SLC-mode 3D NAND up to ~25 us) and endure 10^4
+# to 10^5+ cycles (KVNAND Table I: 100K); multi-bit modes program a page in one pass (NOP 1: MLC/TLC/QLC data
+# sheets, e.g. Micron's 3D TLC parts), read in tens of us (TLC: Cambricon-LLM 30 us, Samsung 96-layer V-NAND
+# ~50 us) and endure thousands (TLC ~3K, QLC ~1K) of cycles. A fresh multi-bit cell's RBER is far above an SLC
+# cell's (fresh 3D TLC ~1e-4: Cambricon-LLM, AiF).
+CELL_MODES = {
+    "SLC": ModeFacts(bits=1, nop_max=8, tR=(1e-6, 50e-6), pe_cycles=(10_000, 10**7), rber_fresh_max=1e-5),
+    "MLC": ModeFacts(bits=2, nop_max=1, tR=(10e-6, 150e-6), pe_cycles=(1_000, 100_000), rber_fresh_max=1e-2),
+    "TLC": ModeFacts(bits=3, nop_max=1, tR=(20e-6, 200e-6), pe_cycles=(300, 30_000), rber_fresh_max=1e-2),
+    "QLC": ModeFacts(bits=4, nop_max=1, tR=(40e-6, 400e-6), pe_cycles=(100, 10_000), rber_fresh_max=1e-1),
+}
+
+
 class CellMode(Part):
-    mode: Literal["SLC", "MLC", "TLC", "QLC"]
+    mode: Literal[tuple(CELL_MODES)]
     tR: Time
     tPROG: Time
     tBERS: Time
@@ -114,10 +141,16 @@ class CellMode(Part):
     rber_retention_coeff_per_year: _number(0, 1, "RBER added per year of retention, 0 to 1") = 1e-5
 
 
+def _planes_ok(n: int) -> bool:
+    return n & (n - 1) == 0 or n % 2 == 0
+
+
 class Geometry(Part):
-    planes: _count(1, 1024, "planes per die")
+    # ONFI addresses planes with the low-order block-address bits (a power of two); Micron's 232-layer die
+    # (Flash Memory Summit 2022) has 6 planes: so 1 or an even count, never 3 or 5
+    planes: _count(1, 1024, "planes per die (1 or an even number: 1, 2, 4, 6, 8, ...)")
     blocks_per_plane: _count(1, 10**6, "blocks per plane")
-    pages_per_block: _count(1, 10**5, "pages per block")
+    pages_per_block: _count(1, MAX_PAGES_PER_BLOCK, "pages per block")
     page_size: Bytes
     spare_size: BytesOrZero = 0.0
     capacity: Bytes | None = None  # optional cross-check against the product above
@@ -130,6 +163,10 @@ class Geometry(Part):
             if v != int(v):
                 raise ConfigValueError("a page holds a whole number of bytes", key=key, value=f"{v:g} B",
                                        allowed="a whole number of bytes such as '16 KiB'")
+        if not _planes_ok(self.planes):
+            raise ConfigValueError("a die's planes come in pairs (a power of two as ONFI addresses them, or an even "
+                                   "count as Micron's 6-plane 232-layer die)", key="planes", value=self.planes,
+                                   allowed="1 or an even number: 1, 2, 4, 6, 8, 16, 32, ...")
         if self.spare_size > self.page_size:
             raise ConfigValueError("the spare area is larger than the page", key="spare_size",
                                    value=f"{self.spare_size:g} B", allowed=f"at most page_size ({self.page_size:g} B)")
@@ -153,7 +190,6 @@ class FlashEnergy(Part):
     read_per_bit: EnergyPerBit
     program_per_bit: EnergyPerBit
     erase_per_block: Energy = 0.0
-    register_per_bit: EnergyPerBit = 0.0  # data -> cache register move
 
 
 class DieIO(Part):
@@ -171,9 +207,26 @@ class FlashDie(Part):
     io: DieIO
     t_register: TimeOrZero = 0.0        # data register -> cache register copy of one page
     cache_register: Flag = True         # two-stage register pipeline (sense next page while draining)
-    multi_plane: Flag = True            # all planes sense concurrently
     usd_per_byte: Price = 0.0
     static_power: Power = 0.0
+
+    @model_validator(mode="after")
+    def _numbers_match_the_cell_mode(self):
+        c, facts = self.cell, CELL_MODES[self.cell.mode]
+        tip = (f"the {c.mode} numbers of cell.tR, cell.pe_cycles, cell.rber_*, geometry.partial_programs_per_page, "
+               "energy and usd_per_byte (a die preset of that mode, e.g. die: {preset: commodity-tlc} for TLC or "
+               "{preset: kvnand-ifc-die} for SLC), or the cell.mode these numbers belong to")
+        checks = (("geometry.partial_programs_per_page", self.geometry.partial_programs_per_page,
+                   1, facts.nop_max, "{:d}"),
+                  ("cell.tR", c.tR, *facts.tR, "{:.3g} s"),
+                  ("cell.pe_cycles", c.pe_cycles, *facts.pe_cycles, "{:d}"),
+                  ("cell.rber_fresh", c.rber_fresh, 0.0, facts.rber_fresh_max, "{:.3g}"))
+        for key, value, lo, hi, fmt in checks:
+            if not lo <= value <= hi:
+                bounds = fmt.format(lo) if lo == hi else f"{fmt.format(lo)} to {fmt.format(hi)}"
+                raise ConfigValueError(f"{key} {fmt.format(value)} is not a {c.mode} value ({c.mode}: {bounds})",
+                                       key=key, value=value, allowed=tip)
+        return self
 
 
 class Ecc(Part):
@@ -185,11 +238,6 @@ class Ecc(Part):
     encode_rate: Bandwidth
     decode_energy_per_bit: EnergyPerBit = 0.0
     encode_energy_per_bit: EnergyPerBit = 0.0
-    decoder_power: Power = 0.0
-    encoder_power: Power = 0.0
-    decoder_area: Area = 0.0
-    encoder_area: Area = 0.0
-    retry_time: TimeOrZero = 0.0        # one read retry (re-sense with shifted reference) costs ~tR
 
     @model_validator(mode="after")
     def _code_is_possible(self):
@@ -210,15 +258,12 @@ class IfcLogic(Part):
     clock: Frequency
     kv_buffer: BytesOrZero = 0.0
     global_buffer: BytesOrZero = 0.0
-    plane_power: Power = 0.0
     # per-plane logic area follows the PE configuration (see plane_area)
     plane_base_area: Area = 0.0         # control and datapath besides the FMACs and the KV buffer
     fmac_area: Area = 0.0               # one FMAC unit
     kv_buffer_area_per_kib: Area = 0.0  # SRAM of 1 KiB of per-plane KV buffer
-    global_buffer_power: Power = 0.0
     global_buffer_area: Area = 0.0
     mac_energy: Energy = 0.0            # per MAC
-    sram_energy_per_bit: EnergyPerBit = 0.0
     psum_bytes: Bytes = 2.0             # width of one partial sum sent off-die
     die_area: Area = 0.0                # array die footprint, for the logic area overhead check
     cores_per_die: _count(0, 1024, "shared cores per die (0: per-plane PEs)") = 0  # >0: Cambricon-LLM cores
@@ -266,6 +311,21 @@ class FlashArray(Part):
         if g.page_size < cw:
             raise ConfigValueError("a page is smaller than one ECC codeword", key="die.geometry.page_size",
                                    value=f"{g.page_size:g} B", allowed=f"at least ecc.codeword_data ({cw:g} B)")
+        if self.ecc.location != "none":
+            codewords = g.page_size / cw
+            if codewords != int(codewords):
+                raise ConfigValueError(f"a page holds {codewords:.4g} ECC codewords of {cw:g} B",
+                                       key="die.geometry.page_size", value=f"{g.page_size:g} B",
+                                       allowed=f"a whole number of ecc.codeword_data ({cw:g} B), e.g. "
+                                               f"{int(max(1, round(codewords))) * cw:g} B")
+            parity = int(codewords) * self.ecc.codeword_parity
+            if g.spare_size < parity:
+                raise ConfigValueError(
+                    f"the spare area cannot hold the ECC parity: {int(codewords)} codewords x "
+                    f"{self.ecc.codeword_parity:g} B = {parity:g} B", key="die.geometry.spare_size",
+                    value=f"{g.spare_size:g} B",
+                    allowed=f"at least {parity:g} B, a code with less parity per codeword (ecc.codeword_parity), "
+                            "or the short key page_size, which scales the spare with the page")
         if self.dies > MAX_DIES:
             raise ConfigValueError(f"{self.dies} dies in one array", key="dies_per_channel",
                                    value=self.dies_per_channel,
@@ -279,9 +339,7 @@ class Npu(Part):
     peak_ops: Annotated[dict[Literal["bf16", "int8"], OpsRate], Field(min_length=1)]
     special_rate: OpsRate               # elements/s of softmax/norm/RoPE/activation
     sram: BytesOrZero = 0.0
-    power: Power                        # average active power
     static_power: Power = 0.0
-    sram_energy_per_bit: EnergyPerBit = 0.0
     energy_per_op: Energy = 0.0         # dynamic energy per op (2 per MAC)
     energy_per_element: Energy = 0.0    # dynamic energy per special-function element
 
@@ -315,7 +373,6 @@ class CsdEngine(Part):
 
     macs_per_s: OpsRate
     power: Power = 0.0
-    dram: BytesOrZero = 0.0
 
 
 class KvPlacement(Part):
@@ -330,7 +387,6 @@ class Placement(Part):
     # flash_split: READ_COMPUTE + READ_SLICE (Cambricon); dram: in the system's DRAM, GEMVs on the NPU
     weights: Literal["flash_pe", "flash_split", "host", "dram"]
     attention: Literal["flash_pe", "npu", "csd"]
-    prefill: Literal["npu", "host"] = "npu"
     # where a speculative draft model runs: "weights" = like the target (its weights and KV in the target's
     # homes, on the same units); "npu" = its weights and KV in DRAM, its GEMVs and attention on the NPU
     draft: Literal["weights", "npu"] = "weights"
@@ -402,6 +458,10 @@ class System(Part):
                                    key="placement.attention", value=attention,
                                    allowed=f"{ATTENTION_FOR_STORE[store]} with kv.store '{store}' (flash_pe with "
                                    "colocated or flash_group, npu with dram or nand, csd with csd)")
+        if self.link is not None and store not in ("csd", "nand"):  # nothing would cross it: say so, not ignore it
+            raise ConfigValueError(f"a 'link' part reaches a KV cache in flash behind it; kv.store '{store}' does "
+                                   "not use one", key="link", value=self.link.name,
+                                   allowed="kv.store nand (plain NAND behind the link) or csd, or no link part")
         if self.nand is not None and self.nand.ecc.location == "on_die":
             raise ConfigValueError("plain NAND dies (the 'nand' part) have no on-die ECC decoder",
                                    key="nand.ecc.location", value="on_die", allowed="controller or none")

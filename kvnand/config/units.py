@@ -8,6 +8,7 @@ pint is imported lazily: it is the slowest import of the package.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from functools import cache, lru_cache
 
 # pint's own `bit` is dimensionless (`bit = []`), which would let "3 pJ" pass for "3 pJ/bit", "4" for a size and
@@ -221,3 +222,61 @@ def _parse_str(text: str, dimension: str) -> float:
     if value != value or value in (float("inf"), float("-inf")):
         raise UnitParseError(f"'{text}' is not finite", desc, "not finite")
     return value
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """Marks a schema field as a quantity of this dimension (a key of DIMENSIONS), for printing it back."""
+
+    name: str
+
+
+# how a quantity is printed: (unit symbol, [(scale, prefix)]) with the largest prefix whose mantissa is >= 1
+_DECIMAL = [(1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, "")]
+_SMALL = [(1.0, ""), (1e-3, "m"), (1e-6, "u"), (1e-9, "n"), (1e-12, "p"), (1e-15, "f")]
+_BINARY = [(2.0**50, "Pi"), (2.0**40, "Ti"), (2.0**30, "Gi"), (2.0**20, "Mi"), (2.0**10, "Ki"), (1.0, "")]
+_FORMATS: dict[str, tuple[str, list[tuple[float, str]]]] = {
+    "time": ("s", _SMALL), "energy": ("J", _SMALL), "energy_per_bit": ("J/bit", _SMALL), "power": ("W", _SMALL),
+    "bandwidth": ("B/s", _DECIMAL), "frequency": ("Hz", _DECIMAL), "area": ("mm^2", [(1e-6, "")]),
+    "ops_rate": ("/ s", [(1.0, "")]), "money_per_byte": ("USD/GiB", [(2.0**-30, "")]),
+}
+
+
+_SI = {"time": "s", "bytes": "B", "bandwidth": "B/s", "energy": "J", "energy_per_bit": "J/bit", "frequency": "Hz",
+       "power": "W", "area": "m^2", "ops_rate": "/ s", "money_per_byte": "USD/B"}
+
+
+def _exact(value: float, dimension: str, scale: float, unit: str) -> str | None:
+    """The shortest '<mantissa> <unit>' that parses back to exactly `value`, or None."""
+    import numpy as np
+
+    for digits in range(1, 18):
+        mantissa = float(f"{value / scale:.{digits}g}")
+        shown = (np.format_float_positional(mantissa, trim="-") if mantissa == 0 or 1e-4 <= abs(mantissa) < 1e6
+                 else f"{mantissa:g}")
+        text = f"{shown} {unit}"
+        if parse(text, dimension) == value:
+            return text
+    return None
+
+
+def format_quantity(value: float, dimension: str) -> str:
+    """The shortest text that parses back to exactly `value`: '4 us', '4 KiB', '5 MB', '4.8 GB/s', '3 pJ/bit',
+    '0.1478 mm^2', '0.72 USD/GiB' (sizes in binary prefixes when whole, else decimal ones). Of the prefix
+    whose mantissa is >= 1 and its two neighbours, the shortest exact text wins ('1664 B', not '1.664 kB';
+    '0.1 us', as pint's parse of '0.1 us' is not 100 ns to the last bit)."""
+    if dimension == "bytes":
+        binary = [(k, p) for k, p in _BINARY if value >= k and value % k == 0 and (k > 1 or value < 1024)]
+        unit, table = "B", binary[:1] or _DECIMAL
+    else:
+        unit, table = _FORMATS[dimension]
+    if value == 0:  # the unit without a prefix ('0 B', '0 J'), or the table's one unit ('0 mm^2')
+        k, prefix = next(((k, p) for k, p in table if k == 1.0), table[0])
+        return f"0 {prefix}{unit}"
+    fits = [i for i, (k, _) in enumerate(table) if abs(value) >= k]
+    first = fits[0] if fits else len(table) - 1
+    texts = [(len(t), i != first, t) for i in range(max(0, first - 1), min(len(table), first + 2))
+             if (t := _exact(value, dimension, table[i][0], table[i][1] + unit)) is not None]
+    if not texts:  # a prefix's scaling rounds the last bit: the SI unit itself reads back exactly
+        return f"{value!r} {_SI[dimension]}"
+    return min(texts)[2]

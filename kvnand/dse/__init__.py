@@ -6,7 +6,7 @@ study.py      the optuna study: storage (journal file or PostgreSQL), sampler, w
               evaluated twice, crash recovery
 grid.py       exhaustive evaluation of a small discrete space
 export.py     trials.csv, pareto.csv, known_designs.csv, Pareto scatter, Fig. 15-style heatmap
-commands.py   `kvnand dse run|pareto|grid|show`
+(the `kvnand dse run|pareto|grid|show` commands are kvnand/cli/dse.py)
 
 Where the paper (KVNAND Sec. IV-B) sweeps variant and G1/G2 split and picks the lowest latency, a study
 here optimizes latency, energy, lifetime and cost jointly under capacity, power, area and cost limits,

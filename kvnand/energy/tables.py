@@ -92,6 +92,8 @@ def static_power(s: System) -> dict[str, float]:
         out["nand static"] = s.nand.dies * s.nand.die.static_power
     if s.dram is not None:
         out["DRAM static"] = s.dram.channels * s.dram.static_power
+    if s.host_dram is not None:
+        out["host DRAM static"] = s.host_dram.channels * s.host_dram.static_power
     if s.kv.buffer is not None:
         out["SoC KV buffer"] = s.kv.buffer.power
     return {k: v for k, v in out.items() if v > 0}

@@ -3,7 +3,9 @@
 - `colocated`: on the same IFC dies as the weights (KVNAND-C); staged in each plane's own buffer.
 - `flash_group`: on a G2 group of IFC dies, the weights on G1 (KVNAND-D); staged in the SoC buffer.
 - `dram`: in DRAM next to the NPU (Base-1, Cambricon-LLM).
-- `nand`: on plain NAND dies read out over their interface (Base-2); staged in the SoC buffer.
+- `nand`: on plain NAND dies read out over their interface (Base-2); staged in the SoC buffer. With a `link:`
+  part the dies sit in a device behind that link (CXL- or PCIe-attached flash): KV crosses the link both
+  ways, and the device's own channels and buffer (kv.buffer) stage and program it.
 - `csd`: in a computational storage drive behind a link (InstAttention); staged in the drive's DRAM.
 """
 
@@ -79,8 +81,7 @@ class KvHome:
                   (f"{part}.program_ops", total_ops)]
         parts = []
         if self.staged_in_soc:
-            parts.append(lw.xfer("kv.flush", "kv_write", bytes_tok / g.channels_used, bytes_tok,
-                                 commands=math.ceil(total_ops / g.channels_used)))
+            parts.append(self.flush(lw, bytes_tok, math.ceil(total_ops / g.channels_used)))
             counts.append(("socbuf.bits", bytes_tok * 8))
         parts.append(Task("kv.program", "kv_write", (g.name,), single_stage("array program", t), 1, tuple(counts)))
         gc = lw.gc()
@@ -95,6 +96,11 @@ class KvHome:
         t, counts = g.copy_back(gc.copy_bytes_per_token / g.page_bytes, gc.erases_per_token, lw.part(g),
                                 lw.kv_sense_action())
         return Task("kv.gc", "kv_gc", (g.name,), single_stage("GC copy-back + erase", t), 1, tuple(counts.items()))
+
+    def flush(self, lw, bytes_tok: float, commands: int) -> Task:
+        """A token's staged K/V from the buffer to the KV dies over the flash channels."""
+        g = lw.kvgroup
+        return lw.xfer("kv.flush", "kv_write", bytes_tok / g.channels_used, bytes_tok, commands=commands)
 
     def prefill_write(self, lw, kv_bytes: float) -> Task:
         """The prompt's KV written to its home after the prefill: transferred in, then programmed."""
@@ -114,6 +120,17 @@ class KvHome:
 
 def _soc_append(lw, nbytes: float) -> Task:
     return Task("kv.soc_buffer", "kv_write", ("npu",), single_stage("SoC SRAM", 0.0), 1, (("socbuf.bits", nbytes * 8),))
+
+
+def _link_append(lw, nbytes: float, buffer_bits: str, label: str) -> Task:
+    """New K/V over the host link into the buffer of the device that holds the KV cache."""
+    return Task("kv.link", "kv_write", ("link",), single_stage(label, link_time(lw.s.link, nbytes)), 1,
+                (("link.bits", nbytes * 8), (buffer_bits, nbytes * 8)))
+
+
+def _over_link(lw, kv_bytes: float, t_channels: float, device: str) -> tuple[tuple[str, ...], float, str]:
+    """The prompt's KV over the link into the device, then its channels: the slower sets the time."""
+    return (device, "link"), max(t_channels, link_time(lw.s.link, kv_bytes)), "link.bits"
 
 
 @KV_HOMES.register("colocated")
@@ -209,25 +226,50 @@ class PlainNand(KvHome):
         return weight_groups(system), FlashGroup("nand", system.nand, system.nand.dies)
 
     def kv_stores(self, system, kv):
-        return [Store.of_kv("plain NAND (KV)", _dies_bytes(system.nand, system.nand.dies), 0.0, kv)]
+        where = f" behind {system.link.name}" if system.link is not None else ""
+        return [Store.of_kv(f"plain NAND{where} (KV)", _dies_bytes(system.nand, system.nand.dies), 0.0, kv)]
 
     def npu_phase(self, lw, name, kv_heads, macs, stage="attention"):
-        """The phase's KV pages read out of the plain dies (multi-plane batches over die I/O and the channel)
-        into the NPU; the slower of readout and NPU compute sets the time."""
-        g = lw.kvgroup
+        """The phase's KV pages read out of the plain dies (multi-plane batches over die I/O and the channel,
+        then the host link when the dies sit behind one) into the NPU; the slower of readout and NPU compute
+        sets the time."""
+        g, link = lw.kvgroup, lw.s.link
         busiest, total = lw.kv_reads(kv_heads)
         pipe, items = g.readout_pipe(), busiest  # one page per plane per multi-plane batch
+        bits = total * g.page_bytes * 8
+        resources, link_counts = ("nand", "ch"), ()
+        if link is not None:  # each batch of every die crosses the one link as one transfer
+            pipe = Pipe(pipe.names + (f"{link.name} link",), pipe.times + (link_time(link, bits / 8 / items),),
+                        pipe.holds + (("link",),))
+            resources, link_counts = ("nand", "link"), (("link.bits", bits),)
         npu_t = 2 * macs / npu_peak(lw.s.npu, lw.p.mac_kind)
         if npu_t > pipe.makespan(items):
             pipe, items = single_stage("NPU PE array", npu_t), 1
         # the bits cross the channel once: charged at the die's interface energy, not again as channel bits
-        bits = total * g.page_bytes * 8
         counts = (("nand.sense_bits", bits), ("nand.io_bits", bits), ("npu.ops", 2 * macs),
-                  ("ctrl.ecc_decode_bits", bits))
-        return Task(name, stage, ("nand", "ch"), pipe, items, counts)
+                  ("ctrl.ecc_decode_bits", bits), *link_counts)
+        return Task(name, stage, resources, pipe, items, counts)
 
     def append(self, lw, nbytes):
+        if lw.s.link is not None:
+            return _link_append(lw, nbytes, "socbuf.bits", f"{lw.s.link.name} link")
         return _soc_append(lw, nbytes)
+
+    def flush(self, lw, bytes_tok, commands):
+        """Behind a link the device's buffer drains over the device's own channels (held as 'nand', not the
+        SoC's 'ch'), at its dies' interface energy."""
+        if lw.s.link is None:
+            return super().flush(lw, bytes_tok, commands)
+        g, ch = lw.kvgroup, lw.s.nand.channel
+        t = commands * ch.command_overhead + bytes_tok / g.channels_used / ch.rate
+        return Task("kv.flush", "kv_write", ("nand",), single_stage("device channels", t), 1,
+                    (("nand.io_bits", bytes_tok * 8),))
+
+    def _prefill_transfer(self, lw, kv_bytes):
+        resources, t_channels, action = super()._prefill_transfer(lw, kv_bytes)
+        if lw.s.link is None:
+            return resources, t_channels, action
+        return _over_link(lw, kv_bytes, t_channels, "nand")
 
 
 @KV_HOMES.register("csd")
@@ -248,10 +290,8 @@ class Csd(KvHome):
         return [Store.of_kv("CSD flash (KV)", _dies_bytes(system.nand, system.nand.dies), 0.0, kv)]
 
     def append(self, lw, nbytes):
-        return Task("kv.link", "kv_write", ("link",), single_stage("PCIe link", link_time(lw.s.link, nbytes)),
-                    1, (("link.bits", nbytes * 8), ("csdbuf.bits", nbytes * 8)))
+        return _link_append(lw, nbytes, "csdbuf.bits", "PCIe link")
 
     def _prefill_transfer(self, lw, kv_bytes):
-        """Over the link into the drive, then its channels: the slower sets the time."""
         _, t_channels, _ = super()._prefill_transfer(lw, kv_bytes)
-        return ("csd", "link"), max(t_channels, link_time(lw.s.link, kv_bytes)), "link.bits"
+        return _over_link(lw, kv_bytes, t_channels, "csd")

@@ -6,7 +6,7 @@
 The coefficients come from the die YAML (`cell.rber_*`), where they are stated as assumptions. Bit errors
 are independent, so a BCH(n, k, t) codeword fails when more than t of its n bits flip: the binomial
 tail. UBER = P(codeword fails) / k. A failed decode triggers a read retry (a re-sense at shifted
-reference voltages, `ecc.retry_time` each). We assume each retry is an independent draw at the same
+reference voltages, one more tR each). We assume each retry is an independent draw at the same
 RBER, so the expected retries per page read is p / (1 - p), with p the page's failure probability.
 UBER gives no credit for retries (real retries face correlated errors): it is that of the first read,
 which makes it conservative.

@@ -1,4 +1,6 @@
-"""The `kvnand` command. Each command group lives beside what it drives and registers here.
+"""The `kvnand` command: one module per command group (report, validate, reliability, dse, workload), each a
+typer app merged here, plus the small commands (version, models, show-config, schema); parsing and printing
+only.
 
 Bad input anywhere (InputError) becomes one message on stderr and exit code 2, never a traceback.
 Heavy modules (numpy, pint, matplotlib, optuna) are imported inside the commands, so `--help` is quick.
@@ -75,30 +77,31 @@ def show_config(
     system: Annotated[str, typer.Argument(help="A system preset name or a path to a system YAML")],
     set_: Annotated[list[str] | None, typer.Option("--set", help="key.path=value overrides")] = None,
 ):
-    """The resolved (merged, overridden, validated) configuration of a system, as YAML in SI units."""
-    import yaml
-
-    from kvnand.config.loader import load_system
+    """The resolved (merged, overridden, validated) configuration of a system as a loadable system file:
+    quantities with units; comment lines mark inherited, overridden (--set) and calibrated values."""
+    from kvnand.config.dump import render
+    from kvnand.config.loader import load_system, system_origins
     from kvnand.scenario import parse_sets
 
-    cfg = load_system(system, parse_sets(set_))
-    typer.echo(yaml.safe_dump(cfg.model_dump(exclude_none=True), sort_keys=False))
+    overrides = parse_sets(set_)
+    typer.echo(render(load_system(system, overrides), system_origins(system, overrides)), nl=False)
 
 
 @app.command()
 def schema():
-    """JSON Schema of a system file (for editors)."""
-    from kvnand.config.schema import System
+    """JSON Schema of a system or device preset file as written (for editors): `extends`, `preset`,
+    quantities as strings with units."""
+    from kvnand.config.authoring import authoring_schema
 
-    emit_json(System.model_json_schema())
+    emit_json(authoring_schema())
 
 
 def _register() -> None:
     """Command groups owned by other modules (each a typer app whose commands merge into this one)."""
     import importlib
 
-    for mod in ("kvnand.report.commands", "kvnand.validate", "kvnand.reliability.commands",
-                "kvnand.dse.commands", "kvnand.workload.commands"):
+    for mod in ("kvnand.cli.report", "kvnand.cli.validate", "kvnand.cli.reliability", "kvnand.cli.dse",
+                "kvnand.cli.workload"):
         app.add_typer(importlib.import_module(mod).app)
 
 
@@ -117,6 +120,3 @@ def main() -> None:
         typer.echo("kvnand: interrupted", err=True)
         sys.exit(130)
 
-
-if __name__ == "__main__":
-    main()
