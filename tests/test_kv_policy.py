@@ -335,3 +335,17 @@ def test_policy_composes_with_batch_and_speculation(system):
     assert not many["oom"] and math.isfinite(many["aggregate_tokens_per_s"])
     assert many["aggregate_tokens_per_s"] > alone["tokens_per_s"]
     assert many["breakdown_s"].get("kv_select", 0.0) > 0.0
+
+
+def test_report_cache_key_follows_a_policy_files_contents(tmp_path):
+    """A policy given as a YAML path is keyed by what it says, not by its path: editing the file is a miss."""
+    from kvnand.report.cache import Cache
+
+    path = tmp_path / "mine.yaml"
+    cache = Cache(root=tmp_path / "cache")
+    keys = []
+    for fraction in (0.2, 0.3):
+        path.write_text(f"name: mine\nbudget_fraction: {fraction}\nrecent_fraction: 0.5\n")
+        kvp._load.cache_clear()  # a process reads a policy file once; a new run reads it again
+        keys.append(cache.key("kvnand-c16", "llama3.1-8b", 1000, None, "fast", {"kv_policy": str(path)}))
+    assert keys[0] != keys[1]

@@ -110,7 +110,8 @@ class Cache:
         """`decode`: the batch and speculative decoding keywords of the point (None: a plain step)."""
         if not self.enabled:
             return ""  # nothing is stored or looked up: skip the resolve and hash
-        from kvnand.config.loader import apply_overrides, resolve_system_tree  # pydantic: only when a key is made
+        from kvnand.config.loader import apply_overrides, is_policy_key, resolve_system_tree  # pydantic: only
+        from kvnand.workload.kv_policy import resolve_policy  # when a key is made
         from kvnand.workload.model import load_model
 
         tree, src = resolve_system_tree(system.removesuffix(":auto"))
@@ -118,6 +119,8 @@ class Cache:
         spec = dataclasses.asdict(load_model(model))
         point = {"system": system, "tree": tree, "overrides": overrides, "model": spec, "context": context,
                  "precision": precision, "mode": mode, "refresh": refresh, "code": code_fingerprint()}
+        if any(is_policy_key(k) for k in overrides):  # a policy file's contents, not just its name or path
+            point["kv_policy"] = resolve_policy(overrides).model_dump()
         if decode is not None:
             draft = decode.get("spec_draft")
             point["decode"] = {**decode, "draft": dataclasses.asdict(load_model(draft)) if draft else None}
