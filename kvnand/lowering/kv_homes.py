@@ -15,7 +15,7 @@ from kvnand.hw.flash import FlashGroup
 from kvnand.hw.units import dram_rate, link_time, npu_matmul_pipe, npu_peak
 from kvnand.lowering.registry import Registry
 from kvnand.mapping.capacity import KvGrowth, Store
-from kvnand.program import Pipe, Seq, Task, single_stage
+from kvnand.program import Pipe, Seq, Task, ceil, maximum, pick, single_stage
 
 KV_HOMES: Registry = Registry("kv.store")
 
@@ -86,7 +86,7 @@ class KvHome:
     def prefill_write(self, lw, kv_bytes: float) -> Task:
         """The prompt's KV written to its home after the prefill: transferred in, then programmed."""
         g = lw.kvgroup
-        t_prog = math.ceil(kv_bytes / (g.page_bytes * g.planes)) * g.die.cell.tPROG
+        t_prog = ceil(kv_bytes / (g.page_bytes * g.planes)) * g.die.cell.tPROG
         resources, t_in, action = self._prefill_transfer(lw, kv_bytes)
         counts = ((f"{lw.part(g)}.program_bits", kv_bytes * 8), (action, kv_bytes * 8))
         return Task("kv.program", "prefill", resources, Pipe(("transfer in", "array program"), (t_in, t_prog),
@@ -203,15 +203,15 @@ class PlainNand(KvHome):
         into the NPU; the slower of readout and NPU compute sets the time."""
         g = lw.kvgroup
         busiest, total = lw.layout.phase_reads(lw.L, kv_heads)
-        pipe, items = g.readout_pipe(), busiest  # one page per plane per multi-plane batch
+        read = g.readout_pipe()  # one page per plane per multi-plane batch
         npu_t = 2 * macs / npu_peak(lw.s.npu, lw.p.mac_kind)
-        if npu_t > pipe.makespan(items):
-            pipe, items = single_stage("NPU PE array", npu_t), 1
         # the bits cross the channel once: charged at the die's interface energy, not again as channel bits
         bits = total * g.page_bytes * 8
         counts = (("nand.sense_bits", bits), ("nand.io_bits", bits), ("npu.ops", 2 * macs),
                   ("ctrl.ecc_decode_bits", bits))
-        return Task(name, "attention", ("nand", "ch"), pipe, items, counts)
+        return pick(npu_t > read.makespan(busiest),
+                    Task(name, "attention", ("nand", "ch"), single_stage("NPU PE array", npu_t), 1, counts),
+                    Task(name, "attention", ("nand", "ch"), read, busiest, counts))
 
     def append(self, lw, nbytes):
         return _soc_append(lw, nbytes)
@@ -241,4 +241,4 @@ class Csd(KvHome):
     def _prefill_transfer(self, lw, kv_bytes):
         """Over the link into the drive, then its channels: the slower sets the time."""
         _, t_channels, _ = super()._prefill_transfer(lw, kv_bytes)
-        return ("csd", "link"), max(t_channels, link_time(lw.s.link, kv_bytes)), "link.bits"
+        return ("csd", "link"), maximum(t_channels, link_time(lw.s.link, kv_bytes)), "link.bits"

@@ -16,7 +16,6 @@ System resources: "ifc" (the weight dies of a co-located design), "g1"/"g2" (KVN
 from __future__ import annotations
 
 import copy
-import math
 
 from kvnand.config.schema import System
 from kvnand.errors import InputError
@@ -25,10 +24,10 @@ from kvnand.hw.units import npu_matmul_pipe, npu_special_pipe
 from kvnand.lowering.attention import ATTENTION_SITES
 from kvnand.lowering.kv_homes import KV_HOMES
 from kvnand.lowering.weights import WEIGHT_HOMES
-from kvnand.mapping.capacity import Fit, KvGrowth, check
+from kvnand.mapping.capacity import Fit, KvGrowth, Store, check
 from kvnand.mapping.kv import KvLayout, attention_working_set, min_program_bytes
 from kvnand.mapping.weights import tile_gemv
-from kvnand.program import Loop, Pipeline, Seq, Task, single_stage
+from kvnand.program import Loop, Pipeline, Seq, Task, ceil, every, maximum, single_stage, where
 from kvnand.workload.graph import Operator, head_operators, layer_operators, prologue_operators
 from kvnand.workload.model import LayerKind, ModelSpec
 from kvnand.workload.precision import Precision
@@ -58,12 +57,16 @@ def heads_per_phase(system: System, model: ModelSpec) -> int:
     return model.kv_heads if system.schedule.head_parallel else 1
 
 
+def stores(system: System, model: ModelSpec, precision: Precision) -> list[Store]:
+    """The memories the placement puts weights and KV in, and what each holds."""
+    home = KV_HOMES[system.kv.store]
+    return home.stores(system, model.weight_bytes(precision), KvGrowth(*model.kv_growth(precision)),
+                       WEIGHT_HOMES[system.placement.weights])
+
+
 def fit(system: System, model: ModelSpec, precision: Precision, context: int) -> Fit:
     """Weights and KV at `context` tokens against the memories the placement puts them in."""
-    home = KV_HOMES[system.kv.store]
-    stores = home.stores(system, model.weight_bytes(precision), KvGrowth(*model.kv_growth(precision)),
-                         WEIGHT_HOMES[system.placement.weights])
-    return check(stores, context)
+    return check(stores(system, model, precision), context)
 
 
 # (id(system), model, precision) -> (system, error): the system object is kept so its id is not reused
@@ -105,13 +108,29 @@ class Lowering:
 
     def __init__(self, system: System, model: ModelSpec, precision: Precision, context: int):
         self.s, self.m, self.p, self.context = system, model, precision, context
-        self.L = max(k.context(context) for k, _ in model.layer_kinds)
+        self.L = _longest(k.context(context) for k, _ in model.layer_kinds)
         self.weights = WEIGHT_HOMES[system.placement.weights]
         self.kv_home = KV_HOMES[system.kv.store]
         self.site = ATTENTION_SITES[system.placement.attention]
         self.split_alpha: float | None = None  # READ_COMPUTE fraction chosen by flash_split, for the record
         self.wgroup, self.kvgroup = self.kv_home.groups(system)
         self.layout = self._kv_layout()
+        # parts that do not depend on the context, made once for this lowering and its copies `at` other
+        # contexts (a memoized maker must not read self.context or self.L)
+        self._memo: dict = {}
+
+    def at(self, context) -> Lowering:
+        """This lowering at another context (a number or an array of contexts), sharing what does not
+        depend on it: the die groups, the KV layout and the context-independent parts of the program."""
+        lw = copy.copy(self)
+        lw.context, lw.L = context, _longest(k.context(context) for k, _ in self.m.layer_kinds)
+        return lw
+
+    def _once(self, key, make):
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = self._memo[key] = make()
+        return hit
 
     # ------------------------------------------------------------------ placement of the KV pages
     def _kv_layout(self) -> KvLayout | None:
@@ -160,6 +179,11 @@ class Lowering:
 
     def on_chip_error(self) -> str | None:
         """The first on-chip memory the dataflow overflows (reported like an OOM), or None."""
+        error = self.buffer_error()
+        return self.logit_error() if error is None and self.logits_overflow() else error
+
+    def buffer_error(self) -> str | None:
+        """The first on-chip buffer the dataflow overflows whatever the context (the KV and global buffers)."""
         s, m, lay = self.s, self.m, self.layout
         logic = s.flash.logic if s.flash is not None else None
         if lay is not None and self.site.name == "flash_pe" and logic is not None:
@@ -172,13 +196,16 @@ class Lowering:
             return (f"{where}: {max(lay.staging_bytes, 0) / 1024:.2f} KiB left for KV writes cannot stage one "
                     f"minimum program ({lay.min_program:.0f} B) per active page")
         if logic is not None and logic.global_buffer > 0 and self.weights.name == "flash_pe":
-            error = _global_buffer_error(s, self.wgroup, m, self.p)
-            if error is not None:
-                return error
-        if self.logit_rounds() > heads_per_phase(s, m):  # not even one KV head's logits fit
-            return (f"NPU SRAM: the logits of one head group at {self.L} tokens "
-                    f"({self._logit_bytes(1) / 2**20:.2f} MiB) exceed {s.npu.sram / 2**20:.2f} MiB")
+            return _global_buffer_error(s, self.wgroup, m, self.p)
         return None
+
+    def logits_overflow(self):
+        """Whether not even one KV head's logits fit the NPU SRAM (per point for a batch of contexts)."""
+        return self.logit_rounds() > heads_per_phase(self.s, self.m)
+
+    def logit_error(self) -> str:
+        return (f"NPU SRAM: the logits of one head group at {self.L} tokens "
+                f"({self._logit_bytes(1) / 2**20:.2f} MiB) exceed {self.s.npu.sram / 2**20:.2f} MiB")
 
     def _logit_bytes(self, kv_heads: int) -> float:
         return kv_heads * (self.m.heads // self.m.kv_heads) * self.L * self.p.act_bytes
@@ -189,7 +216,7 @@ class Lowering:
         sram = self.s.npu.sram
         if not sram or self.site.name == "csd":
             return 1
-        return max(1, math.ceil(self._logit_bytes(heads_per_phase(self.s, self.m)) / sram - 1e-12))
+        return maximum(1, ceil(self._logit_bytes(heads_per_phase(self.s, self.m)) / sram - 1e-12))
 
     # ------------------------------------------------------------------ shared task makers
     def xfer(self, name: str, stage: str, bytes_per_channel: float, total_bytes: float,
@@ -246,10 +273,11 @@ class Lowering:
     def _attention_rounds(self, heads: int):
         """Attention of `heads` KV heads at once, in rounds when their logits overflow the NPU SRAM."""
         r = self.logit_rounds()
-        return self.attention(heads) if r == 1 else Loop(self.attention(math.ceil(heads / r)), r,
-                                                         name="attention rounds (NPU SRAM)")
+        # a batch whose points need different rounds takes the loop everywhere (one round: the same numbers)
+        return self.attention(heads) if every(r == 1) else Loop(self.attention(ceil(heads / r)), r,
+                                                                name="attention rounds (NPU SRAM)")
 
-    def _mla_block(self, ops: list[Operator]) -> list:
+    def _mla_block(self, ops: list[Operator], kind: LayerKind) -> list:
         """MLA's attention block, one operator after another (the latent is one head group; an expanded cache
         has every head's K and V, attended at once or head group by head group)."""
         m, parts = self.m, []
@@ -261,33 +289,34 @@ class Lowering:
                 parts.append(self._attention_rounds(hp) if hp == m.kv_heads else
                              Loop(self.attention(1), m.kv_heads, name="head groups (serial)"))
             elif op.kind == "kv_write":
-                parts.append(self.kv_home.append(self, op.kv_bytes))
+                parts.append(self._once(("append", op.kv_bytes), lambda op=op: self.kv_home.append(self, op.kv_bytes)))
             else:
-                parts.append(self._place(op, op.name))
+                parts.append(self._once(("mla", kind, op.name), lambda op=op: self._place(op, op.name)))
         return parts
 
     def _attention_block(self):
         """QKV and attention of a layer, plus the O-projection when it joins the head-group pipeline."""
         m, sch = self.m, self.s.schedule
         heads = heads_per_phase(self.s, m)
-        bcast, compute, rest = self._qkv(heads)
+        bcast, compute, rest = self._once(("qkv", heads), lambda: self._qkv(heads))
         o_full = (m.heads * m.head_dim, m.hidden)
+        o_proj = self._once("o_proj", lambda: self.gemv("o_proj", "o_proj", *o_full))
         if heads == m.kv_heads:
-            return [bcast, compute, rest, self._attention_rounds(heads), self.gemv("o_proj", "o_proj", *o_full)]
+            return [bcast, compute, rest, self._attention_rounds(heads), o_proj]
         if sch.hg_pipeline and not self.kv_home.shares_weight_dies:
             # discrete designs: QKV of HG i+1 (weights' dies) overlaps attention of HG i (KV's home); the QKV
             # input vector is the same for every head group, so it is broadcast once
             if not sch.overlap_o_proj:
                 return [bcast, Pipeline(compute, Seq((rest, self.attention(1))), m.kv_heads, name="head groups"),
-                        self.gemv("o_proj", "o_proj", *o_full)]
+                        o_proj]
             # O-projection rows of HG i run on the weights' dies as soon as its attention output is back; the
             # partial sums accumulate in the dies' global buffers and leave once per layer
-            o_in, o_compute, o_out = self.weights.gemv_parts(self, "o_proj", "o_proj",
-                                                             (m.heads // m.kv_heads) * m.head_dim, m.hidden)
+            o_in, o_compute, o_out = self._once("o_proj parts", lambda: self.weights.gemv_parts(
+                self, "o_proj", "o_proj", (m.heads // m.kv_heads) * m.head_dim, m.hidden))
             return [bcast, Pipeline(compute, Seq((rest, self.attention(1), o_in, o_compute)), m.kv_heads,
                                     name="head groups"), o_out]
         return [bcast, Loop(Seq((compute, rest, self.attention(1))), m.kv_heads, name="head groups (serial)"),
-                self.gemv("o_proj", "o_proj", *o_full)]
+                o_proj]
 
     def _place(self, op: Operator, stage: str) -> Task | Seq:
         """A vector operator on the NPU's special-function units, the MoE router on the NPU's PE array, a
@@ -313,9 +342,9 @@ class Lowering:
         parts = []
         for op in ops:
             if op.name == "qkv":
-                parts += lw._mla_block(ops) if self.m.mla else lw._attention_block()
+                parts += lw._mla_block(ops, kind) if self.m.mla else lw._attention_block()
             elif op.name not in ATTENTION_BLOCK:
-                parts.append(lw._place(op, "ffn"))
+                parts.append(self._once(("ffn", kind, op.name), lambda op=op: lw._place(op, "ffn")))
         return Seq(tuple(parts), name="layer")
 
     def layers(self) -> list[Loop]:
@@ -325,9 +354,12 @@ class Lowering:
                 for k, n in kinds]
 
     def decode_step(self) -> Seq:
-        prologue = [self._place(op, "lm_head") for op in prologue_operators(self.m, self.p)]
-        head = [self._place(op, "lm_head") for op in head_operators(self.m, self.p)]
-        return Seq((*prologue, *self.layers(), *head, self.kv_home.program(self)), name="decode step")
+        # (the READ_COMPUTE fraction flash_split chose is the one of the step's own GEMVs, made here)
+        (prologue, head, kv), self.split_alpha = self._once("step", lambda: ((
+            [self._place(op, "lm_head") for op in prologue_operators(self.m, self.p)],
+            [self._place(op, "lm_head") for op in head_operators(self.m, self.p)], self.kv_home.program(self)),
+            self.split_alpha))
+        return Seq((*prologue, *self.layers(), *head, kv), name="decode step")
 
     def prefill(self, n: int) -> Seq:
         """Prefill of n prompt tokens: GEMMs on the NPU (or host) with weights streamed once per layer,
@@ -349,9 +381,17 @@ class Lowering:
 
 def _causal_keys(n: int, window: int | None) -> float:
     """Query-key pairs of a causal prefill of n tokens, each query seeing at most `window` keys."""
-    if window is None or window >= n:
+    if window is None:
         return n * (n + 1) / 2
-    return window * (window + 1) / 2 + (n - window) * window
+    return where(window >= n, n * (n + 1) / 2, window * (window + 1) / 2 + (n - window) * window)
+
+
+def _longest(contexts):
+    """The largest of the layer kinds' contexts (per point for a batch)."""
+    out = None
+    for c in contexts:
+        out = c if out is None else maximum(out, c)
+    return out
 
 
 def _label(kind: LayerKind) -> str:
