@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 from kvnand.errors import InputError
 from kvnand.report.cache import Cache
-from kvnand.scenario import context_label
 
 # The paper's comparison (KVNAND Sec. V, Fig. 12): what `kvnand report` runs with no arguments.
 PAPER_SYSTEMS = ("base1", "base2", "kvnand-c16", "kvnand-d:auto")
@@ -66,21 +65,28 @@ def public(record: dict) -> dict:
 
 def run(points: list[Point], *, precision: str | None, mode: str, overrides: dict, cache: Cache,
         refresh: str | None = None) -> list[dict]:
-    """Evaluate every point (cache first); a progress bar on stderr when it is a terminal."""
+    """Evaluate every point (cache first); a progress bar on stderr when it is a terminal. The points a
+    (system, model) pair misses are evaluated together (kvnand.evaluate_many), then stored one by one."""
+    from kvnand.evaluation import evaluate_many, records
     from kvnand.report.terminal import progress_bar
 
-    out = []
+    keys = [cache.key(p.system, p.model, p.context, precision, mode, overrides, refresh) for p in points]
+    out: list = [cache.get(k) for k in keys]
+    missing: dict[tuple[str, str], list[int]] = {}
+    for i, p in enumerate(points):
+        if out[i] is None:
+            missing.setdefault((p.system, p.model), []).append(i)
     with progress_bar("report", len(points)) as update:
-        for p in points:
+        done = len(points) - sum(len(v) for v in missing.values())
+        for (system, model), idx in missing.items():
             if update:
-                update(len(out), description=f"{p.model} {context_label(p.context)} {p.system}")
-            key = cache.key(p.system, p.model, p.context, precision, mode, overrides, refresh)
-            record = cache.get(key)
-            if record is None:
-                from kvnand.evaluation import evaluate
-
-                record = public(evaluate(p.system, p.model, p.context, precision=precision, mode=mode,
-                                         overrides=overrides, refresh=refresh))
-                cache.put(key, record)
-            out.append(record)
+                update(done, description=f"{model} {system} ({len(idx)} contexts)")
+            contexts = list(dict.fromkeys(points[i].context for i in idx))
+            recs = dict(zip(contexts, records(evaluate_many(system, model, contexts, precisions=precision,
+                                                            overrides=[overrides], mode=mode, refresh=refresh)),
+                            strict=True))
+            for i in idx:
+                out[i] = public(recs[points[i].context])
+                cache.put(keys[i], out[i])
+            done += len(idx)
     return out
