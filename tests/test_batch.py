@@ -106,3 +106,22 @@ def test_bad_contexts_are_one_input_error():
         with pytest.raises(InputError):
             evaluate_many("kvnand-c16", "llama3.1-8b", bad)
     assert np.isnan(evaluate_many("kvnand-c16", "llama3.1-70b", [10**9])["latency_s"][0])
+
+
+@pytest.mark.slow  # two grids, one of them over a pool of two processes
+def test_dse_grid_with_two_workers_equals_one(tmp_path):
+    from pathlib import Path
+
+    from kvnand.dse.grid import run_grid
+    from kvnand.dse.space import load_space
+
+    space = load_space(Path(__file__).resolve().parent.parent / "dse" / "smoke.yaml")
+    one = run_grid(space, tmp_path / "1", workers=1, log=lambda *a: None, study=False)
+    two = run_grid(space, tmp_path / "2", workers=2, log=lambda *a: None, study=False)
+    assert one["designs"] == two["designs"] > 0 and "study.db" not in one["files"]
+    assert (tmp_path / "1" / "trials.csv").read_text() == (tmp_path / "2" / "trials.csv").read_text()
+    a, b = np.load(tmp_path / "1" / "grid.npz"), np.load(tmp_path / "2" / "grid.npz")
+    assert sorted(a.files) == sorted(b.files) and "objective.latency_s" in a.files
+    for k in a.files:
+        assert np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f"), k
+    assert len(a["number"]) == one["designs"]

@@ -96,6 +96,33 @@ def _point(system: str, model: str, context: int, precision: str | None, overrid
     return kvnand.evaluate(system, model, context, precision=precision, overrides=dict(overrides))
 
 
+# (system, model, context, precision, overrides) -> record of the designs `prefetch` evaluated together
+_PREFETCHED: dict[tuple, dict] = {}
+
+
+def prefetch(space, designs: list[dict[str, Any]]) -> None:
+    """Evaluate the workload points of these designs (given by their parameters) together, each design's
+    contexts of a model in one kvnand.evaluate_many call; evaluate_design then reads them instead of calling
+    evaluate() point by point. Replaces what an earlier call prefetched. A design that is not a valid
+    configuration is left to evaluate_design, which records why."""
+    from kvnand.evaluation import evaluate_many, records
+
+    _PREFETCHED.clear()
+    by_model: dict[str, list[int]] = {}
+    for p in space.points:
+        by_model.setdefault(p.model, []).append(p.context)
+    for d in dict.fromkeys(space.design(params) for params in designs):
+        for model, contexts in by_model.items():
+            contexts = list(dict.fromkeys(contexts))
+            try:
+                recs = records(evaluate_many(d.system, model, contexts, precisions=d.precision,
+                                             overrides=[dict(d.overrides)]))
+            except InputError:
+                continue
+            for c, rec in zip(contexts, recs, strict=True):
+                _PREFETCHED[(d.system, model, c, d.precision, d.overrides)] = rec
+
+
 @lru_cache(maxsize=8192)
 def _reliability(system: str, model: str, context: int, precision: str | None, overrides: tuple,
                  profile: str) -> dict:
@@ -189,7 +216,8 @@ def _compact(rec: dict) -> dict:
 
 
 def _point_report(space, d, p, keys: list[str]) -> dict:
-    rec = dict(_point(d.system, p.model, p.context, d.precision, d.overrides))
+    key = (d.system, p.model, p.context, d.precision, d.overrides)
+    rec = dict(_PREFETCHED.get(key) or _point(*key))
     rec["weight"] = p.weight
     rec["capacity_use"] = max(s["used_bytes"] / s["capacity_bytes"] for s in rec["capacity"].values())
     if not rec["oom"] and any(metric(k).needs_reliability for k in keys):
