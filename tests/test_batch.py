@@ -125,3 +125,13 @@ def test_dse_grid_with_two_workers_equals_one(tmp_path):
     for k in a.files:
         assert np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f"), k
     assert len(a["number"]) == one["designs"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.sampled_from([0.0, 1.0, 2.0, 3.0, math.inf]), min_size=3, max_size=3), max_size=25),
+       st.lists(st.sampled_from(["minimize", "maximize"]), min_size=3, max_size=3))
+def test_pareto_front_is_every_point_no_other_dominates(values, directions):
+    from kvnand.dse.objectives import dominates, non_dominated
+
+    expected = [not any(dominates(q, p, directions) for q in values) for p in values]
+    assert non_dominated(values, directions) == expected

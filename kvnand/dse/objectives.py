@@ -273,16 +273,24 @@ def dominates(a: list[float], b: list[float], directions: list[str]) -> bool:
 
 
 def non_dominated(values: list[list[float]], directions: list[str]) -> list[bool]:
-    """Mask of the points no other point dominates (O(n^2) numpy; studies have thousands of trials)."""
+    """Mask of the points no other point dominates. The points are taken in lexicographic order of their
+    losses, so whatever dominates a point comes before it, and a point is dominated exactly when a point
+    already on the front dominates it: O(points x front) time and O(front) memory (a grid of 10^5 designs
+    would need 10^10 pairs the all-pairs way)."""
     import numpy as np
 
     if not values:
         return []
     loss = np.array([to_loss(v, directions) for v in values], dtype=float)
-    le = (loss[:, None, :] <= loss[None, :, :]).all(axis=2)
-    lt = (loss[:, None, :] < loss[None, :, :]).any(axis=2)
-    dominated = (le & lt).any(axis=0)
-    return [not x for x in dominated]
+    keep = np.zeros(len(loss), dtype=bool)
+    front = np.empty((0, loss.shape[1]))
+    for i in np.lexsort(loss.T[::-1]):
+        p = loss[i]
+        if len(front) and ((front <= p).all(axis=1) & (front < p).any(axis=1)).any():
+            continue
+        keep[i] = True
+        front = np.vstack([front, p])
+    return keep.tolist()
 
 
 def improvement(better: list[float], worse: list[float], directions: list[str]) -> list[float]:
