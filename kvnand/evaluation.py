@@ -63,6 +63,7 @@ class Design:
 # checks its files each time, so a design is found again only for an unchanged configuration; the entry
 # keeps the system alive, so its id cannot be reused while cached (as kvnand.energy.tables does).
 _DESIGNS: dict[tuple, Design] = {}
+MAX_DESIGNS = 4096
 
 
 def design(system: str, model: str, precision: str | None, overrides: dict) -> Design:
@@ -72,8 +73,9 @@ def design(system: str, model: str, precision: str | None, overrides: dict) -> D
     hit = _DESIGNS.get(key)
     if hit is not None and hit.system is sc.system:
         return hit
-    if len(_DESIGNS) >= 1024:
-        _DESIGNS.clear()
+    if len(_DESIGNS) >= MAX_DESIGNS:  # the oldest quarter goes (~70 kB a design with its program parts)
+        for old in list(_DESIGNS)[:MAX_DESIGNS // 4]:
+            del _DESIGNS[old]
     d = _DESIGNS[key] = Design(system, sc, overrides)
     return d
 

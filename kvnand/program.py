@@ -112,6 +112,9 @@ def top(pairs):
     np = _np()
     vals = np.stack(np.broadcast_arrays(*[v for _, v in pairs]))
     idx = np.argmax(vals, axis=0)
+    first = idx.flat[0]
+    if (idx == first).all():  # one winner everywhere (the usual case)
+        return pairs[first][0], vals[first]
     return _labels((pairs[i][0], idx == i) for i in np.unique(idx)), vals.max(axis=0)
 
 
