@@ -338,7 +338,9 @@ class Lowering:
         """The workload's layer operators of `kind` in order; QKV through the O-projection form the attention
         block, scheduled by head groups, over the context the kind attends over."""
         lw = self.for_kind(kind)
-        ops = layer_operators(self.m, self.p, self.context, kind=kind)
+        # the operator sequence does not depend on the context (attention is lowered from L, not from its
+        # operators' counts): listed once
+        ops = self._once(("ops", kind), lambda: layer_operators(self.m, self.p, 1, kind=kind))
         parts = []
         for op in ops:
             if op.name == "qkv":
@@ -368,7 +370,8 @@ class Lowering:
         m, p = self.m, self.p
         loops = []
         for kind, count in m.layer_kinds:
-            per_layer_w = sum(x.in_dim * x.out_dim * x.active for x in m.matrices(kind.moe))
+            per_layer_w = self._once(("weights", kind), lambda k=kind: sum(x.in_dim * x.out_dim * x.active
+                                                                          for x in m.matrices(k.moe)))
             stream = self.weights.prefill_stream(self, per_layer_w * n, per_layer_w * p.weight_bytes)
             attn_macs = m.prefill_macs_per_key * _causal_keys(n, kind.window)
             attn = Task("layer.attention", "prefill", ("npu",), npu_matmul_pipe(self.s.npu, attn_macs, p.mac_kind),
