@@ -344,7 +344,8 @@ def heatmap_figure(path: Path | None, rows: list[Row]):
         ctxs = sorted({k[1] for k in panel})
         ms = np.array([[panel.get((s, c), math.inf) * 1e3 for c in ctxs] for s in splits])
         ms[~np.isfinite(ms)] = np.nan  # out of memory (or not in the grid): grey
-        lo, hi = np.nanmin(ms), np.nanmax(ms)
+        # a panel whose every cell is out of memory is all grey (a scale it does not use keeps matplotlib valid)
+        lo, hi = (np.nanmin(ms), np.nanmax(ms)) if not np.isnan(ms).all() else (1.0, 1.0)
         norm = LogNorm(lo, hi if hi > lo else lo * 1.01)
         ax.set_facecolor("0.85")
         im = ax.imshow(np.ma.masked_invalid(ms), cmap="viridis_r", aspect="auto", norm=norm)
