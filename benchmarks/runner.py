@@ -27,7 +27,7 @@ from benchmarks import cases, dse_run
 from benchmarks.measure import REPO, Code, Result, fmt, load_average, overlay_tree, use_tree
 
 RESULTS = Path(__file__).resolve().parent / "results"
-GROUPS = ("startup", "fast", "scaling", "event", "grid", "report", *dse_run.ALL)
+GROUPS = ("startup", "fast", "scaling", "event", "grid", "report", "batch", *dse_run.ALL)
 
 
 def _git_commit() -> str | None:
@@ -88,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if g == "scaling":
                 res, scaling_data = cases.scaling(args.quick)
+            elif g == "batch":
+                from benchmarks import batch
+
+                res = batch.run(args.quick)
             else:
                 res = {**cases.ALL, **dse_run.ALL}[g](args.quick)
         except Exception as exc:  # one broken group must not hide the others

@@ -1,7 +1,9 @@
 """kvnand: a cycle-approximate model of in-flash computing (3D NAND + logic die) for LLM inference.
 
 `kvnand.evaluate(system, model, context, precision=..., mode="fast"|"event", overrides={})` returns one
-result record; the `kvnand` command (kvnand.cli) prints reports, validation, reliability and DSE.
+result record; `kvnand.evaluate_many(system, model, contexts, precisions=..., overrides=...)` the same fields
+as columns over many points (`kvnand.records(columns)`: the records); the `kvnand` command (kvnand.cli)
+prints reports, validation, reliability and DSE.
 Heavy dependencies are imported lazily so that `import kvnand` stays fast.
 """
 
@@ -9,11 +11,11 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    """`kvnand.evaluate` is kvnand.evaluation.evaluate itself (imported on first access), so help() and
-    inspect show its real signature and docstring."""
-    if name == "evaluate":
-        from kvnand.evaluation import evaluate
+    """`kvnand.evaluate`, `evaluate_many` and `records` are kvnand.evaluation's own (imported on first access),
+    so help() and inspect show their real signatures and docstrings."""
+    if name in ("evaluate", "evaluate_many", "records"):
+        from kvnand import evaluation
 
-        globals()["evaluate"] = evaluate
-        return evaluate
+        globals()[name] = getattr(evaluation, name)
+        return globals()[name]
     raise AttributeError(f"module 'kvnand' has no attribute {name!r}")

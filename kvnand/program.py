@@ -9,11 +9,142 @@ makespan of such a pipeline is  sum(stage times) + (items - 1) * max(resource oc
 
 Composition: Seq (one after another), Par (together, sharing resources), Loop (n times in sequence),
 Pipeline (two-stage software pipeline over n iterations: A(i+1) overlaps B(i)).
+
+Leaf quantities (stage times, items, counts, loop trip counts) are numbers, or numpy arrays over the points
+of a batch (`kvnand.evaluate_many`: one program per shape, its swept values as arrays). The helpers below
+(`ceil`, `maximum`, `where`, `pick`, ...) are the scalar operation on numbers and the elementwise one on
+arrays, so the lowering is one code for both. Where a scalar program names one branch (which stage limits a
+pipe, which of two pipes is slower), a batch names it per point: a `Choice` of labels with boolean masks.
+Only the fast engine takes arrays; the event engine takes scalar programs.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
+
+
+def batched(x) -> bool:
+    """Whether `x` is an array over the points of a batch (numpy scalars count as numbers)."""
+    return getattr(x, "ndim", 0) > 0
+
+
+def _np():
+    import numpy as np  # only a batch needs numpy; `import kvnand` stays light
+
+    return np
+
+
+def ceil(x):
+    """math.ceil of a number (an int), np.ceil of an array."""
+    return _np().ceil(x) if batched(x) else math.ceil(x)
+
+
+def floor(x):
+    return _np().floor(x) if batched(x) else math.floor(x)
+
+
+def maximum(a, b):
+    return _np().maximum(a, b) if batched(a) or batched(b) else max(a, b)
+
+
+def minimum(a, b):
+    return _np().minimum(a, b) if batched(a) or batched(b) else min(a, b)
+
+
+def where(cond, a, b):
+    """`a if cond else b`, per point for a batch."""
+    return _np().where(cond, a, b) if batched(cond) else (a if cond else b)
+
+
+def every(cond) -> bool:
+    """Whether `cond` holds at every point."""
+    return bool(_np().all(cond)) if batched(cond) else bool(cond)
+
+
+class Choice(tuple):
+    """A label that differs between the points of a batch: ((label, mask), ...); the masks partition the
+    points. Hashed by identity (a dict key for one walk of one program)."""
+
+    __slots__ = ()
+
+    def __eq__(self, other):
+        return self is other
+
+    __hash__ = object.__hash__
+
+    def map(self, f) -> Choice:
+        return Choice((f(name), mask) for name, mask in self)
+
+
+def label_parts(label) -> tuple:
+    """((name, mask), ...) of a label; mask True (every point) for a plain string."""
+    return tuple(label) if isinstance(label, Choice) else ((label, True),)
+
+
+def _labels(pairs) -> str | Choice:
+    """A label from (name, mask) pairs: a string when one name covers every point, else a Choice."""
+    np = _np()
+    merged: dict = {}
+    for name, mask in pairs:
+        if mask is True or np.any(mask):
+            merged[name] = mask if name not in merged else (merged[name] | mask)
+    if len(merged) == 1:
+        return next(iter(merged))
+    return Choice(merged.items())
+
+
+def label_where(cond, a, b) -> str | Choice:
+    """Label a where cond, else b."""
+    if not batched(cond):
+        return a if cond else b
+    if a == b and not isinstance(a, Choice):
+        return a
+    return _labels([(n, cond & m) for n, m in label_parts(a)] + [(n, ~cond & m) for n, m in label_parts(b)])
+
+
+def top(pairs):
+    """(name, value) of the largest value, the first on ties (as max()); per point for a batch (name a
+    Choice when the winner differs)."""
+    pairs = list(pairs)
+    if not any(batched(v) for _, v in pairs):
+        return max(pairs, key=lambda kv: kv[1])
+    np = _np()
+    vals = np.stack(np.broadcast_arrays(*[v for _, v in pairs]))
+    idx = np.argmax(vals, axis=0)
+    first = idx.flat[0]
+    if (idx == first).all():  # one winner everywhere (the usual case)
+        return pairs[first][0], vals[first]
+    return _labels((pairs[i][0], idx == i) for i in np.unique(idx)), vals.max(axis=0)
+
+
+def pick(cond, a, b):
+    """`a if cond else b` for two alternatives of one leaf (single-stage pipes, or tasks with the same name,
+    stage, resources and action names), per point for a batch: a leaf whose numbers and labels follow each
+    point's branch."""
+    if not batched(cond):
+        return a if cond else b
+    if every(cond):
+        return a
+    if not _np().any(cond):
+        return b
+    if isinstance(a, Pipe):
+        if len(a.names) != 1 or len(b.names) != 1:
+            raise TypeError("pick() of pipes takes single-stage pipes")
+        name = label_where(cond, a.names[0], b.names[0])
+        return Pipe((name,), (where(cond, a.times[0], b.times[0]),), ((name,),))
+    if (a.name, a.stage, a.resources) != (b.name, b.stage, b.resources) or \
+            [k for k, _ in a.counts] != [k for k, _ in b.counts]:
+        raise TypeError(f"pick() of tasks {a.name!r} and {b.name!r} that differ in more than their numbers")
+    t = Task.__new__(Task)
+    t.__dict__.update(
+        name=a.name, stage=a.stage, resources=a.resources, pipe=a.pipe, items=where(cond, a.items, b.items),
+        counts=tuple((k, where(cond, va, vb)) for (k, va), (_, vb) in zip(a.counts, b.counts, strict=True)),
+        limiter=a.limiter, duration=where(cond, a.duration, b.duration), tail=where(cond, a.tail, b.tail),
+        bound_by=label_where(cond, a.bound_by, b.bound_by),
+        occupancy=tuple((r, where(cond, oa, ob)) for (r, oa), (_, ob) in zip(a.occupancy, b.occupancy, strict=True)),
+        label=label_where(cond, a.label, b.label))
+    return t
 
 # The nodes are frozen dataclasses (hashable, safe to share between programs). What the engines need of a
 # Pipe or Task (occupancy, cycle, duration, tail, label) is derived once, in __init__, and stored beside the
@@ -38,9 +169,14 @@ class Pipe:
             for t, held in zip(times, holds, strict=True):
                 for r in held:
                     occ[r] = occ.get(r, 0.0) + t
-        name = max(occ, key=occ.get) if occ else None
+        if len(occ) == 1 or not any(batched(t) for t in times):
+            name = max(occ, key=occ.get) if occ else None
+            cycle = (occ[name], name) if occ else None
+        else:
+            name, t = top(occ.items())
+            cycle = (t, name)
         self.__dict__.update(names=names, times=times, holds=holds, _occupancy=occ, fill=sum(times),
-                             _cycle=(occ[name], name) if occ else None)
+                             _cycle=cycle)
 
     def occupancy(self) -> dict[str, float]:
         return dict(self._occupancy)
@@ -52,6 +188,8 @@ class Pipe:
         return self._cycle
 
     def makespan(self, items: float) -> float:
+        if batched(items):
+            return where(items > 0, self.fill + (items - 1) * self.cycle()[0], 0.0)
         if items <= 0:
             return 0.0
         return self.fill + (items - 1) * self.cycle()[0]
@@ -72,7 +210,11 @@ class Task:
     limiter: str = ""                   # named physical resource that limits it (set from the pipe if "")
 
     def __init__(self, name, stage, resources, pipe, items, counts=(), limiter=""):
-        if items > 0:
+        if batched(items):
+            cycle = pipe.cycle()[0]
+            duration = where(items > 0, pipe.fill + (items - 1) * cycle, 0.0)
+            tail = where(items > 0, duration - items * cycle, 0.0)
+        elif items > 0:
             cycle = pipe.cycle()[0]
             duration = pipe.fill + (items - 1) * cycle
             # the drain: time after the first-stage resource finished its last item. A following burst on the
@@ -83,21 +225,34 @@ class Task:
             duration = tail = 0.0
         if limiter:
             bound_by = limiter
+        elif batched(items):
+            bound_by = label_where(items > 1, pipe.cycle()[1], _slowest_stage(pipe))
         elif items > 1:
             bound_by = pipe.cycle()[1]
-        elif len(pipe.names) == 1:
-            bound_by = pipe.names[0]
         else:
-            bound_by = max(zip(pipe.times, pipe.names, strict=True))[1]
+            bound_by = _slowest_stage(pipe)
         # (system resource, seconds it is held): the duration, less the drain for the first one
         if len(resources) == 1:
             occupancy = ((resources[0], duration - tail),)
         else:
             occupancy = tuple({r: (duration - tail if j == 0 else duration) for j, r in enumerate(resources)}.items())
+        where_ = f" ({','.join(resources)})"
         self.__dict__.update(
             name=name, stage=stage, resources=resources, pipe=pipe, items=items, counts=counts, limiter=limiter,
             duration=duration, tail=tail, bound_by=bound_by, occupancy=occupancy,
-            label=f"{bound_by} ({','.join(resources)})")  # the breakdown key of this task
+            # the breakdown key of this task
+            label=bound_by.map(lambda n: n + where_) if isinstance(bound_by, Choice) else f"{bound_by}{where_}")
+
+
+def _slowest_stage(pipe: Pipe):
+    """The stage of a one-item burst that takes longest (the last name among equal times, as max() of
+    (time, name) pairs)."""
+    if len(pipe.names) == 1:
+        return pipe.names[0]
+    if not any(batched(t) for t in pipe.times):
+        return max(zip(pipe.times, pipe.names, strict=True))[1]
+    order = sorted(zip(pipe.names, pipe.times, strict=True), key=lambda nt: nt[0], reverse=True)
+    return top(order)[0]
 
 
 @dataclass(frozen=True, init=False)

@@ -61,9 +61,13 @@ def run(
 def grid(
     space_file: SpaceArg,
     out: Annotated[Path | None, typer.Option(help="Output folder (default: out/dse/<space name>-grid)")] = None,
-    workers: Annotated[int, typer.Option(help="Evaluation processes")] = 1,
+    workers: Annotated[int, typer.Option(help="Evaluation processes (the grid's chunks are split between them)")] = 1,
+    study: Annotated[bool, typer.Option(help="Also store every design as an optuna study (study.db), for `dse "
+                                        "pareto` and optuna-dashboard; --no-study for large grids (grid.npz and "
+                                        "trials.csv hold every design)")] = True,
 ):
-    """Evaluate every design of a small discrete space; same outputs as `run` plus the Fig. 15 heatmap."""
+    """Evaluate every design of a discrete space; same outputs as `run` plus the Fig. 15 heatmap and grid.npz
+    (compressed columns of every design)."""
     from kvnand.dse.grid import run_grid
     from kvnand.dse.space import load_space
     from kvnand.report.terminal import progress_bar
@@ -71,11 +75,12 @@ def grid(
     space = load_space(space_file)
     with progress_bar("dse grid: designs") as update:
         summary = run_grid(space, out if out is not None else Path("out") / "dse" / f"{space.name}-grid", workers,
-                           log=typer.echo, progress=update)
+                           log=typer.echo, progress=update, study=study)
     _print_summary(summary)
     typer.echo(f"{summary['designs']} designs in {summary['elapsed_s']:.1f} s ({summary['designs_per_s']:.1f}/s)")
-    typer.echo(f"open the study: {summary['dashboard']} (or kvnand dse pareto --storage {summary['storage']} "
-               f"--study {summary['study']})")
+    if summary["storage"]:
+        typer.echo(f"open the study: {summary['dashboard']} (or kvnand dse pareto --storage {summary['storage']} "
+                   f"--study {summary['study']})")
 
 
 @dse.command("pareto")

@@ -245,8 +245,6 @@ def _is(p: Path, what: str) -> bool:
 
 def _find(kind_dir: str, name: str, relative_to: Path | None, key: str, file: str, line: int | None = None) -> Path:
     """A preset name (stem of arch_configs/KIND/NAME.yaml) or a path (relative to the referring file, else cwd)."""
-    available = sorted(x.stem for x in (CONFIG_ROOT / kind_dir).glob("*.yaml"))
-    allowed = ", ".join(available) + ", or a path to a .yaml file"
     kind = kind_dir[:-3] + "y" if kind_dir.endswith("ies") else kind_dir[:-1]
     p = Path(name)
     candidates: list[Path] = []
@@ -261,6 +259,9 @@ def _find(kind_dir: str, name: str, relative_to: Path | None, key: str, file: st
     for c in candidates:
         if _is(c, "file"):
             return c
+    # only a miss lists the presets (a directory listing on every lookup was a visible part of evaluate())
+    available = sorted(x.stem for x in (CONFIG_ROOT / kind_dir).glob("*.yaml"))
+    allowed = ", ".join(available) + ", or a path to a .yaml file"
     if _looks_like_path(name):
         is_dir = any(_is(c, "dir") for c in candidates)
         problem = f"is a directory, not a {kind} YAML file" if is_dir else f"no such {kind} file"

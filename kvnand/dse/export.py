@@ -315,6 +315,9 @@ def split_label(rec: dict) -> str:
     return rec.get("system", "?")
 
 
+MAX_LABELLED_CELLS = 400  # heatmap panels up to this many cells print each cell's value
+
+
 def heatmap_figure(path: Path | None, rows: list[Row]):
     """Fig. 15-style heatmap with a colorbar per panel; other varying parameters collapse to the fastest
     design per cell. Returns the figure, or None when no row has workload points."""
@@ -341,22 +344,32 @@ def heatmap_figure(path: Path | None, rows: list[Row]):
         ctxs = sorted({k[1] for k in panel})
         ms = np.array([[panel.get((s, c), math.inf) * 1e3 for c in ctxs] for s in splits])
         ms[~np.isfinite(ms)] = np.nan  # out of memory (or not in the grid): grey
-        lo, hi = np.nanmin(ms), np.nanmax(ms)
+        # a panel whose every cell is out of memory is all grey (a scale it does not use keeps matplotlib valid)
+        lo, hi = (np.nanmin(ms), np.nanmax(ms)) if not np.isnan(ms).all() else (1.0, 1.0)
         norm = LogNorm(lo, hi if hi > lo else lo * 1.01)
         ax.set_facecolor("0.85")
         im = ax.imshow(np.ma.masked_invalid(ms), cmap="viridis_r", aspect="auto", norm=norm)
         bar = fig.colorbar(im, ax=ax, label="ms/token (log scale)", fraction=0.08, pad=0.03)
         _plain_ticks(bar.ax.yaxis)
+        # a large grid's cells are too small to read a number in (and thousands of labels take seconds to
+        # draw): there the colours carry the values and a star marks the fastest design per context
+        labelled = ms.size <= MAX_LABELLED_CELLS
+        bests = []
         for j in range(len(ctxs)):
             col = ms[:, j]
             best = int(np.nanargmin(col)) if not np.isnan(col).all() else -1
-            for i in range(len(splits)):
+            if best >= 0:
+                bests.append((j, best))
+            for i in range(len(splits) if labelled else 0):
                 if not math.isnan(col[i]):
                     bright = norm(col[i]) < 0.5  # viridis_r: fast = yellow, needs black text
                     ax.text(j, i, f"{col[i]:.3g}" + ("*" if i == best else ""), ha="center", va="center",
                             fontsize=7, color="k" if bright else "w", fontweight="bold" if i == best else None)
-        ax.set_xticks(range(len(ctxs)), [context_label(c) for c in ctxs])
-        ax.set_yticks(range(len(splits)), splits)
+        if not labelled and bests:
+            ax.scatter(*zip(*bests, strict=True), marker="*", s=12, color="r")
+        step_x, step_y = -(-len(ctxs) // 10), -(-len(splits) // 24)  # tick labels that do not overlap
+        ax.set_xticks(range(0, len(ctxs), step_x), [context_label(c) for c in ctxs][::step_x])
+        ax.set_yticks(range(0, len(splits), step_y), splits[::step_y])
         ax.set_xlabel("context (tokens)")
         ax.set_title(f"{model}, {prec.upper()}: ms/token (grey = OOM, * = fastest)", fontsize=9)
     fig.suptitle("decode latency by G1/G2 split and context")

@@ -1,11 +1,17 @@
 """`kvnand dse grid`: evaluate every design of a small discrete space, with the same outputs as a study.
 
-No optuna sampler: designs are enumerated (conditional parameters only where active), each workload point
-is evaluated once per process (`objectives` caches points, so published designs and repeated points are
-free), optionally over a pool of processes, and the rows go to the same exporter plus the Fig. 15-style
-heatmap. Published designs that fall between grid steps are added as extra rows. The designs are also
-stored as a finished optuna study (study.journal in the output folder), so `dse pareto` and optuna-dashboard
-open a grid like a search.
+No optuna sampler: designs are enumerated (conditional parameters only where active) and evaluated in
+chunks, each chunk's workload points together (`objectives.prefetch`: kvnand.evaluate_many, every context
+of a model in one walk of one program per design), optionally over a pool of processes (`--workers`: the
+chunks are split between them; the result does not depend on how). The rows go to the same exporter plus the
+Fig. 15-style heatmap, and every design to grid.npz (compressed columns: parameters, objectives, metrics).
+Published designs that fall between grid steps are added as extra rows. Unless `study=False`, the designs
+are also stored as a finished optuna study (study.journal in the output folder), so `dse pareto` and
+optuna-dashboard open a grid like a search.
+
+Beyond one machine: the chunks are independent, so a grid splits over machines as a Dask bag (or any task
+queue) of chunks, each worker running `_evaluate_chunk`, and the rows land in a shared optuna PostgreSQL
+storage as `dse run --storage postgresql://...` already does for searches; not built here.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import time
 from pathlib import Path
 
 from kvnand.dse import export
-from kvnand.dse.objectives import evaluate_design
+from kvnand.dse.objectives import evaluate_design, prefetch
 from kvnand.dse.space import Space, load_space
 from kvnand.dse.study import directions, save_grid
 
@@ -27,12 +33,19 @@ def _init(space_file: str) -> None:
     _space = load_space(space_file)
 
 
-def _evaluate(params: dict):
-    ev = evaluate_design(_space, params)
-    return ev.values, ev.feasible, ev.violated, ev.report, ev.constraints
+CHUNK = 64  # designs whose workload points are evaluated together
 
 
-def run_grid(space: Space, out: Path, workers: int = 1, log=print, progress=None) -> dict:
+def _evaluate_chunk(chunk: list[dict]) -> list[tuple]:
+    prefetch(_space, chunk)
+    out = []
+    for params in chunk:
+        ev = evaluate_design(_space, params)
+        out.append((ev.values, ev.feasible, ev.violated, ev.report, ev.constraints))
+    return out
+
+
+def run_grid(space: Space, out: Path, workers: int = 1, log=print, progress=None, study: bool = True) -> dict:
     """Evaluate every design; `progress(done, total)` is called as designs finish."""
     from kvnand.dse.study import check_workers
     from kvnand.io import check_output
@@ -45,20 +58,23 @@ def run_grid(space: Space, out: Path, workers: int = 1, log=print, progress=None
     combos += [json.loads(k) for k in known if k not in in_grid]
     log(f"grid '{space.name}': {len(combos)} designs x {len(space.points)} workload points, {workers} process(es)")
     t0 = time.monotonic()
-    results = []
+    results: list = []
+    size = max(1, min(CHUNK, -(-len(combos) // (4 * workers))))  # every worker gets several chunks
+    chunks = [combos[i:i + size] for i in range(0, len(combos), size)]
     if workers == 1:
         _init(space.file)
-        done = map(_evaluate, combos)
+        done = map(_evaluate_chunk, chunks)
     else:
         import multiprocessing
 
         pool = multiprocessing.get_context("spawn").Pool(workers, _init, (space.file,))
-        done = pool.imap(_evaluate, combos, chunksize=max(1, min(16, len(combos) // (4 * workers))))
+        done = pool.imap(_evaluate_chunk, chunks)
     try:
-        for r in done:
-            results.append(r)
-            if progress:
-                progress(len(results), len(combos))
+        for chunk in done:
+            for r in chunk:
+                results.append(r)
+                if progress:
+                    progress(len(results), len(combos))
     finally:
         if workers > 1:
             pool.terminate()
@@ -68,12 +84,41 @@ def run_grid(space: Space, out: Path, workers: int = 1, log=print, progress=None
             for i, (params, label, (values, feasible, violated, report, _)) in enumerate(
                 zip(combos, labels, results, strict=True))]
     summary = export.write_outputs(out, rows, list(space.spec.objectives), directions(space), heatmap=True)
-    url = save_grid(space, out, [(params, values, feasible, cons, {"violated": violated, "report": report}, label)
-                                 for params, label, (values, feasible, violated, report, cons)
-                                 in zip(combos, labels, results, strict=True)])
-    summary["files"].append("study.journal")
+    write_columns(Path(out) / "grid.npz", rows, list(space.spec.objectives))
+    summary["files"].append("grid.npz")
+    url = None
+    if study:
+        url = save_grid(space, out, [(params, values, feasible, cons, {"violated": violated, "report": report},
+                                      label) for params, label, (values, feasible, violated, report, cons)
+                                     in zip(combos, labels, results, strict=True)])
+        summary["files"].append("study.journal")
     summary.update({"space": space.file, "designs": len(rows), "elapsed_s": elapsed,
                     "designs_per_s": len(rows) / elapsed if elapsed > 0 else None, "study": space.name,
-                    "storage": url, "dashboard": f"optuna-dashboard {url}"})
+                    "storage": url, "dashboard": f"optuna-dashboard {url}" if url else None})
     export.write_json(Path(out) / "summary.json", summary)
     return summary
+
+
+def write_columns(path: Path, rows: list, objectives: list[str]) -> None:
+    """Every design as compressed columns: number, label, feasible, each parameter (NaN / "" where a
+    conditional parameter is not active), each objective and each scalar metric (NaN where undefined)."""
+    import numpy as np
+
+    from kvnand.io import atomic_path
+
+    params = list(dict.fromkeys(k for r in rows for k in r.params))
+    metrics = list(dict.fromkeys(k for r in rows for k, v in r.metrics.items() if not isinstance(v, (dict, list))))
+    cols = {"number": np.array([r.number for r in rows]), "label": np.array([r.label or "" for r in rows]),
+            "feasible": np.array([r.feasible for r in rows])}
+    for k in params:
+        vals = [r.params.get(k) for r in rows]
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals if v is not None)
+        cols[f"param.{k}"] = (np.array([np.nan if v is None else v for v in vals], dtype=float) if numeric
+                              else np.array(["" if v is None else str(v) for v in vals]))
+    for i, k in enumerate(objectives):
+        cols[f"objective.{k}"] = np.array([np.nan if r.values is None else r.values[i] for r in rows], dtype=float)
+    for k in metrics:
+        cols[f"metric.{k}"] = np.array([np.nan if r.metrics.get(k) is None else r.metrics[k] for r in rows],
+                                       dtype=float)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **cols)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kvnand.config.schema import Dram, Link, Npu
-from kvnand.program import Pipe, single_stage
+from kvnand.program import Pipe, pick, single_stage
 
 
 def dram_rate(dram: Dram) -> float:
@@ -27,10 +27,9 @@ def npu_matmul_pipe(npu: Npu, macs: float, kind: str, stream_bytes: float = 0.0,
                     stream_rate: float = float("inf"), label: str = "NPU PE array") -> Pipe:
     """A matmul on the NPU fed by a stream (DRAM, flash readout): the slower of compute and feed."""
     compute = 2 * macs / npu_peak(npu, kind)
-    feed = stream_bytes / stream_rate if stream_bytes else 0.0
-    if feed > compute:
-        return single_stage(label.replace("NPU PE array", "operand stream"), feed)
-    return single_stage(label, compute)
+    feed = stream_bytes / stream_rate  # 0 without a stream (0 bytes, or an infinite rate)
+    return pick(feed > compute, single_stage(label.replace("NPU PE array", "operand stream"), feed),
+                single_stage(label, compute))
 
 
 def npu_special_pipe(npu: Npu, elements: float, label: str = "NPU special function") -> Pipe:

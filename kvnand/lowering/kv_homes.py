@@ -17,7 +17,7 @@ from kvnand.hw.flash import FlashGroup
 from kvnand.hw.units import dram_rate, link_time, npu_matmul_pipe, npu_peak
 from kvnand.lowering.registry import Registry
 from kvnand.mapping.capacity import KvGrowth, Store
-from kvnand.program import Pipe, Seq, Task, single_stage
+from kvnand.program import Pipe, Seq, Task, ceil, maximum, pick, single_stage
 
 KV_HOMES: Registry = Registry("kv.store")
 
@@ -105,7 +105,7 @@ class KvHome:
     def prefill_write(self, lw, kv_bytes: float) -> Task:
         """The prompt's KV written to its home after the prefill: transferred in, then programmed."""
         g = lw.kvgroup
-        t_prog = math.ceil(kv_bytes / (g.page_bytes * g.planes)) * g.die.cell.tPROG
+        t_prog = ceil(kv_bytes / (g.page_bytes * g.planes)) * g.die.cell.tPROG
         resources, t_in, action = self._prefill_transfer(lw, kv_bytes)
         counts = ((f"{lw.part(g)}.program_bits", kv_bytes * 8), (action, kv_bytes * 8))
         return Task("kv.program", "prefill", resources, Pipe(("transfer in", "array program"), (t_in, t_prog),
@@ -130,7 +130,7 @@ def _link_append(lw, nbytes: float, buffer_bits: str, label: str) -> Task:
 
 def _over_link(lw, kv_bytes: float, t_channels: float, device: str) -> tuple[tuple[str, ...], float, str]:
     """The prompt's KV over the link into the device, then its channels: the slower sets the time."""
-    return (device, "link"), max(t_channels, link_time(lw.s.link, kv_bytes)), "link.bits"
+    return (device, "link"), maximum(t_channels, link_time(lw.s.link, kv_bytes)), "link.bits"
 
 
 @KV_HOMES.register("colocated")
@@ -235,20 +235,20 @@ class PlainNand(KvHome):
         sets the time."""
         g, link = lw.kvgroup, lw.s.link
         busiest, total = lw.kv_reads(kv_heads)
-        pipe, items = g.readout_pipe(), busiest  # one page per plane per multi-plane batch
+        read = g.readout_pipe()  # one page per plane per multi-plane batch
         bits = total * g.page_bytes * 8
         resources, link_counts = ("nand", "ch"), ()
         if link is not None:  # each batch of every die crosses the one link as one transfer
-            pipe = Pipe(pipe.names + (f"{link.name} link",), pipe.times + (link_time(link, bits / 8 / items),),
-                        pipe.holds + (("link",),))
+            read = Pipe(read.names + (f"{link.name} link",), read.times + (link_time(link, bits / 8 / busiest),),
+                        read.holds + (("link",),))
             resources, link_counts = ("nand", "link"), (("link.bits", bits),)
         npu_t = 2 * macs / npu_peak(lw.s.npu, lw.p.mac_kind)
-        if npu_t > pipe.makespan(items):
-            pipe, items = single_stage("NPU PE array", npu_t), 1
         # the bits cross the channel once: charged at the die's interface energy, not again as channel bits
         counts = (("nand.sense_bits", bits), ("nand.io_bits", bits), ("npu.ops", 2 * macs),
                   ("ctrl.ecc_decode_bits", bits), *link_counts)
-        return Task(name, stage, resources, pipe, items, counts)
+        return pick(npu_t > read.makespan(busiest),
+                    Task(name, stage, resources, single_stage("NPU PE array", npu_t), 1, counts),
+                    Task(name, stage, resources, read, busiest, counts))
 
     def append(self, lw, nbytes):
         if lw.s.link is not None:

@@ -18,7 +18,6 @@ System resources: "ifc" (the weight dies of a co-located design), "g1"/"g2" (KVN
 from __future__ import annotations
 
 import copy
-import math
 
 from kvnand.config.schema import KvPolicy, System
 from kvnand.errors import InputError
@@ -31,7 +30,7 @@ from kvnand.mapping.capacity import Fit, KvGrowth, Store, check
 from kvnand.mapping.gc import NO_GC, GcCost, combine, gc_per_token
 from kvnand.mapping.kv import KvLayout, attention_working_set, min_program_bytes
 from kvnand.mapping.weights import tile_gemv
-from kvnand.program import Loop, Pipeline, Seq, Task, single_stage
+from kvnand.program import Loop, Pipeline, Seq, Task, ceil, every, maximum, single_stage, where
 from kvnand.workload import kv_policy as kvp
 from kvnand.workload.graph import Operator, head_operators, layer_operators, prologue_operators
 from kvnand.workload.model import LayerKind, ModelSpec
@@ -67,13 +66,16 @@ def fit(system: System, model: ModelSpec, precision: Precision, context: int, po
     """Weights and the KV of `batch` sequences of `context` tokens, as the KV policy keeps it (and a draft
     model's weights and KV, on the system copy that places it), against the memories the placement puts them
     in; `max_context` is then the longest context every one of the `batch` sequences can have."""
-    stores = _stores(system, model, precision, policy, batch)
+    held = stores(system, model, precision, policy, batch)
     if draft is not None:
-        stores = merge_stores(stores, _stores(*draft, precision, policy, batch))
-    return check(stores, context)
+        held = merge_stores(held, stores(*draft, precision, policy, batch))
+    return check(held, context)
 
 
-def _stores(system: System, model: ModelSpec, precision: Precision, policy: KvPolicy, batch: int) -> list[Store]:
+def stores(system: System, model: ModelSpec, precision: Precision, policy: KvPolicy = kvp.DENSE,
+           batch: int = 1) -> list[Store]:
+    """The memories the placement puts weights and the KV of `batch` sequences (as the policy keeps it) in, and
+    what each holds."""
     per_token, windowed = kvp.kv_growth(policy, model.kv_growth(precision), model.kv_streams)
     kv = KvGrowth(per_token * batch, tuple((b * batch, w) for b, w in windowed))
     return KV_HOMES[system.kv.store].stores(system, model.weight_bytes(precision), kv,
@@ -145,18 +147,38 @@ class Lowering:
 
     def __init__(self, system: System, model: ModelSpec, precision: Precision, context: int,
                  policy: KvPolicy = kvp.DENSE, *, batch: int = 1, queries: int = 1, accepted: float = 1.0):
-        self.s, self.m, self.p, self.context, self.policy = system, model, precision, context, policy
+        self.s, self.m, self.p, self.policy = system, model, precision, policy
         self.batch, self.queries, self.accepted = batch, queries, accepted
         self.cols = batch * queries
-        self.stored = max(k.context(context) for k, _ in model.layer_kinds)  # tokens written to the cache
-        self.held = kvp.held(policy, self.stored)
-        self.L = kvp.attended(policy, self.held)
+        self._set_context(context)
         self.weights = WEIGHT_HOMES[system.placement.weights]
         self.kv_home = KV_HOMES[system.kv.store]
         self.site = ATTENTION_SITES[system.placement.attention]
         self.split_alpha: float | None = None  # READ_COMPUTE fraction chosen by flash_split, for the record
         self.wgroup, self.kvgroup = self.kv_home.groups(system)
         self.layout = self._kv_layout()
+        # parts that do not depend on the context, made once for this lowering and its copies `at` other
+        # contexts (a memoized maker must not read self.context or self.L)
+        self._memo: dict = {}
+
+    def _set_context(self, context) -> None:
+        self.context = context
+        self.stored = _longest(k.context(context) for k, _ in self.m.layer_kinds)  # tokens written to the cache
+        self.held = kvp.held(self.policy, self.stored)
+        self.L = kvp.attended(self.policy, self.held)
+
+    def at(self, context) -> Lowering:
+        """This lowering at another context (a number or an array of contexts), sharing what does not
+        depend on it: the die groups, the KV layout and the context-independent parts of the program."""
+        lw = copy.copy(self)
+        lw._set_context(context)
+        return lw
+
+    def _once(self, key, make):
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = self._memo[key] = make()
+        return hit
 
     # ------------------------------------------------------------------ placement of the KV pages
     def _kv_layout(self) -> KvLayout | None:
@@ -206,6 +228,11 @@ class Lowering:
 
     def on_chip_error(self) -> str | None:
         """The first on-chip memory the dataflow overflows (reported like an OOM), or None."""
+        error = self.buffer_error()
+        return self.logit_error() if error is None and self.logits_overflow() else error
+
+    def buffer_error(self) -> str | None:
+        """The first on-chip buffer the dataflow overflows whatever the context (the KV and global buffers)."""
         s, m, lay = self.s, self.m, self.layout
         logic = s.flash.logic if s.flash is not None else None
         if lay is not None and self.site.name == "flash_pe" and logic is not None:
@@ -218,13 +245,16 @@ class Lowering:
             return (f"{where}: {max(lay.staging_bytes, 0) / 1024:.2f} KiB left for KV writes cannot stage one "
                     f"minimum program ({lay.min_program:.0f} B) per active page")
         if logic is not None and logic.global_buffer > 0 and self.weights.name == "flash_pe":
-            error = _global_buffer_error(s, self.wgroup, m, self.p)
-            if error is not None:
-                return error
-        if self.logit_rounds() > heads_per_phase(s, m):  # not even one KV head's logits fit
-            return (f"NPU SRAM: the logits of one head group at {self.L} tokens "
-                    f"({self._logit_bytes(1) / 2**20:.2f} MiB) exceed {s.npu.sram / 2**20:.2f} MiB")
+            return _global_buffer_error(s, self.wgroup, m, self.p)
         return None
+
+    def logits_overflow(self):
+        """Whether not even one KV head's logits fit the NPU SRAM (per point for a batch of contexts)."""
+        return self.logit_rounds() > heads_per_phase(self.s, self.m)
+
+    def logit_error(self) -> str:
+        return (f"NPU SRAM: the logits of one head group at {self.L} tokens "
+                f"({self._logit_bytes(1) / 2**20:.2f} MiB) exceed {self.s.npu.sram / 2**20:.2f} MiB")
 
     def _logit_bytes(self, kv_heads: int) -> float:
         return kv_heads * (self.m.heads // self.m.kv_heads) * self.keys_per_head() * self.p.act_bytes
@@ -241,7 +271,7 @@ class Lowering:
         sram = self.s.npu.sram
         if not sram or self.site.name == "csd":
             return 1
-        return max(1, math.ceil(self._logit_bytes(heads_per_phase(self.s, self.m)) / sram - 1e-12))
+        return maximum(1, ceil(self._logit_bytes(heads_per_phase(self.s, self.m)) / sram - 1e-12))
 
     # ------------------------------------------------------------------ shared task makers
     def xfer(self, name: str, stage: str, bytes_per_channel: float, total_bytes: float,
@@ -270,7 +300,7 @@ class Lowering:
                 if self.held > recent else (0.0, 0.0)
             all_b, all_t = lay.phase_reads(self.stored, heads)
             return min(all_b, new_b + old_b), min(all_t, new_t + old_t)
-        if self.L >= self.held:
+        if every(self.L >= self.held):  # (every point of a batch: only dense policies are batched)
             return lay.phase_reads(self.L, heads)
         return lay.sparse_phase_reads(self.held, self.L, pol.granularity, heads)
 
@@ -361,10 +391,11 @@ class Lowering:
     def _attention_rounds(self, heads: int):
         """Attention of `heads` KV heads at once, in rounds when their logits overflow the NPU SRAM."""
         r = self.logit_rounds()
-        return self.attention(heads) if r == 1 else Loop(self.attention(math.ceil(heads / r)), r,
-                                                         name="attention rounds (NPU SRAM)")
+        # a batch whose points need different rounds takes the loop everywhere (one round: the same numbers)
+        return self.attention(heads) if every(r == 1) else Loop(self.attention(ceil(heads / r)), r,
+                                                                name="attention rounds (NPU SRAM)")
 
-    def _mla_block(self, ops: list[Operator]) -> list:
+    def _mla_block(self, ops: list[Operator], kind: LayerKind) -> list:
         """MLA's attention block, one operator after another (the latent is one head group; an expanded cache
         has every head's K and V, attended at once or head group by head group)."""
         m, parts = self.m, []
@@ -376,33 +407,35 @@ class Lowering:
                 parts.append(self._attention_rounds(hp) if hp == m.kv_heads else
                              Loop(self.attention(1), m.kv_heads, name="head groups (serial)"))
             elif op.kind == "kv_write":
-                parts.append(self.kv_home.append(self, op.kv_bytes * self.cols))
+                parts.append(self._once(("append", op.kv_bytes),
+                                        lambda op=op: self.kv_home.append(self, op.kv_bytes * self.cols)))
             else:
-                parts.append(self._place(op, op.name))
+                parts.append(self._once(("mla", kind, op.name), lambda op=op: self._place(op, op.name)))
         return parts
 
     def _attention_block(self):
         """QKV and attention of a layer, plus the O-projection when it joins the head-group pipeline."""
         m, sch = self.m, self.s.schedule
         heads = heads_per_phase(self.s, m)
-        bcast, compute, rest = self._qkv(heads)
+        bcast, compute, rest = self._once(("qkv", heads), lambda: self._qkv(heads))
         o_full = (m.heads * m.head_dim, m.hidden)
+        o_proj = self._once("o_proj", lambda: self.gemv("o_proj", "o_proj", *o_full))
         if heads == m.kv_heads:
-            return [bcast, compute, rest, self._attention_rounds(heads), self.gemv("o_proj", "o_proj", *o_full)]
+            return [bcast, compute, rest, self._attention_rounds(heads), o_proj]
         if sch.hg_pipeline and not self.kv_home.shares_weight_dies:
             # discrete designs: QKV of HG i+1 (weights' dies) overlaps attention of HG i (KV's home); the QKV
             # input vector is the same for every head group, so it is broadcast once
             if not sch.overlap_o_proj:
                 return [bcast, Pipeline(compute, Seq((rest, self.attention(1))), m.kv_heads, name="head groups"),
-                        self.gemv("o_proj", "o_proj", *o_full)]
+                        o_proj]
             # O-projection rows of HG i run on the weights' dies as soon as its attention output is back; the
             # partial sums accumulate in the dies' global buffers and leave once per layer
-            o_in, o_compute, o_out = self.weights.gemv_parts(self, "o_proj", "o_proj",
-                                                             (m.heads // m.kv_heads) * m.head_dim, m.hidden)
+            o_in, o_compute, o_out = self._once("o_proj parts", lambda: self.weights.gemv_parts(
+                self, "o_proj", "o_proj", (m.heads // m.kv_heads) * m.head_dim, m.hidden))
             return [bcast, Pipeline(compute, Seq((rest, self.attention(1), o_in, o_compute)), m.kv_heads,
                                     name="head groups"), o_out]
         return [bcast, Loop(Seq((compute, rest, self.attention(1))), m.kv_heads, name="head groups (serial)"),
-                self.gemv("o_proj", "o_proj", *o_full)]
+                o_proj]
 
     def _place(self, op: Operator, stage: str) -> Task | Seq:
         """A vector operator on the NPU's special-function units, the MoE router on the NPU's PE array, a
@@ -427,13 +460,15 @@ class Lowering:
         """The workload's layer operators of `kind` in order; QKV through the O-projection form the attention
         block, scheduled by head groups, over the context the kind attends over."""
         lw = self.for_kind(kind)
-        ops = layer_operators(self.m, self.p, self.context, kind=kind)
+        # the operator sequence does not depend on the context (attention is lowered from L, not from its
+        # operators' counts): listed once
+        ops = self._once(("ops", kind), lambda: layer_operators(self.m, self.p, 1, kind=kind))
         parts = []
         for op in ops:
             if op.name == "qkv":
-                parts += lw._mla_block(ops) if self.m.mla else lw._attention_block()
+                parts += lw._mla_block(ops, kind) if self.m.mla else lw._attention_block()
             elif op.name not in ATTENTION_BLOCK:
-                parts.append(lw._place(op, "ffn"))
+                parts.append(self._once(("ffn", kind, op.name), lambda op=op: lw._place(op, "ffn")))
         return Seq(tuple(parts), name="layer")
 
     def layers(self) -> list[Loop]:
@@ -443,9 +478,12 @@ class Lowering:
                 for k, n in kinds]
 
     def decode_step(self) -> Seq:
-        prologue = [self._place(op, "lm_head") for op in prologue_operators(self.m, self.p)]
-        head = [self._place(op, "lm_head") for op in head_operators(self.m, self.p)]
-        return Seq((*prologue, *self.layers(), *head, self.kv_home.program(self)), name="decode step")
+        # (the READ_COMPUTE fraction flash_split chose is the one of the step's own GEMVs, made here)
+        (prologue, head, kv), self.split_alpha = self._once("step", lambda: ((
+            [self._place(op, "lm_head") for op in prologue_operators(self.m, self.p)],
+            [self._place(op, "lm_head") for op in head_operators(self.m, self.p)], self.kv_home.program(self)),
+            self.split_alpha))
+        return Seq((*prologue, *self.layers(), *head, kv), name="decode step")
 
     def prefill(self, n: int) -> Seq:
         """Prefill of n prompt tokens of each of the `batch` sequences: GEMMs on the NPU (or host) with weights
@@ -454,7 +492,8 @@ class Lowering:
         m, p, b = self.m, self.p, self.batch
         loops = []
         for kind, count in m.layer_kinds:
-            per_layer_w = sum(x.in_dim * x.out_dim * x.active for x in m.matrices(kind.moe))
+            per_layer_w = self._once(("weights", kind), lambda k=kind: sum(x.in_dim * x.out_dim * x.active
+                                                                          for x in m.matrices(k.moe)))
             stream = self.weights.prefill_stream(self, per_layer_w * n * b, per_layer_w * p.weight_bytes)
             attn_macs = m.prefill_macs_per_key * _causal_keys(n, kind.window) * b
             attn = Task("layer.attention", "prefill", ("npu",), npu_matmul_pipe(self.s.npu, attn_macs, p.mac_kind),
@@ -476,9 +515,17 @@ class Lowering:
 
 def _causal_keys(n: int, window: int | None) -> float:
     """Query-key pairs of a causal prefill of n tokens, each query seeing at most `window` keys."""
-    if window is None or window >= n:
+    if window is None:
         return n * (n + 1) / 2
-    return window * (window + 1) / 2 + (n - window) * window
+    return where(window >= n, n * (n + 1) / 2, window * (window + 1) / 2 + (n - window) * window)
+
+
+def _longest(contexts):
+    """The largest of the layer kinds' contexts (per point for a batch)."""
+    out = None
+    for c in contexts:
+        out = c if out is None else maximum(out, c)
+    return out
 
 
 def _label(kind: LayerKind) -> str:

@@ -17,7 +17,7 @@ from kvnand.hw.units import dram_rate, npu_matmul_pipe, npu_peak
 from kvnand.lowering.registry import Registry
 from kvnand.mapping.capacity import Store
 from kvnand.mapping.weights import tile_gemv
-from kvnand.program import Seq, Task, single_stage
+from kvnand.program import Seq, Task, pick, single_stage
 
 WEIGHT_HOMES: Registry = Registry("placement.weights")
 
@@ -80,7 +80,7 @@ class _Flash(WeightHome):
         pages = math.ceil(wbytes / (g.page_bytes * g.planes))
         read_t = g.readout_pipe().makespan(pages)
         npu_t = 2 * macs / npu_peak(lw.s.npu, lw.p.mac_kind)
-        pipe = single_stage("flash readout", read_t) if read_t >= npu_t else single_stage("NPU PE array", npu_t)
+        pipe = pick(read_t >= npu_t, single_stage("flash readout", read_t), single_stage("NPU PE array", npu_t))
         return Task("layer.gemm", "prefill", (g.name, "ch", "npu"), pipe, 1,
                     (("flash.sense_bits", wbytes * 8), ("ch.bits", wbytes * 8), ("npu.ops", 2 * macs)))
 

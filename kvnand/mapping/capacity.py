@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from kvnand.program import minimum
+
 
 class KvGrowth(NamedTuple):
     """How a KV cache grows with the context: bytes per token for good, plus (bytes per token, window) of
@@ -19,7 +21,7 @@ class KvGrowth(NamedTuple):
     windowed: tuple[tuple[float, int], ...] = ()
 
     def at(self, context: int) -> float:
-        return self.per_token * context + sum(b * min(context, w) for b, w in self.windowed)
+        return self.per_token * context + sum(b * minimum(context, w) for b, w in self.windowed)
 
 
 class Store(NamedTuple):
@@ -77,3 +79,18 @@ def _longest(room: float, per_tok: float, windowed: tuple[tuple[float, int], ...
             break
         used, c, slope = used + slope * (w - c), w, slope - b
     return math.inf if slope <= 0 else math.floor(c + (room - used) / slope)
+
+
+def check_many(stores: list[Store], contexts) -> tuple:
+    """check() at every context of an array: (OOM per point, reason per point or None, longest context that
+    fits, {memory: used bytes per point}). The reasons are check()'s own, worded at each OOM point."""
+    import numpy as np
+
+    used = {s.name: s.used(contexts) for s in stores}
+    oom = np.zeros(np.shape(contexts), dtype=bool)
+    for s in stores:
+        oom |= used[s.name] > s.capacity_bytes
+    reasons = [None] * len(oom)
+    for i in np.flatnonzero(oom):
+        reasons[i] = check(stores, int(contexts[i])).reason
+    return oom, reasons, check(stores, 1).max_context, used

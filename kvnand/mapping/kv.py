@@ -44,6 +44,8 @@ import math
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
+from kvnand.program import batched, ceil
+
 
 def min_program_bytes(page: float, nop: int, codeword: float) -> float:
     """Smallest legal program: whole codewords, at least page / NOP."""
@@ -176,18 +178,25 @@ class KvLayout:
     # ---- reads ----
     def group_pages(self, context: int) -> int:
         """Pages sensed to read one co-read group over `context` tokens."""
-        if context <= 0:
+        if not batched(context) and context <= 0:
             return 0
-        return math.ceil(self.co_read * context * self.unit / self.group_bytes_per_page - 1e-9)
+        return ceil(self.co_read * context * self.unit / self.group_bytes_per_page - 1e-9)
 
     def phase_reads(self, context: int, heads: int) -> tuple[float, float]:
         """Page reads to fetch K (or V) of `heads` KV heads of one layer over `context` tokens:
         (pages on the busiest plane, pages in total)."""
-        if context <= 0 or heads <= 0:
+        if not (batched(context) or batched(heads)) and (context <= 0 or heads <= 0):
             return 0.0, 0.0
         if self.mapping == "page":
             n = self.group_pages(context)
-            return float(math.ceil(n / self.planes_per_stream)), float(math.ceil(heads / self.co_read) * n)
+            return 1.0 * ceil(n / self.planes_per_stream), 1.0 * (ceil(heads / self.co_read) * n)
+        if batched(context) or batched(heads):  # a batch: each distinct point once (the reads are enumerated)
+            import numpy as np
+
+            c, h = np.broadcast_arrays(context, heads)
+            pairs = {(int(a), int(b)) for a, b in zip(c, h, strict=True)}
+            got = {ab: self.phase_reads(*ab) for ab in pairs}
+            return tuple(np.array([got[(int(a), int(b))][j] for a, b in zip(c, h, strict=True)]) for j in (0, 1))
         return naive_phase_reads(self.planes, self.streams_per_head * self.layers, self.kv_heads, self.unit,
                                  self.page, context, heads)
 

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 from kvnand.errors import InputError
 from kvnand.report.cache import Cache
-from kvnand.scenario import context_label
 
 # The paper's comparison (KVNAND Sec. V, Fig. 12): what `kvnand report` runs with no arguments.
 PAPER_SYSTEMS = ("base1", "base2", "kvnand-c16", "kvnand-d:auto")
@@ -77,23 +76,35 @@ def public(record: dict) -> dict:
 def run(points: list[Point], *, precision: str | None, mode: str, overrides: dict, cache: Cache,
         refresh: str | None = None, spec: dict | None = None) -> list[dict]:
     """Evaluate every point (cache first); a progress bar on stderr when it is a terminal. `spec`: the
-    speculative decoding keywords of evaluate() (spec_draft, spec_k, spec_accept) for every point."""
-    spec = spec or {}
+    speculative decoding keywords of evaluate() (spec_draft, spec_k, spec_accept) for every point. The plain
+    points a (system, model) pair misses are evaluated together (kvnand.evaluate_many), batched or
+    speculative ones one by one; each is stored as soon as it is computed."""
+    from kvnand.evaluation import evaluate, evaluate_many, records
     from kvnand.report.terminal import progress_bar
 
-    out = []
+    spec = spec or {}
+    decodes = [{"batch": p.batch, **spec} if p.batch is not None or spec else None for p in points]
+    keys = [cache.key(p.system, p.model, p.context, precision, mode, overrides, refresh, d)
+            for p, d in zip(points, decodes, strict=True)]
+    out: list = [cache.get(k) for k in keys]
+    missing: dict[tuple[str, str, bool], list[int]] = {}
+    for i, p in enumerate(points):
+        if out[i] is None:
+            missing.setdefault((p.system, p.model, decodes[i] is None), []).append(i)
     with progress_bar("report", len(points)) as update:
-        for p in points:
+        done = len(points) - sum(len(v) for v in missing.values())
+        for (system, model, plain), idx in missing.items():
             if update:
-                update(len(out), description=f"{p.model} {context_label(p.context)} {p.system}")
-            decode = {"batch": p.batch, **spec} if p.batch is not None or spec else None
-            key = cache.key(p.system, p.model, p.context, precision, mode, overrides, refresh, decode)
-            record = cache.get(key)
-            if record is None:
-                from kvnand.evaluation import evaluate
-
-                record = public(evaluate(p.system, p.model, p.context, precision=precision, mode=mode,
-                                         overrides=overrides, refresh=refresh, **(decode or {})))
-                cache.put(key, record)
-            out.append(record)
+                update(done, description=f"{model} {system} ({len(idx)} points)")
+            if plain:
+                contexts = list(dict.fromkeys(points[i].context for i in idx))
+                recs = dict(zip(contexts, records(evaluate_many(system, model, contexts, precisions=precision,
+                                                                overrides=[overrides], mode=mode, refresh=refresh)),
+                                strict=True))
+            for i in idx:
+                out[i] = public(recs[points[i].context] if plain else
+                                evaluate(system, model, points[i].context, precision=precision, mode=mode,
+                                         overrides=overrides, refresh=refresh, **decodes[i]))
+                cache.put(keys[i], out[i])
+            done += len(idx)
     return out

@@ -33,7 +33,13 @@ class LayerKind:
 
     def context(self, context: int) -> int:
         """Tokens this layer attends over (and keeps in its cache) at `context`."""
-        return context if self.window is None else min(context, self.window)
+        if self.window is None:
+            return context
+        if getattr(context, "ndim", 0):  # an array of contexts (a batch, kvnand.program)
+            import numpy as np
+
+            return np.minimum(context, self.window)
+        return min(context, self.window)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,160 @@
+"""evaluate_many (the array path of the fast engine) against evaluate(), point by point."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kvnand.errors import InputError
+from kvnand.evaluation import evaluate, evaluate_many, records
+from kvnand.lowering.step import Lowering
+
+SYSTEMS = ["kvnand-c16", "kvnand-d", "kvnand-d:auto", "base1", "base2", "cambricon-llm-s", "cambricon-llm-m",
+           "cambricon-llm-l", "csd-offload", "lincoln", "cxl-kv"]
+# dense, GQA, MoE, sliding-window (gemma2, mistral), MLA + MoE (deepseek-v2-lite)
+MODELS = ["llama3.1-70b", "llama3.1-8b", "opt-6.7b", "mixtral-8x7b", "gemma2-9b", "mistral-7b-v0.1",
+          "deepseek-v2-lite", "qwen3-30b-a3b"]
+OVERRIDES = [{}, {"dies": 16}, {"mapping": "naive"}, {"hg_pipeline": False}, {"page_size": "4 KiB"}]
+REL = 1e-12
+
+
+def differences(a, b, path="") -> list[str]:
+    """Where two records differ: keys, strings, flags exactly; numbers at REL relative."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        if list(a) != list(b) and set(a) != set(b):
+            return [f"{path}: keys {sorted(set(a) ^ set(b))}"]
+        return [d for k in a for d in differences(a[k], b[k], f"{path}.{k}")]
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        if len(a) != len(b):
+            return [f"{path}: length {len(a)} != {len(b)}"]
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in differences(x, y, f"{path}[{i}]")]
+    if isinstance(a, float) or isinstance(b, float):
+        if not (isinstance(a, (int, float)) and isinstance(b, (int, float))) or isinstance(a, bool) or \
+                isinstance(b, bool) or not math.isclose(a, b, rel_tol=REL, abs_tol=0.0):
+            return [f"{path}: {a!r} != {b!r}"]
+        return []
+    return [] if a == b and type(a) is type(b) else [f"{path}: {a!r} != {b!r}"]
+
+
+def check_equal(system, model, contexts, precision=None, overrides=None, **kw):
+    cols = evaluate_many(system, model, contexts, precisions=precision, overrides=[overrides or {}], **kw)
+    for c, rec in zip(contexts, records(cols), strict=True):
+        ref = evaluate(system, model, c, precision=precision, overrides=overrides or {}, **kw)
+        diff = differences(ref, rec)
+        assert not diff, f"{system} {model} {c} {precision} {overrides}: {diff[:5]}"
+    return cols
+
+
+contexts_st = st.lists(st.integers(min_value=0, max_value=60).map(lambda e: max(1, int(10 ** (e / 10)))),
+                       min_size=1, max_size=6)
+
+
+@pytest.mark.slow
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(system=st.sampled_from(SYSTEMS), model=st.sampled_from(MODELS), contexts=contexts_st,
+       precision=st.sampled_from([None, "bf16", "w8a8", "w4a16"]), overrides=st.sampled_from(OVERRIDES))
+def test_evaluate_many_equals_evaluate(system, model, contexts, precision, overrides):
+    if overrides and not system.startswith("kvnand"):
+        overrides = {}  # the flash layout keys belong to the IFC systems
+    if overrides.get("mapping") == "naive":
+        contexts = [min(c, 100_000) for c in contexts]  # the naive log is enumerated page by page
+    cols = check_equal(system, model, contexts, precision, overrides)
+    assert not cols["fallback"].any()  # every preset takes the array path
+    assert list(cols["oom"]) == [r["oom"] for r in records(cols)]
+
+
+def test_columns_hold_every_point_in_order():
+    cols = evaluate_many(["kvnand-c16", "base1"], "llama3.1-8b", [128, 100_000, 10**9],
+                         precisions=[None, "w4a16"], overrides={"dies": [8, 16]})
+    n = 2 * 2 * 2 * 3
+    assert len(cols["context"]) == n and list(cols["context"][:3]) == [128, 100_000, 10**9]
+    assert cols["system"][:12] == ["kvnand-c16"] * 12 and cols["overrides"][6] == {"dies": 16}
+    assert cols["oom"][2] and cols["oom_reason"][2] and math.isnan(cols["tokens_per_s"][2])
+    assert not cols["oom"][0] and cols["tokens_per_s"][0] > 0 and cols["oom_reason"][0] is None
+    assert all(len(v) == n for v in cols["breakdown_s"].values())
+    assert cols["cost_usd"][0] > 0 and not cols["fallback"].any()
+
+
+def test_auto_split_ranks_every_split_like_evaluate():
+    cols = check_equal("kvnand-d:auto", "llama3.1-70b", [1, 1000, 30_000, 300_000, 3_000_000],
+                       overrides={"dies": 16})
+    assert len({c["split"] for c in cols["config"] if "split" in c}) >= 1
+
+
+def test_a_lowering_the_array_path_cannot_take_falls_back_to_evaluate(monkeypatch):
+    softmax = Lowering.softmax
+
+    def scalar_only(self, q_heads):  # a branch on the context, as a new feature might add
+        return softmax(self, q_heads) if self.L > 0 else None
+
+    monkeypatch.setattr(Lowering, "softmax", scalar_only)
+    cols = check_equal("kvnand-c16", "llama3.1-8b", [128, 4096, 100_000])
+    assert cols["fallback"].all()
+
+
+def test_event_mode_is_evaluated_point_by_point():
+    cols = check_equal("kvnand-c16", "llama3.1-8b", [128, 1000], mode="event")
+    assert cols["fallback"].all() and cols["mode"] == ["event", "event"]
+
+
+def test_bad_contexts_are_one_input_error():
+    for bad in ([0, 5], [1.5], [True], "1k"):
+        with pytest.raises(InputError):
+            evaluate_many("kvnand-c16", "llama3.1-8b", bad)
+    assert np.isnan(evaluate_many("kvnand-c16", "llama3.1-70b", [10**9])["latency_s"][0])
+
+
+@pytest.mark.slow  # two grids, one of them over a pool of two processes
+def test_dse_grid_with_two_workers_equals_one(tmp_path):
+    from pathlib import Path
+
+    from kvnand.dse.grid import run_grid
+    from kvnand.dse.space import load_space
+
+    space = load_space(Path(__file__).resolve().parent.parent / "dse" / "smoke.yaml")
+    one = run_grid(space, tmp_path / "1", workers=1, log=lambda *a: None, study=False)
+    two = run_grid(space, tmp_path / "2", workers=2, log=lambda *a: None, study=False)
+    assert one["designs"] == two["designs"] > 0 and "study.db" not in one["files"]
+    assert (tmp_path / "1" / "trials.csv").read_text() == (tmp_path / "2" / "trials.csv").read_text()
+    a, b = np.load(tmp_path / "1" / "grid.npz"), np.load(tmp_path / "2" / "grid.npz")
+    assert sorted(a.files) == sorted(b.files) and "objective.latency_s" in a.files
+    for k in a.files:
+        assert np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f"), k
+    assert len(a["number"]) == one["designs"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.sampled_from([0.0, 1.0, 2.0, 3.0, math.inf]), min_size=3, max_size=3), max_size=25),
+       st.lists(st.sampled_from(["minimize", "maximize"]), min_size=3, max_size=3))
+def test_pareto_front_is_every_point_no_other_dominates(values, directions):
+    from kvnand.dse.objectives import dominates, non_dominated
+
+    expected = [not any(dominates(q, p, directions) for q in values) for p in values]
+    assert non_dominated(values, directions) == expected
+
+
+def test_heatmap_draws_a_panel_whose_every_point_is_out_of_memory():
+    from kvnand.dse.export import Row, heatmap_figure
+
+    def point(model, context, oom):
+        return {"model": model, "precision": "bf16", "context": context, "oom": oom,
+                "latency_s": None if oom else 0.01 * context, "config": {"kv_store": "flash_group", "g1_dies": 7,
+                                                                         "g2_dies": 1}}
+
+    rows = [Row(0, "COMPLETE", {}, [1.0], True, report={"points": [point("big", 1000, True), point("big", 2000, True),
+                                                                    point("small", 1000, False)]})]
+    fig = heatmap_figure(None, rows)
+    assert fig is not None and len(fig.axes) >= 2
+
+
+def test_policy_points_fall_back_to_evaluate():
+    """A KV policy (eviction and selection branch on the context) is evaluated point by point, and equals
+    evaluate()."""
+    cols = evaluate_many("kvnand-c16", "llama3.1-8b", [1000, 20_000], overrides=[{"kv_policy": "h2o"}])
+    assert cols["fallback"].all()
+    for rec, c in zip(records(cols), (1000, 20_000), strict=True):
+        assert rec["latency_s"] == evaluate("kvnand-c16", "llama3.1-8b", c, kv_policy="h2o")["latency_s"]
