@@ -19,7 +19,7 @@ PAPER_CONTEXTS = (128, 1000, 10_000, 100_000)
 
 
 @dataclass(frozen=True)
-class Point:
+class SweepPoint:
     system: str
     model: str
     context: int
@@ -64,8 +64,8 @@ def check_inputs(systems: list[str], models: list[str], precision: str | None, o
 
 
 def grid(systems: list[str], models: list[str], contexts: list[int],
-         batches: list[int | None] = (None,)) -> list[Point]:
-    return [Point(s, m, c, b) for m in models for c in contexts for s in systems for b in batches]
+         batches: list[int | None] = (None,)) -> list[SweepPoint]:
+    return [SweepPoint(s, m, c, b) for m in models for c in contexts for s in systems for b in batches]
 
 
 def public(record: dict) -> dict:
@@ -73,7 +73,7 @@ def public(record: dict) -> dict:
     return json.loads(json.dumps({k: v for k, v in record.items() if not k.startswith("_")}, default=float))
 
 
-def run(points: list[Point], *, precision: str | None, mode: str, overrides: dict, cache: Cache,
+def run(points: list[SweepPoint], *, precision: str | None, mode: str, overrides: dict, cache: Cache,
         refresh: str | None = None, spec: dict | None = None) -> list[dict]:
     """Evaluate every point (cache first); a progress bar on stderr when it is a terminal. `spec`: the
     speculative decoding keywords of evaluate() (spec_draft, spec_k, spec_accept) for every point. The plain
