@@ -56,7 +56,7 @@ def _trace(points: list[sweep.SweepPoint], results: list[dict], precision, overr
     r = evaluate(p.system, p.model, p.context, precision=precision, mode="event", overrides=overrides,
                  with_timeline=True)
     label = f"{r['system']} | {r['model']} | {context_label(r['context'])} tokens | {r['precision']}"
-    return json_text(chrome_trace([(label, r["_timeline"])]), separators=(",", ":"))
+    return json_text(chrome_trace([(label, r.timeline)]), separators=(",", ":"))
 
 
 def _references(results: list[dict], mode: str, overrides: dict, cache: Cache, refresh: str | None) -> list[dict]:

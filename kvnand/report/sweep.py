@@ -6,11 +6,11 @@ point is stored in the cache before the next starts, so an interrupted sweep res
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from kvnand.errors import InputError
 from kvnand.report.cache import Cache
+from kvnand.result import Result
 
 # The paper's comparison (KVNAND Sec. V, Fig. 12): what `kvnand report` runs with no arguments.
 PAPER_SYSTEMS = ("base1", "base2", "kvnand-c16", "kvnand-d:auto")
@@ -69,8 +69,8 @@ def grid(systems: list[str], models: list[str], contexts: list[int],
 
 
 def public(record: dict) -> dict:
-    """The record as JSON sees it: no `_` keys (timeline, program), tuples as lists, numpy scalars as floats."""
-    return json.loads(json.dumps({k: v for k, v in record.items() if not k.startswith("_")}, default=float))
+    """The record as JSON sees it (Result.to_json: tuples as lists, numpy scalars as floats, no NaN)."""
+    return Result.of(record).to_json()
 
 
 def run(points: list[SweepPoint], *, precision: str | None, mode: str, overrides: dict, cache: Cache,
