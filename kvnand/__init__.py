@@ -1,8 +1,9 @@
 """kvnand: a cycle-approximate model of in-flash computing (3D NAND + logic die) for LLM inference.
 
 `kvnand.evaluate(system, model, context, precision=..., mode="fast"|"event", overrides={})` returns one
-result record (a `kvnand.Result`: the record dict, with typed numbers and `.to_json()`); `kvnand.evaluate_many(system, model, contexts, precisions=..., overrides=...)` the same fields
-as columns over many points (`kvnand.records(columns)`: the records); the `kvnand` command (kvnand.cli)
+result record (a `kvnand.Result`: the record dict, with typed numbers and `.to_json()`);
+`kvnand.evaluate_many(system, model, contexts, precisions=..., overrides=...)` the same fields as columns over
+many points (`kvnand.records(columns)`: the records); the `kvnand` command (kvnand.cli)
 prints reports, validation, reliability and DSE.
 Heavy dependencies are imported lazily so that `import kvnand` stays fast.
 """

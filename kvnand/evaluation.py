@@ -16,7 +16,7 @@ from kvnand.energy.tables import price
 from kvnand.errors import InputError
 from kvnand.lowering.decode import DecodeStep
 from kvnand.lowering.step import Lowering, check_composition, heads_per_phase, stores
-from kvnand.mapping.capacity import check_many
+from kvnand.mapping.capacity import check, check_many
 from kvnand.program import ceil, count_actions
 from kvnand.result import Result
 from kvnand.scenario import Decode, Point, Scenario, resolve, split_auto
@@ -72,7 +72,10 @@ MAX_DESIGNS = 4096
 
 def design(system: str, model: str, precision: str | None, overrides: dict) -> Design:
     """The Design of a concrete system (cached, bounded)."""
-    sc = resolve(Point(system, model, 1, precision, overrides))
+    return _design_of(system, resolve(Point(system, model, 1, precision, overrides)), overrides)
+
+
+def _design_of(system: str, sc: Scenario, overrides: dict) -> Design:
     key = (id(sc.system), sc.model, sc.precision)
     hit = _DESIGNS.get(key)
     if hit is not None and hit.system is sc.system:
@@ -141,8 +144,10 @@ def _evaluate(system: str, model: str, context: int, precision: str | None, mode
     sc = resolve(Point(system, model, context, precision, overrides, decode))
     sys_cfg, spec, prec = sc.system, sc.model, sc.precision
     check_composition(sys_cfg)
-    step = DecodeStep(sc)
-    fitted = step.fit()
+    # a plain step with every token kept: the design's context-independent parts are made once (Design)
+    d = _design_of(system, sc, overrides) if not decode.active and kvp.is_dense(sc.policy) else None
+    step = DecodeStep(sc, d.lowering.at(context) if d is not None else None)
+    fitted = check(d.stores, context) if d is not None else step.fit()
     record = Result({
         "system": system, "model": spec.name, "context": context, "precision": prec.name,
         "mode": mode, "oom": fitted.oom, "oom_reason": fitted.reason, "max_context": fitted.max_context,
@@ -157,7 +162,7 @@ def _evaluate(system: str, model: str, context: int, precision: str | None, mode
     policy_given = any(is_policy_key(k) for k in overrides)
     if policy_given:
         record["config"]["kv_policy"] = policy_summary(sc.policy)
-    record.update(_memories(system, overrides))
+    record.update(d.memories() if d is not None else _memories(system, overrides))
     if fitted.oom:
         return record
     if prebuilt is not None:
