@@ -12,6 +12,11 @@ import json
 from typing import Any
 
 
+def _number(key: str, doc: str) -> property:
+    """A typed read of one numeric field (None where the point does not fit)."""
+    return property(lambda self: None if self.get(key) is None else float(self[key]), doc=doc)
+
+
 class Result(dict):
     """One point's record; `timeline` (event modes) and `program` are set when evaluate() was asked for them."""
 
@@ -25,45 +30,15 @@ class Result(dict):
             return record
         return cls(record)
 
-    def _number(self, key: str) -> float | None:
-        v = self.get(key)
-        return None if v is None else float(v)
-
-    @property
-    def oom(self) -> bool:
-        return bool(self["oom"])
-
-    @property
-    def oom_reason(self) -> str | None:
-        return self.get("oom_reason")
-
-    @property
-    def tokens_per_s(self) -> float | None:
-        return self._number("tokens_per_s")
-
-    @property
-    def latency_s(self) -> float | None:
-        return self._number("latency_s")
-
-    @property
-    def energy_j_per_token(self) -> float | None:
-        return self._number("energy_j_per_token")
-
-    @property
-    def power_w(self) -> float | None:
-        return self._number("power_w")
-
-    @property
-    def ttft_s(self) -> float | None:
-        return self._number("ttft_s")
-
-    @property
-    def cost_usd(self) -> float | None:
-        return self._number("cost_usd")
-
-    @property
-    def breakdown_s(self) -> dict[str, float]:
-        return dict(self.get("breakdown_s") or {})
+    oom = property(lambda self: bool(self["oom"]), doc="the point does not fit a memory")
+    oom_reason = property(lambda self: self.get("oom_reason"), doc="the memory it overflows, and by how much")
+    tokens_per_s = _number("tokens_per_s", "decode tokens/s of one request")
+    latency_s = _number("latency_s", "decode latency per token, s")
+    energy_j_per_token = _number("energy_j_per_token", "decode energy per token, J")
+    power_w = _number("power_w", "average decode power, W")
+    ttft_s = _number("ttft_s", "time to first token (the prompt's prefill), s")
+    cost_usd = _number("cost_usd", "memory cost, USD")
+    breakdown_s = property(lambda self: dict(self.get("breakdown_s") or {}), doc="step time by stage, s")
 
     def to_json(self) -> dict:
         """The record as JSON data: tuples become lists, numpy scalars floats; NaN or Infinity is an error."""
