@@ -26,6 +26,7 @@ erase resets them whichever block is used next); it changes where the erases lan
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -162,6 +163,10 @@ def workload(system: str, model: str, context: int, *, precision: str | None = N
     cfg, spec, prec, kv_policy = sc.system, sc.model, sc.precision, sc.policy
     check_composition(cfg)
     fitted = fit(cfg, spec, prec, context, kv_policy)
+    if not fitted.oom:  # a dataflow that overflows an on-chip buffer cannot run: reported like an OOM
+        error = Lowering(cfg, spec, prec, context, kv_policy).buffer_error()
+        if error is not None:
+            fitted = dataclasses.replace(fitted, oom=True, reason=error)
     sess = session(prof, context)
     groups = () if fitted.oom else _groups(cfg, spec, prec, sess, kv_policy)
     return Workload(system, sys_over, cfg, spec, prec, prof, sess, fitted, groups, tokens_per_s, kv_policy)
