@@ -355,9 +355,10 @@ class Lowering:
         return lay.sparse_phase_reads(self.held, self.L, pol.granularity, heads)
 
     def _sensed(self) -> Lowering:
-        """This lowering over the tokens in flash pages: those older than the residual window."""
+        """This lowering over the tokens in flash pages: those older than the residual window (at least one: a
+        context within the window is charged one page, so that every site's read pipeline stays one)."""
         lw = copy.copy(self)
-        lw.stored, lw.held, lw.L = (maximum(x - self.window, 0) for x in (self.stored, self.held, self.L))
+        lw.stored, lw.held, lw.L = (maximum(x - self.window, 1) for x in (self.stored, self.held, self.L))
         lw.window = 0
         return lw
 
