@@ -128,3 +128,35 @@ def test_contexts_within_the_window_evaluate():
     for context in (1, 64, 128):
         r = kvnand.evaluate("cxl-kv", MODEL, context, kv_policy="kivi-2bit")
         assert r["tokens_per_s"] > 0 and r["kv_policy"]["window_tokens"] == context
+
+
+# ------------------------------------------------------------------ read disturb under sparse reading
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 1e6), st.floats(0.5, 1e4), st.integers(1, 256)), min_size=1, max_size=6),
+       st.floats(0.001, 1.0), st.floats(0.0, 1.0))
+def test_sparse_reading_keeps_the_worst_block_and_scales_the_mean(kinds, useful, extra):
+    import numpy as np
+
+    from kvnand.reliability.disturb import Blocks, sparse_reading
+
+    dense = Blocks(*(np.array(x, float) for x in zip(*kinds, strict=True)))
+    page_read = useful + extra * (1 - useful)               # a step senses at least the useful tokens' pages
+    got = sparse_reading(dense, useful, page_read)
+    assert got.max() == dense.max()                          # hot blocks keep the dense count
+    assert got.count.sum() == pytest.approx(dense.count.sum(), rel=1e-12)
+    mean = float(np.average(dense.reads, weights=dense.count))
+    assert float(np.average(got.reads, weights=got.count)) == pytest.approx(page_read * mean, rel=1e-9, abs=1e-9)
+    if useful >= 1.0 or page_read >= 1.0:
+        assert got is dense
+
+
+def test_reliability_counts_the_pages_a_sparse_policy_senses():
+    from kvnand.evaluation import evaluate_reliability
+
+    def kv_reads(overrides):
+        r = evaluate_reliability("kvnand-d", MODEL, 50_000, overrides=overrides)
+        return next(g for g in r["groups"] if "kv" in g["holds"])["kv_reads_per_block"]
+
+    dense, quest = kv_reads({}), kv_reads({"kv_policy": "quest"})
+    assert quest["max"] == dense["max"]                      # persistent heavy hitters: the worst block stays
+    assert quest["mean"] < dense["mean"] / 10                # Quest senses about 1/25 of the pages at 50k

@@ -354,6 +354,18 @@ class Lowering:
             return lay.phase_reads(self.L, heads)
         return lay.sparse_phase_reads(self.held, self.L, pol.granularity, heads)
 
+    def read_fractions(self, heads: int) -> tuple[float, float | None]:
+        """(useful fraction, page-read fraction) of a step over every layer kind: attended / written tokens (the
+        accuracy proxy), and KV pages sensed by phases over `heads` KV heads / pages of every written token
+        (None when the KV is not in flash)."""
+        kinds = [(self.for_kind(kind), n) for kind, n in self.m.layer_kinds]
+        useful = sum(n * lw.L for lw, n in kinds) / sum(n * lw.stored for lw, n in kinds)
+        if self.layout is None:
+            return useful, None
+        sensed = sum(n * lw.kv_reads(heads)[1] for lw, n in kinds)
+        dense = sum(n * self.layout.phase_reads(lw.stored, heads)[1] for lw, n in kinds)
+        return useful, sensed / dense if dense else 1.0
+
     def _sensed(self) -> Lowering:
         """This lowering over the tokens in flash pages: those older than the residual window (at least one: a
         context within the window is charged one page, so that every site's read pipeline stays one)."""
