@@ -277,6 +277,11 @@ def test_policy_is_a_dse_parameter_with_the_useful_fraction_as_objective():
     assert quest.metrics["kv_useful_fraction"] == pytest.approx(4096 / 128_000)  # the worst point: 128k
     assert quest.metrics["latency_s"] < dense.metrics["latency_s"]
     assert not quest.violated
+    # KIVI's window is searched too: 128 tokens at 16 bit overflow D's SoC buffer, 32 fit it
+    held = evaluate_design(space, {"g2_dies": 4, "policy": "kivi-2bit", "residual": 32})
+    overflow = evaluate_design(space, {"g2_dies": 4, "policy": "kivi-2bit", "residual": 128})
+    assert not held.violated and held.metrics["latency_s"] < dense.metrics["latency_s"]
+    assert overflow.violated and "SoC KV staging buffer" in overflow.violated[0]
 
 
 def test_a_space_with_an_unknown_policy_field_is_an_error(tmp_path):
