@@ -160,3 +160,10 @@ def test_reliability_counts_the_pages_a_sparse_policy_senses():
     dense, quest = kv_reads({}), kv_reads({"kv_policy": "quest"})
     assert quest["max"] == dense["max"]                      # persistent heavy hitters: the worst block stays
     assert quest["mean"] < dense["mean"] / 10                # Quest senses about 1/25 of the pages at 50k
+
+
+def test_the_reliability_table_shows_the_mean_reads_per_kv_block(kvnand_cli):
+    code, out, _ = kvnand_cli("reliability", "--systems", "kvnand-d", "--models", MODEL, "--contexts", "50k",
+                              "--set", "kv_policy=quest")
+    assert code == 0
+    assert "mean reads/KV block" in out and "3.15e+04" in out and "7.68e+05" in out  # mean dropped, max kept
