@@ -273,22 +273,23 @@ def kv_policy_record(b: Lowering, mapping: dict | None) -> dict:
     """The `kv_policy` record of a point under a policy: its name and width; tokens written, held and
     attended; the useful fraction (the conversation's KV attention uses: the accuracy proxy) and the
     page-read fraction (KV pages sensed against reading every page of the conversation: flash homes), the
-    selection's page reads, GC per token, and how often a page is read (read disturb)."""
+    selection's page reads, GC per token, how often a page is read (read disturb), and the full-width residual
+    window (tokens, memory, bytes)."""
     m, pol = b.m, b.policy
     hp = heads_per_phase(b.s, m)
     kinds = [(b.for_kind(kind), n) for kind, n in m.layer_kinds]
+    useful, page_read = b.read_fractions(hp)
     out = {"name": pol.name, "reclaim": pol.reclaim if kvp.evicts(pol) else None,
            "kv_bytes_per_element": b.p.kv_bytes,
            "stored_kv_bytes_per_token": m.kv_bytes_per_token(b.p) * kvp.stored_scale(pol, m.kv_streams),
            "stored_tokens": b.stored, "held_tokens": b.held, "attended_tokens": b.L,
-           "useful_fraction": sum(n * lw.L for lw, n in kinds) / sum(n * lw.stored for lw, n in kinds),
+           "useful_fraction": useful,
            "page_read_fraction": None, "selection_page_reads_per_token": 0.0, "gc": b.gc()._asdict(),
-           "hot_page_read_probability": None}
+           "hot_page_read_probability": None, "window_tokens": b.window, "window_memory": b.window_memory(),
+           "window_bytes": b.window_bytes() if b.residual else 0.0}
     if b.layout is None or mapping is None:
         return out
-    sparse = sum(n * lw.kv_reads(hp)[1] for lw, n in kinds)
-    dense = sum(n * b.layout.phase_reads(lw.stored, hp)[1] for lw, n in kinds)
-    out["page_read_fraction"] = sparse / dense if dense else 1.0
+    out["page_read_fraction"] = page_read
     if pol.selector is not None:
         out["selection_page_reads_per_token"] = sum(n * lw.selection_reads(hp)[1] for lw, n in kinds) * \
             math.ceil(m.kv_heads / hp)

@@ -531,6 +531,10 @@ class KvPolicy(Part):
     group: _count(1, 1 << 20, "elements sharing one scale and zero point") = 32
     metadata_bytes: _number(0, 64, "bytes of scale + zero point per group (stored only when bits < the "
                             "precision's KV width)") = 4.0
+    residual: _count(0, 1 << 20, "tokens of every stream kept at the precision's full width until they are "
+                     "quantized (KIVI's residual: the keys of the last residual tokens wait for their group, the "
+                     "values slide through a window of residual tokens); held in the KV home's staging buffer "
+                     "(plane KV buffer, SoC or drive buffer), or in DRAM when the KV lives there; needs bits") = 0
     top_k: _count(1, 10**9, "tokens attended per step (null: all held)") | None = None
     top_k_fraction: _number(0, 1, "fraction of the held tokens attended per step", lo_open=True) | None = None
     granularity: _count(1, 1 << 20, "tokens per selection unit (scored and read together)") = 1
@@ -568,6 +572,9 @@ class KvPolicy(Part):
         if self.reclaim != "auto" and self.budget is None and self.budget_fraction is None:
             raise ConfigValueError("reclaim only applies with eviction", key="reclaim", value=self.reclaim,
                                    allowed="auto, or set budget or budget_fraction")
+        if self.residual and self.bits is None:
+            raise ConfigValueError("a full-precision residual window needs quantized KV", key="residual",
+                                   value=self.residual, allowed="0, or set bits")
         if self.budget is not None and self.budget_fraction is not None:
             raise ConfigValueError("give budget or budget_fraction, not both", key="budget_fraction",
                                    value=self.budget_fraction, allowed="null when budget is set")

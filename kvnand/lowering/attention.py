@@ -7,7 +7,8 @@
 
 Each site also lowers a KV policy's selection (`select`): a Logit-like pass of the query over the policy's
 summary vectors, read from the KV home like keys (stage `kv_select`), then the top-k of the scores per
-query head. The attention phases read the pages `lw.kv_reads` gives (all pages, or the sparse model's).
+query head. The attention phases read the pages `lw.kv_reads` gives (all pages, or the sparse model's), and
+a quantizing policy's full-width residual window from the staging buffer (`lw.window_read_counts`).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class InFlash(AttentionSite):
         # every query token's heads against each sensed page (passes over the register when they do not fit)
         macs_per_page = (g.page_bytes / lw.p.kv_bytes) * (m.heads // m.kv_heads) * lw.queries
         return Task(name, stage, (g.name,), g.compute_pipe(macs_per_page), busiest,
-                    lw.sense_counts(g, total, macs, kv=True))
+                    lw.sense_counts(g, total, macs, kv=True) + lw.window_read_counts(kv_heads))
 
     def select(self, lw, kv_heads, q_heads, macs, scores):
         """The plane PEs score the summaries; the scores go to the NPU, which picks the top-k."""
@@ -137,8 +138,9 @@ class InDrive(AttentionSite):
         pipe = Pipe(read.names + ("CSD attention engine",), read.times + (engine_t,),
                     read.holds + (("attention engine",),))
         bits = phases * total * g.page_bytes * 8
+        window = tuple((a, phases * b) for a, b in lw.window_read_counts(kv_heads))
         counts = (("csd.sense_bits", bits), ("csd.io_bits", bits), ("csd.macs", macs),
-                  ("ctrl.ecc_decode_bits", bits))
+                  ("ctrl.ecc_decode_bits", bits), *window)
         return Task(name, stage, ("csd",), pipe, items, counts)
 
     def select(self, lw, kv_heads, q_heads, macs, scores):

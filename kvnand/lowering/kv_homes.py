@@ -39,6 +39,9 @@ class KvHome:
     in_drive = False            # a computational storage drive holds it (and can attend over it)
     npu_readable = False        # the NPU can read it (npu_phase)
     shares_weight_dies = False  # the weights' dies hold it too: no pipelining of head groups across units
+    buffer_name = "SoC KV staging buffer"  # the shared buffer (kv.buffer) that stages KV writes, in errors
+    window_read_action = None   # energy action of reading the residual window from that buffer
+    window_in_home = False      # the residual window is held in the home itself (DRAM updates in place)
 
     def npu_phase(self, lw, name: str, kv_heads: int, macs: float, stage: str = "attention") -> Task | None:
         """One attention phase (Logit, Attend, or a KV policy's selection) on the NPU reading this home's KV
@@ -160,6 +163,7 @@ class Colocated(KvHome):
 class G2Group(KvHome):
     staged_in_soc = True
     on_ifc_dies = True
+    window_read_action = "socbuf.bits"
 
     def missing(self, system):
         if system.flash is None or system.placement.weights not in ("flash_pe", "flash_split"):
@@ -185,6 +189,7 @@ class G2Group(KvHome):
 @KV_HOMES.register("dram")
 class DramHome(KvHome):
     npu_readable = True
+    window_in_home = True
 
     def missing(self, system):
         return None if system.dram is not None else "DRAM for the KV cache (dram:)"
@@ -193,9 +198,12 @@ class DramHome(KvHome):
         return [Store.of_kv("DRAM (KV)", system.dram.channels * system.dram.capacity_per_channel, 0.0, kv)]
 
     def npu_phase(self, lw, name, kv_heads, macs, stage="attention"):
-        """The NPU streams the KV of the phase's heads out of DRAM as its matmul operand."""
+        """The NPU streams the KV of the phase's heads out of DRAM as its matmul operand (a quantizing policy's
+        residual window at the full width)."""
         dram = lw.s.dram
         kv_bytes = kv_heads * lw.L * lw.m.head_dim * lw.p.kv_bytes
+        if lw.window:
+            kv_bytes += kv_heads * lw.window * lw.m.head_dim * (lw.p.act_bytes - lw.p.kv_bytes)
         res = ("npu", "dram") + (("ch",) if dram.shares_flash_channels else ())
         pipe = npu_matmul_pipe(lw.s.npu, macs, lw.p.mac_kind, kv_bytes, dram_rate(dram), label="NPU PE array")
         return Task(name, stage, res, pipe, 1, (("dram.bits", kv_bytes * 8), ("npu.ops", 2 * macs)))
@@ -214,6 +222,7 @@ class DramHome(KvHome):
 class PlainNand(KvHome):
     staged_in_soc = True
     npu_readable = True
+    window_read_action = "socbuf.bits"
 
     def missing(self, system):
         if system.nand is None:
@@ -245,7 +254,7 @@ class PlainNand(KvHome):
         npu_t = 2 * macs / npu_peak(lw.s.npu, lw.p.mac_kind)
         # the bits cross the channel once: charged at the die's interface energy, not again as channel bits
         counts = (("nand.sense_bits", bits), ("nand.io_bits", bits), ("npu.ops", 2 * macs),
-                  ("ctrl.ecc_decode_bits", bits), *link_counts)
+                  ("ctrl.ecc_decode_bits", bits), *link_counts, *lw.window_read_counts(kv_heads))
         return pick(npu_t > read.makespan(busiest),
                     Task(name, stage, resources, single_stage("NPU PE array", npu_t), 1, counts),
                     Task(name, stage, resources, read, busiest, counts))
@@ -275,6 +284,8 @@ class PlainNand(KvHome):
 @KV_HOMES.register("csd")
 class Csd(KvHome):
     in_drive = True
+    buffer_name = "drive DRAM buffer"
+    window_read_action = "csdbuf.bits"
 
     def missing(self, system):
         if system.nand is None or system.link is None:

@@ -18,6 +18,8 @@ System resources: "ifc" (the weight dies of a co-located design), "g1"/"g2" (KVN
 from __future__ import annotations
 
 import copy
+import dataclasses
+import math
 
 from kvnand.config.schema import KvPolicy, System
 from kvnand.errors import InputError
@@ -30,7 +32,7 @@ from kvnand.mapping.capacity import Fit, KvGrowth, Store, check
 from kvnand.mapping.gc import NO_GC, GcCost, combine, gc_per_token
 from kvnand.mapping.kv import KvLayout, attention_working_set, min_program_bytes
 from kvnand.mapping.weights import tile_gemv
-from kvnand.program import Loop, Pipeline, Seq, Task, ceil, every, maximum, single_stage, where
+from kvnand.program import Loop, Pipeline, Seq, Task, ceil, every, maximum, minimum, single_stage, where
 from kvnand.workload import kv_policy as kvp
 from kvnand.workload.graph import Operator, head_operators, layer_operators, prologue_operators
 from kvnand.workload.model import LayerKind, ModelSpec
@@ -77,8 +79,13 @@ def stores(system: System, model: ModelSpec, precision: Precision, policy: KvPol
     """The memories the placement puts weights and the KV of `batch` sequences (as the policy keeps it) in, and
     what each holds."""
     per_token, windowed = kvp.kv_growth(policy, model.kv_growth(precision), model.kv_streams)
+    home = KV_HOMES[system.kv.store]
+    residual = kvp.residual(policy, precision)
+    if residual and home.window_in_home:  # the last `residual` tokens are held at full width, not quantized
+        full = dataclasses.replace(precision, kv_width=None)
+        windowed = (*windowed, (model.kv_bytes_per_token(full) - model.kv_bytes_per_token(precision), residual))
     kv = KvGrowth(per_token * batch, tuple((b * batch, w) for b, w in windowed))
-    return KV_HOMES[system.kv.store].stores(system, model.weight_bytes(precision), kv,
+    return home.stores(system, model.weight_bytes(precision), kv,
                                             WEIGHT_HOMES[system.placement.weights])
 
 
@@ -150,12 +157,14 @@ class Lowering:
         self.s, self.m, self.p, self.policy = system, model, precision, policy
         self.batch, self.queries, self.accepted = batch, queries, accepted
         self.cols = batch * queries
+        self.residual = kvp.residual(policy, precision)  # tokens of every stream in the full-width window
         self._set_context(context)
         self.weights = WEIGHT_HOMES[system.placement.weights]
         self.kv_home = KV_HOMES[system.kv.store]
         self.site = ATTENTION_SITES[system.placement.attention]
         self.split_alpha: float | None = None  # READ_COMPUTE fraction chosen by flash_split, for the record
         self.wgroup, self.kvgroup = self.kv_home.groups(system)
+        self.window_buffer_bytes = 0.0  # of one staging buffer, taken by the residual window (_kv_layout)
         self.layout = self._kv_layout()
         # parts that do not depend on the context, made once for this lowering and its copies `at` other
         # contexts (a memoized maker must not read self.context or self.L)
@@ -166,6 +175,7 @@ class Lowering:
         self.stored = _longest(k.context(context) for k, _ in self.m.layer_kinds)  # tokens written to the cache
         self.held = kvp.held(self.policy, self.stored)
         self.L = kvp.attended(self.policy, self.held)
+        self.window = minimum(self.residual, self.held) if self.residual else 0
 
     def at(self, context) -> Lowering:
         """This lowering at another context (a number or an array of contexts), sharing what does not
@@ -197,10 +207,46 @@ class Lowering:
                   "per_plane_staging": True}
         elif s.kv.buffer is not None:
             kw = {"staging_bytes": s.kv.buffer.size}
-        return KvLayout(s.kv.mapping, g.planes, m.layers, m.kv_heads, m.head_dim * self.p.kv_bytes, g.page_bytes,
-                        split_kv_sets=split, codeword=g.array.ecc.codeword_data,
-                        nop=g.die.geometry.partial_programs_per_page, heads_per_phase=hp,
-                        streams_per_head=m.kv_streams, summary_units=kvp.summary_units_per_token(self.policy), **kw)
+        lay = KvLayout(s.kv.mapping, g.planes, m.layers, m.kv_heads, m.head_dim * self.p.kv_bytes, g.page_bytes,
+                       split_kv_sets=split, codeword=g.array.ecc.codeword_data,
+                       nop=g.die.geometry.partial_programs_per_page, heads_per_phase=hp,
+                       streams_per_head=m.kv_streams, summary_units=kvp.summary_units_per_token(self.policy), **kw)
+        self.window_buffer_bytes = self._window_buffer_bytes(lay) if kw else 0.0
+        if self.window_buffer_bytes:  # the residual window shares the staging buffer with the programs
+            lay = dataclasses.replace(lay, staging_bytes=lay.staging_bytes - self.window_buffer_bytes)
+        return lay
+
+    def _window_buffer_bytes(self, lay: KvLayout) -> float:
+        """Bytes of one staging buffer the full-width residual window takes (its most, `residual` tokens, for
+        every sequence): every stream's in the SoC or drive buffer; in a plane's own buffer, those of the
+        streams whose next page that plane programs (a stream's window waits where its data is programmed)."""
+        if not self.residual:
+            return 0.0
+        unit16 = lay.unit / self.p.kv_bytes * self.p.act_bytes
+        streams = math.ceil(lay.groups_per_set * lay.co_read / lay.planes_per_stream) if lay.per_plane_staging \
+            else lay.streams
+        return streams * self.residual * unit16 * self.batch
+
+    def window_memory(self) -> str | None:
+        """Where the residual window lives: the memory named as in the on-chip errors, or None without one."""
+        if not self.residual:
+            return None
+        if self.layout is None:
+            return "DRAM" if self.kv_home.window_in_home else None
+        return "per-plane KV buffer" if self.layout.per_plane_staging else self.kv_home.buffer_name
+
+    def window_bytes(self) -> float:
+        """Bytes of the full-width residual window of every layer and sequence (at its most)."""
+        return self.batch * self.m.kv_bytes(dataclasses.replace(self.p, kv_width=None), self.residual)
+
+    def window_read_counts(self, kv_heads: int) -> tuple:
+        """The residual window of a phase's `kv_heads` heads read from the staging buffer instead of sensed
+        (counted where the buffer's access energy is priced: SoC and drive buffers; a plane's own buffer is
+        part of its PE)."""
+        action = self.kv_home.window_read_action
+        if not self.window or action is None or self.layout is None or self.layout.per_plane_staging:
+            return ()
+        return ((action, kv_heads * self.window * self.m.head_dim * self.p.act_bytes * 8),)
 
     def plane_working_set(self, split: bool, hp: int) -> float:
         """Bytes of a KV plane's buffer that in-flash attention needs (query, partial outputs, chunks)."""
@@ -240,10 +286,12 @@ class Lowering:
             if need > logic.kv_buffer:
                 return (f"per-plane KV buffer: in-flash attention needs {need / 1024:.2f} KiB (query, partial "
                         f"outputs, logit chunks) > {logic.kv_buffer / 1024:.2f} KiB")
-        if lay is not None and lay.mapping == "page" and not lay.staging_fits:
-            where = "per-plane KV buffer" if lay.per_plane_staging else "SoC KV staging buffer"
-            return (f"{where}: {max(lay.staging_bytes, 0) / 1024:.2f} KiB left for KV writes cannot stage one "
-                    f"minimum program ({lay.min_program:.0f} B) per active page")
+        if lay is not None and ((lay.mapping == "page" and not lay.staging_fits) or lay.staging_bytes < 0):
+            where = "per-plane KV buffer" if lay.per_plane_staging else self.kv_home.buffer_name
+            window = (f" beside the full-width residual window of {self.residual} tokens "
+                      f"({self.window_buffer_bytes / 1024:.2f} KiB, kv_policy.residual)") if self.residual else ""
+            return (f"{where}: {max(lay.staging_bytes, 0) / 1024:.2f} KiB left for KV writes{window} cannot stage "
+                    f"one minimum program ({lay.min_program:.0f} B) per active page")
         if logic is not None and logic.global_buffer > 0 and self.weights.name == "flash_pe":
             return _global_buffer_error(s, self.wgroup, m, self.p)
         return None
@@ -290,6 +338,8 @@ class Lowering:
         held tokens, or the sparse model's expectation when the policy attends to fewer or leaves evicted
         slots in place."""
         lay, pol = self.layout, self.policy
+        if self.window:  # the residual window is read from the staging buffer: only older tokens are sensed
+            return self._sensed().kv_reads(heads)
         if kvp.evicts(pol) and not kvp.compacts(pol) and self.held < self.stored:
             # uncompacted eviction: the recent window fills its own pages; the heavy hitters lie scattered,
             # token by token, over the pages of everything older (the busiest plane: the two added, an upper
@@ -304,10 +354,31 @@ class Lowering:
             return lay.phase_reads(self.L, heads)
         return lay.sparse_phase_reads(self.held, self.L, pol.granularity, heads)
 
+    def read_fractions(self, heads: int) -> tuple[float, float | None]:
+        """(useful fraction, page-read fraction) of a step over every layer kind: attended / written tokens (the
+        accuracy proxy), and KV pages sensed by phases over `heads` KV heads / pages of every written token
+        (None when the KV is not in flash)."""
+        kinds = [(self.for_kind(kind), n) for kind, n in self.m.layer_kinds]
+        useful = sum(n * lw.L for lw, n in kinds) / sum(n * lw.stored for lw, n in kinds)
+        if self.layout is None:
+            return useful, None
+        sensed = sum(n * lw.kv_reads(heads)[1] for lw, n in kinds)
+        dense = sum(n * self.layout.phase_reads(lw.stored, heads)[1] for lw, n in kinds)
+        return useful, sensed / dense if dense else 1.0
+
+    def _sensed(self) -> Lowering:
+        """This lowering over the tokens in flash pages: those older than the residual window (at least one: a
+        context within the window is charged one page, so that every site's read pipeline stays one)."""
+        lw = copy.copy(self)
+        lw.stored, lw.held, lw.L = (maximum(x - self.window, 1) for x in (self.stored, self.held, self.L))
+        lw.window = 0
+        return lw
+
     def _summaries(self) -> Lowering:
         """This lowering over the policy's summary vectors instead of the held tokens (all of them read)."""
         lw = copy.copy(self)
         lw.L = lw.held = lw.stored = kvp.summary_vectors_read(self.policy, self.held, self.m.head_dim)
+        lw.window = 0
         return lw
 
     def selection_reads(self, heads: int) -> tuple[float, float]:
@@ -454,6 +525,7 @@ class Lowering:
         lw.stored = kind.context(self.context)
         lw.held = kvp.held(self.policy, lw.stored)
         lw.L = kvp.attended(self.policy, lw.held)
+        lw.window = minimum(self.residual, lw.held) if self.residual else 0
         return lw
 
     def layer(self, kind: LayerKind) -> Seq:
@@ -504,13 +576,21 @@ class Lowering:
         return Seq((*loops, write), name="prefill")
 
     def kv_bytes_held(self, n: int) -> float:
-        """Bytes of the KV cache (and the policy's summaries) kept after `n` tokens."""
+        """Bytes of the KV cache (and the policy's summaries) the KV home holds after `n` prompt tokens (a residual
+        window at full width in DRAM; in a staging buffer, not in the home)."""
         m, p, pol = self.m, self.p, self.policy
         if kvp.is_dense(pol):
             return m.kv_bytes(p, n)
         unit = m.kv_bytes_per_token_layer(p) * kvp.stored_scale(pol, m.kv_streams)
         keep = (lambda t: kvp.held(pol, t)) if kvp.compacts(pol) else (lambda t: t)
-        return sum(count * unit * keep(k.context(n)) for k, count in m.layer_kinds)
+        held = sum(count * unit * keep(k.context(n)) for k, count in m.layer_kinds)
+        if not self.residual:
+            return held
+        # the prompt's last `residual` tokens stay at full width: in DRAM, or in the staging buffer (not programmed)
+        window = min(self.residual, n)
+        if self.kv_home.window_in_home:
+            return held + m.kv_bytes(dataclasses.replace(p, kv_width=None), window) - m.kv_bytes(p, window)
+        return held - m.kv_bytes(p, window)
 
 
 def _causal_keys(n: int, window: int | None) -> float:

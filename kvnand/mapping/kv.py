@@ -120,6 +120,8 @@ class KvLayout:
         if not self.per_plane_staging:
             if self.staging_bytes >= m * g:
                 return 1, g
+            if self.staging_bytes <= 0:  # nothing left to stage in (an on-chip error): every group shares
+                return g, g
             return min(g, math.ceil(m * g / self.staging_bytes - 1e-9)), g
         fits = math.floor(self.staging_bytes / m + 1e-9)   # shares one plane buffer can stage
         per_set, p = self.groups_per_set, self.planes_per_stream

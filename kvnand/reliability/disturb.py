@@ -22,10 +22,15 @@ pages mix streams in generation order (layer, K|V, head). A page is read once pe
 batch) phase it holds units of; head-parallel C reads all KV heads of a layer in one phase, the
 pipelined designs one head group at a time. Block randomization does not change these counts (an
 erase resets them whichever block is used next); it changes where the erases land (endurance.py).
+
+A KV policy that senses fewer pages (sparse selection, evicted slots) keeps the share of blocks holding the
+tokens it attends to at the dense count (persistent heavy hitters and recent tokens are read every step) and
+reads the others less, so that the mean is its page-read fraction of the dense mean (sparse_reading).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -162,6 +167,10 @@ def workload(system: str, model: str, context: int, *, precision: str | None = N
     cfg, spec, prec, kv_policy = sc.system, sc.model, sc.precision, sc.policy
     check_composition(cfg)
     fitted = fit(cfg, spec, prec, context, kv_policy)
+    if not fitted.oom:  # a dataflow that overflows an on-chip buffer cannot run: reported like an OOM
+        error = Lowering(cfg, spec, prec, context, kv_policy).buffer_error()
+        if error is not None:
+            fitted = dataclasses.replace(fitted, oom=True, reason=error)
     sess = session(prof, context)
     groups = () if fitted.oom else _groups(cfg, spec, prec, sess, kv_policy)
     return Workload(system, sys_over, cfg, spec, prec, prof, sess, fitted, groups, tokens_per_s, kv_policy)
@@ -185,8 +194,9 @@ def _groups(cfg: System, spec: ModelSpec, prec: Precision, sess: Session,
         geo = kg.die.geometry
         held = math.ceil(spec.weight_bytes(prec) / geo.page_size / kg.planes / geo.pages_per_block) if (
             wg is kg) else 0
-        kv, lanes = kv_blocks(b.layout, geo.pages_per_block, geo.blocks_per_plane - held, sess,
-                              heads_per_phase(cfg, spec))
+        hp = heads_per_phase(cfg, spec)
+        kv, lanes = kv_blocks(b.layout, geo.pages_per_block, geo.blocks_per_plane - held, sess, hp)
+        kv = sparse_reading(kv, *b.at(sess.mean_decode_context).read_fractions(hp))
         out.append(GroupStress(kg, kv, lanes, weights if wg is kg else None))
     return tuple(out)
 
@@ -223,6 +233,21 @@ def kv_blocks(lay: KvLayout, ppb: int, blocks_per_plane: int, s: Session, heads:
     if lay.mapping == "page":
         return _page_level(lay, ppb, blocks_per_plane, s)
     return _naive(lay, ppb, s, heads)
+
+
+def sparse_reading(kv: Blocks, useful: float, page_read: float) -> Blocks:
+    """KV blocks under a policy that senses `page_read` of the pages a dense step reads (its selection, or
+    evicted slots left in place) while attending to `useful` of the written tokens (both at the session's mean
+    decode context; Lowering.read_fractions). Assumption: the attended tokens are persistent heavy hitters and
+    recent tokens, whose pages share blocks (the log writes neighbours together), so a share `useful` of every
+    kind of block is hot and read at every step as without a policy: the worst block keeps its dense count.
+    The other blocks take the remaining reads, scaled so that the mean is `page_read` of the dense mean.
+    Identity when every written token is attended (dense, quantized only)."""
+    if useful >= 1.0 or page_read >= 1.0:
+        return kv
+    cold = (page_read - useful) / (1.0 - useful)   # >= 0: a step senses at least the useful tokens' pages
+    return Blocks(np.concatenate([kv.reads, kv.reads * max(cold, 0.0)]),
+                  np.concatenate([kv.count * useful, kv.count * (1.0 - useful)]), np.concatenate([kv.pages, kv.pages]))
 
 
 def _windows(values: np.ndarray, block: int) -> np.ndarray:

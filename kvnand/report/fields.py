@@ -122,7 +122,7 @@ FIELDS: dict[str, tuple[str, str]] = {
     "config.kv_policy": ("", "with a KV policy (--kv-policy, kv_policy=, --set kv_policy.FIELD=): its fields"),
     "config.kv_policy.<field>": ("", "one policy field (name, bits, group, metadata_bytes, top_k, top_k_fraction, "
                                      "granularity, selector, selector_channels, budget, budget_fraction, "
-                                     "recent_fraction); `kvnand schema` describes them"),
+                                     "recent_fraction, residual); `kvnand schema` describes them"),
     "kv_policy": ("", "with a KV policy: what it keeps, reads and costs at this point"),
     "kv_policy.name": ("", "policy name"),
     "kv_policy.reclaim": ("", "with eviction: gc (compacted by garbage collection) or none (evicted slots left "
@@ -139,6 +139,13 @@ FIELDS: dict[str, tuple[str, str]] = {
     "kv_policy.page_read_fraction": ("", "KV pages sensed / pages of every written token (null: KV not in "
                                          "flash); above useful_fraction when a page holds several selection "
                                          "units or evicted slots"),
+    "kv_policy.window_tokens": ("tokens", "tokens of a full-context layer in the full-width residual window "
+                                          "(kv_policy.residual, KIVI): read from where it waits, not sensed"),
+    "kv_policy.window_memory": ("", "where the residual window waits: per-plane KV buffer (KVNAND-C), SoC KV "
+                                    "staging buffer (D, Base-2, a linked device's buffer), drive DRAM buffer "
+                                    "(CSD) or DRAM (Base-1, Cambricon); null without one"),
+    "kv_policy.window_bytes": ("bytes", "full-width bytes of the residual window, every layer and sequence (its "
+                                        "most: residual tokens); only quantized groups are programmed"),
     "kv_policy.selection_page_reads_per_token": ("pages", "pages of selection summaries sensed per decode step"),
     "kv_policy.gc": ("", "garbage collection of evicted slots, per decode token (kvnand.mapping.gc)"),
     "kv_policy.gc.write_amplification": ("", "bytes programmed per byte of new KV (1 without GC)"),

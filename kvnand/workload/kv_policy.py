@@ -6,6 +6,10 @@ workload. It changes:
 - the stored width of a KV element (`bits`, plus a scale and zero point of `metadata_bytes` per `group`
   elements when the width is below the precision's): applied by giving the precision a KV width, so every
   byte count, page fill and PE work per page follows;
+- with `residual` R (KIVI), the most recent R tokens of every stream stay at the precision's full width until
+  they are quantized (keys wait for their group of tokens, values slide out one by one): that window lives in
+  the KV home's staging buffer (flash cannot update a page in place, so only quantized data is programmed) or
+  in DRAM, is read from there rather than sensed, and must fit (kvnand.lowering.step.Lowering.window_*);
 - the tokens held (`budget` / `budget_fraction`: eviction; the rest of the conversation is gone); with
   `reclaim: gc` the FTL compacts the held tokens (kvnand.mapping.gc), with `none` the evicted slots stay
   in their pages (the flash holds the whole conversation and the held tokens are read scattered over its
@@ -78,6 +82,12 @@ def kv_width_bytes(policy: KvPolicy, precision: Precision) -> float | None:
         return None
     data = policy.bits / 8
     return data + (policy.metadata_bytes / policy.group if data < precision.kv_bytes else 0.0)
+
+
+def residual(policy: KvPolicy, precision: Precision) -> int:
+    """Tokens of every stream kept in the full-width residual window once the context exceeds them (0 unless
+    the policy quantizes below the precision's width: a full-width window would change nothing)."""
+    return policy.residual if precision.kv_bytes < precision.act_bytes else 0
 
 
 def apply_precision(policy: KvPolicy, precision: Precision) -> Precision:
