@@ -23,6 +23,16 @@ class KvGrowth(NamedTuple):
     def at(self, context: int) -> float:
         return self.per_token * context + sum(b * minimum(context, w) for b, w in self.windowed)
 
+    def mixed(self, mix: tuple[tuple[int, int], ...]) -> KvGrowth:
+        """The KV of a batch whose sequences have different contexts (`mix`: (context, sequences) pairs) as a
+        growth in the longest one's context t, every sequence at its share of t (this mix, scaled): at the
+        longest context it is the sum of every sequence's KV. A window w of a sequence at c / T of t stops
+        growing at t = w T / c."""
+        longest = max(c for c, _ in mix)
+        tokens = sum(c * n for c, n in mix)
+        windowed = tuple((b * n * (c / longest), w * longest / c) for c, n in mix for b, w in self.windowed)
+        return KvGrowth(self.per_token * tokens / longest, windowed)
+
 
 class Store(NamedTuple):
     name: str
