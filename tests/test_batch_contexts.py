@@ -90,6 +90,9 @@ def test_the_capacity_holds_the_sum_of_the_sequences_kv():
     assert per_token * t * 1.03 <= dram["capacity_bytes"] < per_token * (t + 1) * 1.03
     equal = kvnand.evaluate("base1", "llama3.1-8b", 1000, batch=4)
     assert t > equal["max_context"]  # the short sequences leave room for the long one
+    full = kvnand.evaluate("base1", "llama3.1-8b", 100_000, batch=4, batch_contexts=[100_000] * 3 + [1000])
+    assert full["oom"] and full["oom_reason"].startswith(
+        "DRAM (KV): KV cache at batch_contexts (4 sequences, up to 100000 tokens) need 39.45 GB")
 
 
 def test_windowed_layers_hold_each_sequence_up_to_its_window():

@@ -71,7 +71,7 @@ def fit(system: System, model: ModelSpec, precision: Precision, context: int, po
     held = stores(system, model, precision, policy, batch, mix)
     if draft is not None:
         held = merge_stores(held, stores(*draft, precision, policy, batch, mix))
-    return check(held, context)
+    return check(held, context, None if mix is None else f"batch_contexts ({batch} sequences, up to {context} tokens)")
 
 
 def stores(system: System, model: ModelSpec, precision: Precision, policy: KvPolicy = kvp.DENSE,

@@ -57,7 +57,8 @@ class Fit:
     stores: dict                # memory -> {"capacity_bytes", "used_bytes"}
 
 
-def check(stores: list[Store], context: int) -> Fit:
+def check(stores: list[Store], context: int, at: str | None = None) -> Fit:
+    """Every store at `context` tokens (`at`: how the reason names the KV's extent, "N tokens" by default)."""
     max_ctx = math.inf
     reason = None
     for store in stores:
@@ -69,8 +70,8 @@ def check(stores: list[Store], context: int) -> Fit:
             fits_ctx = math.floor((cap - fixed) / per_tok) if per_tok else (math.inf if fixed <= cap else -1)
         max_ctx = min(max_ctx, fits_ctx)
         if used > cap and reason is None:
-            what = "weights" if fixed > cap else f"weights + KV at {context} tokens" if fixed else \
-                f"KV cache at {context} tokens"
+            extent = at or f"{context} tokens"
+            what = "weights" if fixed > cap else f"weights + KV at {extent}" if fixed else f"KV cache at {extent}"
             reason = (f"{name}: {what} need {used / 1e9:.2f} GB > capacity {cap / 1e9:.2f} GB "
                       f"(short by {(used - cap) / 1e9:.2f} GB)")
     max_ctx = int(max(0, min(max_ctx, 10**12)))
