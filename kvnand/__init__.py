@@ -1,8 +1,9 @@
 """kvnand: a cycle-approximate model of in-flash computing (3D NAND + logic die) for LLM inference.
 
 `kvnand.evaluate(system, model, context, precision=..., mode="fast"|"event", overrides={})` returns one
-result record; `kvnand.evaluate_many(system, model, contexts, precisions=..., overrides=...)` the same fields
-as columns over many points (`kvnand.records(columns)`: the records); the `kvnand` command (kvnand.cli)
+result record (a `kvnand.Result`: the record dict, with typed numbers and `.to_json()`);
+`kvnand.evaluate_many(system, model, contexts, precisions=..., overrides=...)` the same fields as columns over
+many points (`kvnand.records(columns)`: the records); the `kvnand` command (kvnand.cli)
 prints reports, validation, reliability and DSE.
 Heavy dependencies are imported lazily so that `import kvnand` stays fast.
 """
@@ -18,4 +19,9 @@ def __getattr__(name: str):
 
         globals()[name] = getattr(evaluation, name)
         return globals()[name]
+    if name == "Result":
+        from kvnand.result import Result
+
+        globals()[name] = Result
+        return Result
     raise AttributeError(f"module 'kvnand' has no attribute {name!r}")

@@ -16,8 +16,9 @@ from kvnand.energy.tables import price
 from kvnand.errors import InputError
 from kvnand.lowering.decode import DecodeStep
 from kvnand.lowering.step import Lowering, check_composition, heads_per_phase, stores
-from kvnand.mapping.capacity import check_many
+from kvnand.mapping.capacity import check, check_many
 from kvnand.program import ceil, count_actions
+from kvnand.result import Result
 from kvnand.scenario import Decode, Point, Scenario, resolve, split_auto
 from kvnand.sim import fast
 from kvnand.workload import kv_policy as kvp
@@ -71,7 +72,10 @@ MAX_DESIGNS = 4096
 
 def design(system: str, model: str, precision: str | None, overrides: dict) -> Design:
     """The Design of a concrete system (cached, bounded)."""
-    sc = resolve(Point(system, model, 1, precision, overrides))
+    return _design_of(system, resolve(Point(system, model, 1, precision, overrides)), overrides)
+
+
+def _design_of(system: str, sc: Scenario, overrides: dict) -> Design:
     key = (id(sc.system), sc.model, sc.precision)
     hit = _DESIGNS.get(key)
     if hit is not None and hit.system is sc.system:
@@ -95,7 +99,7 @@ def evaluate(system: str, model: str, context: int, *, precision: str | None = N
              overrides: dict[str, Any] | None = None, with_timeline: bool = False,
              prefill_tokens: int | None = DEFAULT_PREFILL_TOKENS, refresh: str | None = None,
              kv_policy: str | None = None, batch: int | None = None, spec_draft: str | None = None,
-             spec_k: int | None = None, spec_accept: float | None = None, batch_contexts=None) -> dict:
+             spec_k: int | None = None, spec_accept: float | None = None, batch_contexts=None) -> Result:
     """Evaluate one point. Returns the record described in DESIGN.md (`kvnand.report/1` results).
 
     `kv_policy`: a shipped KV-cache policy (arch_configs/kv_policies/NAME.yaml) or a path to one; the same as
@@ -137,12 +141,12 @@ def evaluate(system: str, model: str, context: int, *, precision: str | None = N
                          key="batch_contexts", value=str(list(decode.contexts))[:80],
                          allowed="equal contexts, or kv_policy dense")
     if kvp.evicts(policy) and policy.reclaim == "auto":
-        return _auto_reclaim(system, model, context, precision, mode, overrides, with_timeline, prefill_tokens,
-                             refresh, decode)
+        return Result.of(_auto_reclaim(system, model, context, precision, mode, overrides, with_timeline,
+                                       prefill_tokens, refresh, decode))
     stem, auto = split_auto(system)
     if auto:
-        return _auto_split(stem, model, context, precision, mode, overrides, with_timeline, prefill_tokens,
-                           refresh, decode)
+        return Result.of(_auto_split(stem, model, context, precision, mode, overrides, with_timeline,
+                                     prefill_tokens, refresh, decode))
     return _evaluate(system, model, context, precision, mode, overrides, with_timeline, prefill_tokens,
                      refresh=refresh, decode=decode)
 
@@ -155,9 +159,11 @@ def _evaluate(system: str, model: str, context: int, precision: str | None, mode
     sc = resolve(Point(system, model, context, precision, overrides, decode))
     sys_cfg, spec, prec = sc.system, sc.model, sc.precision
     check_composition(sys_cfg)
-    step = DecodeStep(sc)
-    fitted = step.fit()
-    record: dict[str, Any] = {
+    # a plain step with every token kept: the design's context-independent parts are made once (Design)
+    d = _design_of(system, sc, overrides) if not decode.active and kvp.is_dense(sc.policy) else None
+    step = DecodeStep(sc, d.lowering.at(context) if d is not None else None)
+    fitted = check(d.stores, context) if d is not None else step.fit()
+    record = Result({
         "system": system, "model": spec.name, "context": context, "precision": prec.name,
         "mode": mode, "oom": fitted.oom, "oom_reason": fitted.reason, "max_context": fitted.max_context,
         "model_max_context": spec.max_context, "beyond_model_context": context > spec.max_context,
@@ -165,13 +171,13 @@ def _evaluate(system: str, model: str, context: int, precision: str | None, mode
         "power_w": None, "power_breakdown_w": {},
         "breakdown_s": {}, "breakdown_by_resource_s": {}, "busy_s": {}, "energy_breakdown_j": {},
         "bottleneck": None, "capacity": fitted.stores, "config": _config_summary(sys_cfg, overrides),
-    }
+    })
     if decode.active:
         record.update(_decode_fields(decode, sc, None))
     policy_given = any(is_policy_key(k) for k in overrides)
     if policy_given:
         record["config"]["kv_policy"] = policy_summary(sc.policy)
-    record.update(_memories(system, overrides))
+    record.update(d.memories() if d is not None else _memories(system, overrides))
     if fitted.oom:
         return record
     if prebuilt is not None:
@@ -229,8 +235,7 @@ def _evaluate(system: str, model: str, context: int, precision: str | None, mode
     if b.split_alpha is not None:
         record["config"]["read_compute_fraction"] = b.split_alpha
     if with_timeline:
-        record["_timeline"] = tl
-        record["_program"] = program
+        record.timeline, record.program = tl, program
     return record
 
 
@@ -708,12 +713,12 @@ def _from_records(g: dict) -> dict:
     return out
 
 
-def records(columns: dict) -> list[dict]:
+def records(columns: dict) -> list[Result]:
     """evaluate()'s record of every point of evaluate_many() columns, in order."""
     out: list = [None] * len(columns["context"])
     for idx, g in columns["_pieces"]:
         for j, i in enumerate(idx):
-            out[i] = g["records"][j] if g["records"] is not None else _record(g, j)
+            out[i] = g["records"][j] if g["records"] is not None else Result(_record(g, j))
     return out
 
 

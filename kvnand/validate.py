@@ -556,7 +556,7 @@ def _model_metric(metric: str, model: str, context: int, precision: str) -> floa
 
 
 @dataclass
-class Row:
+class CaseRow:
     id: str
     source: str
     metric: str
@@ -576,7 +576,7 @@ class Row:
                 "check": self.check, "status": self.status, "passed": self.passed}
 
 
-def run(cases: list[Case], runner: Runner | None = None) -> list[Row]:
+def run(cases: list[Case], runner: Runner | None = None) -> list[CaseRow]:
     runner = runner or Runner()
     rows = []
     for c in cases:
@@ -590,12 +590,12 @@ def run(cases: list[Case], runner: Runner | None = None) -> list[Row]:
             status = c.status_for(label)
             if status == "disagrees":
                 detail = f"disagrees: {c.disagrees[label or c.id]}" + (f"; {detail}" if detail else "")
-            rows.append(Row(c.row_id(label), c.source, c.metric, exp, sim, err, c.tolerance, status, ok,
+            rows.append(CaseRow(c.row_id(label), c.source, c.metric, exp, sim, err, c.tolerance, status, ok,
                             c.check, detail, c.file))
     return rows
 
 
-def mape(rows: list[Row]) -> float | None:
+def mape(rows: list[CaseRow]) -> float | None:
     # one-sided claims (at_least / at_most) have a bound, not a value to miss by: they stay out of the MAPE;
     # documented disagreements stay in (the model is still held to the published number)
     errs = [abs(r.rel_error) for r in rows
@@ -620,7 +620,7 @@ def fitted_cases() -> dict[str, list[str]]:
     return out
 
 
-def mark_fitted(rows: list[Row], cases: list[Case]) -> list[str]:
+def mark_fitted(rows: list[CaseRow], cases: list[Case]) -> list[str]:
     """Note on each row a constant was fitted on; return the fitted_on ids that name no case (stale)."""
     fitted = fitted_cases()
     ids = {c.id for c in cases} | {r.id for r in rows}
@@ -631,7 +631,7 @@ def mark_fitted(rows: list[Row], cases: list[Case]) -> list[str]:
     return sorted(cid for cid in fitted if cid not in ids)
 
 
-def summary(rows: list[Row], n_cal: int) -> dict:
+def summary(rows: list[CaseRow], n_cal: int) -> dict:
     enforced = [r for r in rows if r.status == "enforced"]
     tracked = [r for r in rows if r.status == "tracked"]
     disagrees = [r for r in rows if r.status == "disagrees"]

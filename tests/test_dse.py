@@ -21,7 +21,7 @@ import yaml
 from optuna.trial import TrialState
 
 from kvnand.dse.grid import run_grid
-from kvnand.dse.objectives import dominates, reliability_fn
+from kvnand.dse.objectives import dominates
 from kvnand.dse.space import load_space
 from kvnand.dse.study import default_storage, open_storage, run
 from kvnand.errors import InputError
@@ -235,7 +235,6 @@ def test_malformed_space_and_options(tmp_path, capsys):
     assert code == 2 and "nope" in err
 
 
-@pytest.mark.skipif(reliability_fn() is None, reason="kvnand.reliability is not built yet")
 def test_lifetime_objective_and_constraint(tmp_path):
     data = yaml.safe_load(SMOKE.read_text())
     data["objectives"] = ["latency_s@10k", "lifetime_years"]

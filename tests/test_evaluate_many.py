@@ -138,15 +138,15 @@ def test_pareto_front_is_every_point_no_other_dominates(values, directions):
 
 
 def test_heatmap_draws_a_panel_whose_every_point_is_out_of_memory():
-    from kvnand.dse.export import Row, heatmap_figure
+    from kvnand.dse.export import TrialRow, heatmap_figure
 
     def point(model, context, oom):
         return {"model": model, "precision": "bf16", "context": context, "oom": oom,
                 "latency_s": None if oom else 0.01 * context, "config": {"kv_store": "flash_group", "g1_dies": 7,
                                                                          "g2_dies": 1}}
 
-    rows = [Row(0, "COMPLETE", {}, [1.0], True, report={"points": [point("big", 1000, True), point("big", 2000, True),
-                                                                    point("small", 1000, False)]})]
+    points = [point("big", 1000, True), point("big", 2000, True), point("small", 1000, False)]
+    rows = [TrialRow(0, "COMPLETE", {}, [1.0], True, report={"points": points})]
     fig = heatmap_figure(None, rows)
     assert fig is not None and len(fig.axes) >= 2
 

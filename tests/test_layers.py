@@ -37,6 +37,7 @@ LAYERS = (
     ("sim",),
     ("energy", "cost"),  # cost prices memory from the config alone, as energy prices actions
     ("reliability",),
+    ("result",),  # the record of one point, typed
     ("evaluation",),
     ("report", "dse", "validate"),  # studies over evaluate()
     ("cli",),

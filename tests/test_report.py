@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+import kvnand
 from kvnand.errors import InputError
 from kvnand.report import cache as cache_mod
 from kvnand.report.table import geomeans
@@ -173,3 +174,19 @@ def test_plot_under_a_file_is_a_clear_error(run, tmp_path):
     code, _, err = run("--systems", "kvnand-c16", "--models", "llama3.1-8b", "--contexts", "1k",
                        "--plot", "afile/report.png")
     assert code == 2 and "not a directory" in err and "Traceback" not in err
+
+
+def test_evaluate_returns_a_typed_result_that_is_its_record():
+    """evaluate() gives a kvnand.Result: the record dict itself, typed numbers, standard JSON, and the engine's
+    timeline and program beside the record (not in it)."""
+    r = kvnand.evaluate("kvnand-d", "llama3.1-8b", 1000, mode="event", with_timeline=True)
+    assert isinstance(r, kvnand.Result) and isinstance(r, dict)
+    assert r.tokens_per_s == r["tokens_per_s"] > 0 and r.latency_s == r["latency_s"] and not r.oom
+    assert r.timeline is not None and r.program is not None
+    assert not any(k.startswith("_") for k in r)
+    data = r.to_json()
+    assert json.loads(json.dumps(data, allow_nan=False)) == data and data["tokens_per_s"] == r.tokens_per_s
+    oom = kvnand.evaluate("base1", "llama3.1-70b", 100_000)
+    assert isinstance(oom, kvnand.Result) and oom.oom and oom.tokens_per_s is None and oom.to_json()["oom"]
+    auto = kvnand.evaluate("kvnand-d:auto", "llama3.1-8b", 1000)
+    assert isinstance(auto, kvnand.Result) and auto["config"]["split"]

@@ -14,7 +14,7 @@ from kvnand.report.trace import CRITICAL, chrome_trace
 @pytest.fixture(scope="module")
 def traced():
     r = evaluate("kvnand-d", "llama3.1-8b", 1000, mode="event", with_timeline=True)
-    return r, chrome_trace([("kvnand-d", r["_timeline"])])
+    return r, chrome_trace([("kvnand-d", r.timeline)])
 
 
 def _tracks(doc) -> dict[tuple[int, int], list[dict]]:

@@ -9,21 +9,16 @@ Heavy modules (numpy, pint, matplotlib, optuna) are imported inside the commands
 from __future__ import annotations
 
 import sys
-from enum import StrEnum
 from typing import Annotated
 
 import typer
 
+from kvnand.cli.options import Format
 from kvnand.errors import InputError
 from kvnand.io import emit_json
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Cycle-approximate model of in-flash computing (3D NAND + logic die) for LLM inference.")
-
-
-class Format(StrEnum):
-    table = "table"
-    json = "json"
 
 
 def _version(value: bool) -> None:

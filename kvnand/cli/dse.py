@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from kvnand.cli.options import TableFormat
 
 app = typer.Typer()
 dse = typer.Typer(no_args_is_help=True, help="Design-space exploration: constrained multi-objective search "
@@ -15,12 +16,6 @@ dse = typer.Typer(no_args_is_help=True, help="Design-space exploration: constrai
 app.add_typer(dse, name="dse")
 
 SpaceArg = Annotated[Path, typer.Argument(help="Search space YAML (e.g. dse/kvnand-8die-70b.yaml)")]
-
-
-class PFormat(StrEnum):
-    table = "table"
-    csv = "csv"
-    json = "json"
 
 
 def _out(out: Path | None, space) -> Path:
@@ -88,7 +83,7 @@ def pareto(
     storage: Annotated[str, typer.Option(help="Study storage: a study.journal file, sqlite:///PATH.db or "
                                          "postgresql://...")],
     study: Annotated[str, typer.Option(help="Study name")],
-    format: Annotated[PFormat, typer.Option("--format")] = PFormat.table,
+    format: Annotated[TableFormat, typer.Option("--format")] = TableFormat.table,
     plot: Annotated[Path | None, typer.Option(help="Pareto scatter FILE.png|svg|pdf")] = None,
 ):
     """The feasible Pareto front of a stored study, from `dse run` or `dse grid` (and how the published
@@ -105,9 +100,9 @@ def pareto(
     front = export.pareto(rows, dirs)
     if plot is not None:
         export.pareto_figure(plot, rows, front, objectives)
-    if format == PFormat.table:
+    if format == TableFormat.table:
         _front_table(rows, front, objectives, dirs)
-    elif format == PFormat.csv:
+    elif format == TableFormat.csv:
         typer.echo(export.rows_csv(front, objectives), nl=False)
     else:
         _pareto_json(study, rows, front, objectives, dirs)

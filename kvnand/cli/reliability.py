@@ -9,17 +9,13 @@ point's rate unless `--rate` says otherwise (each design can sustain it).
 from __future__ import annotations
 
 import math
-from enum import StrEnum
 from typing import Annotated
 
 import typer
 
+from kvnand.cli.options import Format
+
 app = typer.Typer()
-
-
-class Format(StrEnum):
-    table = "table"
-    json = "json"
 
 
 @app.command()

@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from kvnand.cli.options import TableFormat
 from kvnand.errors import InputError
 from kvnand.io import check_output, json_text, write_text
 from kvnand.report import sweep
@@ -22,12 +23,6 @@ from kvnand.report.figures import SUFFIXES
 from kvnand.scenario import CONTEXT_HELP, context_label, parse_contexts, split_list
 
 app = typer.Typer()
-
-
-class Format(StrEnum):
-    table = "table"
-    json = "json"
-    csv = "csv"
 
 
 class Mode(StrEnum):
@@ -50,7 +45,7 @@ def _as_csv(results: list[dict]) -> str:
     return buf.getvalue()
 
 
-def _trace(points: list[sweep.Point], results: list[dict], precision, overrides) -> str:
+def _trace(points: list[sweep.SweepPoint], results: list[dict], precision, overrides) -> str:
     """Chrome trace (JSON text) of the first point that fits, re-run in event mode with its timeline."""
     from kvnand.evaluation import evaluate
     from kvnand.report.trace import chrome_trace
@@ -61,7 +56,7 @@ def _trace(points: list[sweep.Point], results: list[dict], precision, overrides)
     r = evaluate(p.system, p.model, p.context, precision=precision, mode="event", overrides=overrides,
                  with_timeline=True)
     label = f"{r['system']} | {r['model']} | {context_label(r['context'])} tokens | {r['precision']}"
-    return json_text(chrome_trace([(label, r["_timeline"])]), separators=(",", ":"))
+    return json_text(chrome_trace([(label, r.timeline)]), separators=(",", ":"))
 
 
 def _references(results: list[dict], mode: str, overrides: dict, cache: Cache, refresh: str | None) -> list[dict]:
@@ -100,7 +95,7 @@ def report(
     contexts: Annotated[str | None, typer.Option(help=CONTEXT_HELP + " (default 128,1k,10k,100k)")] = None,
     precision: Annotated[str | None, typer.Option(help="bf16, w8a8 or w4a16 (default: each system's)")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="key.path=value override (repeatable)")] = None,
-    format: Annotated[Format, typer.Option("--format")] = Format.table,
+    format: Annotated[TableFormat, typer.Option("--format")] = TableFormat.table,
     plot: Annotated[Path | None, typer.Option(help="figure FILE.png|svg|pdf: tokens/s (+ FILE-speedup, FILE-energy, "
                                                    "FILE-breakdown)")] = None,
     trace: Annotated[Path | None, typer.Option(help="Chrome trace JSON (Perfetto) of the first point that fits, "
@@ -171,9 +166,9 @@ def report(
                                spec) \
         if policy_plot else None
 
-    if format == Format.json:
+    if format == TableFormat.json:
         typer.echo(_as_json(results))
-    elif format == Format.csv:
+    elif format == TableFormat.csv:
         typer.echo(_as_csv(results), nl=False)
     else:
         from kvnand.report.table import OPTIONAL_COLUMNS, TEXT_COLUMNS, render
@@ -266,15 +261,15 @@ def _batch_contexts(text: str | None, batches: list[int | None], overrides: dict
 
 
 @app.command()
-def fields(format: Annotated[Format, typer.Option("--format", help="table, json or csv")] = Format.table):
+def fields(format: Annotated[TableFormat, typer.Option("--format", help="table, json or csv")] = TableFormat.table):
     """Every field of a result record (kvnand.evaluate, report --format json/csv): unit and meaning."""
     from kvnand.report.fields import FIELDS
 
-    if format == Format.json:
+    if format == TableFormat.json:
         typer.echo(json_text({"schema": "kvnand.fields/1", "fields": [
             {"field": k, "unit": u, "meaning": m} for k, (u, m) in FIELDS.items()]}, indent=2))
         return
-    if format == Format.csv:
+    if format == TableFormat.csv:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerows([("field", "unit", "meaning"), *((k, u, m) for k, (u, m) in FIELDS.items())])

@@ -4,11 +4,12 @@ JSON; parsing and printing only (the cases, the runner and the verdicts are kvna
 from __future__ import annotations
 
 import sys
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from kvnand.cli.options import Format
 
 
 def _fmt(v: Any, metric: str = "") -> str:
@@ -59,11 +60,6 @@ def print_table(rows: list, summ: dict) -> None:
                f"{summ['tracked']} passed; documented disagreements: {summ['disagrees']} (agreeing now: "
                f"{summ['disagrees_agreeing']}); MAPE (enforced numeric, disagreements included): {shown}; "
                f"calibration constants: {summ['calibration_constants']}")
-
-
-class Format(StrEnum):
-    table = "table"
-    json = "json"
 
 
 app = typer.Typer()

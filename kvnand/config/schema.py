@@ -163,6 +163,12 @@ class Geometry(Part):
             if v != int(v):
                 raise ConfigValueError("a page holds a whole number of bytes", key=key, value=f"{v:g} B",
                                        allowed="a whole number of bytes such as '16 KiB'")
+        n = int(self.page_size)
+        if n & (n - 1):  # a page's data area is addressed by column-address bits: a power of two bytes
+            lower = 1 << (n.bit_length() - 1)
+            raise ConfigValueError("a page's data area is a power of two bytes (ONFI column addressing; "
+                                   "the spare area holds the rest)", key="page_size", value=f"{n} B",
+                                   allowed=f"a power of two such as {lower} B or {2 * lower} B")
         if not _planes_ok(self.planes):
             raise ConfigValueError("a die's planes come in pairs (a power of two as ONFI addresses them, or an even "
                                    "count as Micron's 6-plane 232-layer die)", key="planes", value=self.planes,

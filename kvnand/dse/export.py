@@ -25,7 +25,7 @@ from kvnand.io import atomic_path, json_text, write_text
 
 
 @dataclass
-class Row:
+class TrialRow:
     """One design's outcome, from an optuna trial or a grid point."""
 
     number: int
@@ -42,7 +42,7 @@ class Row:
         return (self.report or {}).get("metrics", {})
 
 
-def rows_from_study(study, objectives: list[str]) -> list[Row]:
+def rows_from_study(study, objectives: list[str]) -> list[TrialRow]:
     """Every design a study evaluated: its taken trials except those told a stored design's values
     (`duplicate_of`; WAITING and surplus trials are not designs that ran). An infeasible trial told optuna
     the worst values; its row has the values it measured (from its report)."""
@@ -60,7 +60,7 @@ def rows_from_study(study, objectives: list[str]) -> list[Row]:
         values = list(t.values) if t.values else None
         if values and not feasible and report and "metrics" in report:
             values = [_measured(report["metrics"].get(o), v) for o, v in zip(objectives, values, strict=True)]
-        rows.append(Row(t.number, t.state.name, dict(t.params), values, feasible, violated,
+        rows.append(TrialRow(t.number, t.state.name, dict(t.params), values, feasible, violated,
                         t.user_attrs.get("known_design"), report))
     return rows
 
@@ -69,7 +69,7 @@ def _measured(value: float | None, told: float) -> float:
     return told if value is None else float(value)
 
 
-def pareto(rows: list[Row], directions: list[str]) -> list[Row]:
+def pareto(rows: list[TrialRow], directions: list[str]) -> list[TrialRow]:
     """Feasible non-dominated rows, one per distinct design (the lowest trial number, e.g. the published one)."""
     feasible = [r for r in rows if r.feasible]
     front = [r for r, keep in zip(feasible, non_dominated([r.values for r in feasible], directions), strict=True)
@@ -83,7 +83,8 @@ def pareto(rows: list[Row], directions: list[str]) -> list[Row]:
     return out
 
 
-def compare_known(rows: list[Row], front: list[Row], objectives: list[str], directions: list[str]) -> list[dict]:
+def compare_known(rows: list[TrialRow], front: list[TrialRow], objectives: list[str],
+                  directions: list[str]) -> list[dict]:
     """Each published design against the front: the dominating trial with the largest worst-case gain."""
     out = []
     on_front = {json.dumps(r.params, sort_keys=True) for r in front}
@@ -105,7 +106,7 @@ def compare_known(rows: list[Row], front: list[Row], objectives: list[str], dire
 
 
 # ---------------------------------------------------------------------- files
-def write_outputs(out: Path, rows: list[Row], objectives: list[str], directions: list[str],
+def write_outputs(out: Path, rows: list[TrialRow], objectives: list[str], directions: list[str],
                   heatmap: bool = False) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -132,7 +133,7 @@ def write_outputs(out: Path, rows: list[Row], objectives: list[str], directions:
     }
 
 
-def why_infeasible(rows: list[Row]) -> list[dict]:
+def why_infeasible(rows: list[TrialRow]) -> list[dict]:
     """Per violated constraint (most common first): how many designs break it and, for capacity, at which
     workload points they run out of memory, with counts."""
     from kvnand.scenario import context_label
@@ -159,7 +160,7 @@ def write_json(path: Path, obj) -> None:
     write_text(path, json_text(jsonable(obj), indent=2) + "\n")
 
 
-def rows_csv(rows: list[Row], objectives: list[str]) -> str:
+def rows_csv(rows: list[TrialRow], objectives: list[str]) -> str:
     # a parameter named system/precision is the design's column of that name
     params = [k for k in dict.fromkeys(k for r in rows for k in r.params) if k not in ("system", "precision")]
     extra = sorted({k for r in rows for k in r.metrics} - set(objectives))
@@ -249,7 +250,7 @@ def _plain_ticks(axis) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
-def pareto_figure(path: Path, rows: list[Row], front: list[Row], objectives: list[str]):
+def pareto_figure(path: Path, rows: list[TrialRow], front: list[TrialRow], objectives: list[str]):
     """Scatter of every objective pair (objective vs trial number when there is one objective): infeasible
     designs as grey crosses at the values they measured, feasible ones as dots, the front in red, published
     designs as triangles (hollow grey when infeasible). Labels name the front and the feasible published
@@ -318,7 +319,7 @@ def split_label(rec: dict) -> str:
 MAX_LABELLED_CELLS = 400  # heatmap panels up to this many cells print each cell's value
 
 
-def heatmap_figure(path: Path | None, rows: list[Row]):
+def heatmap_figure(path: Path | None, rows: list[TrialRow]):
     """Fig. 15-style heatmap with a colorbar per panel; other varying parameters collapse to the fastest
     design per cell. Returns the figure, or None when no row has workload points."""
     import numpy as np

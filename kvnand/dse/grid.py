@@ -80,7 +80,7 @@ def run_grid(space: Space, out: Path, workers: int = 1, log=print, progress=None
             pool.terminate()
     elapsed = time.monotonic() - t0
     labels = [known.get(json.dumps(params, sort_keys=True)) for params in combos]
-    rows = [export.Row(i, "COMPLETE", params, values, feasible, violated, label, report)
+    rows = [export.TrialRow(i, "COMPLETE", params, values, feasible, violated, label, report)
             for i, (params, label, (values, feasible, violated, report, _)) in enumerate(
                 zip(combos, labels, results, strict=True))]
     summary = export.write_outputs(out, rows, list(space.spec.objectives), directions(space), heatmap=True)

@@ -79,19 +79,6 @@ def check_metric_key(key: str, space, error: Callable[..., InputError]) -> None:
             raise error("not a context length after '@'", value=key) from None
         if n not in space.contexts:
             raise error("context not in the workload", value=key, allowed=", ".join(map(str, space.contexts)))
-    if m.needs_reliability and reliability_fn() is None:
-        raise error(f"'{base}' needs kvnand.reliability, which this build does not have", value=key)
-
-
-def reliability_fn():
-    """kvnand.evaluation.evaluate_reliability, or None while kvnand.reliability is not built."""
-    try:
-        import kvnand.reliability  # noqa: F401
-    except ImportError:
-        return None
-    from kvnand.evaluation import evaluate_reliability
-
-    return evaluate_reliability
 
 
 # ---------------------------------------------------------------------- evaluation (cached per process)
@@ -137,8 +124,10 @@ def _reliability(system: str, model: str, context: int, precision: str | None, o
                  profile: str) -> dict:
     # the point's own evaluate() record (cached above) gives an ':auto' system its split
     key = (system, model, context, precision, overrides, ())
-    return reliability_fn()(system, model, context, precision=precision, profile=profile,
-                            overrides=dict(overrides), record=_PREFETCHED.get(key) or _point(*key))
+    from kvnand.evaluation import evaluate_reliability
+
+    return evaluate_reliability(system, model, context, precision=precision, profile=profile,
+                                overrides=dict(overrides), record=_PREFETCHED.get(key) or _point(*key))
 
 
 @lru_cache(maxsize=1024)

@@ -245,7 +245,7 @@ class Design:
 
 
 @dataclass(frozen=True)
-class Point:
+class WorkloadPoint:
     model: str
     context: int
     weight: float                                       # normalized: the weights of a workload sum to 1
@@ -271,7 +271,7 @@ class Space:
         return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     @cached_property
-    def points(self) -> list[Point]:
+    def points(self) -> list[WorkloadPoint]:
         from kvnand.scenario import parse_contexts
 
         w = self.spec.workload
@@ -286,7 +286,7 @@ class Space:
                                  allowed="token counts such as 128, 1k, 10k, 100k, 1Ki") from None
             parsed[n] = weight
         total = sum(models.values()) * sum(parsed.values())
-        return [Point(m, c, mw * cw / total) for m, mw in models.items() for c, cw in sorted(parsed.items())]
+        return [WorkloadPoint(m, c, mw * cw / total) for m, mw in models.items() for c, cw in sorted(parsed.items())]
 
     @property
     def contexts(self) -> list[int]:

@@ -33,13 +33,17 @@ class DecodeStep:
     """The lowerings of a scenario's step: `target` (the verified or plain step) and `draft` (None without
     speculation), and the expected tokens a sequence gains per step."""
 
-    def __init__(self, sc: Scenario):
+    def __init__(self, sc: Scenario, target: Lowering | None = None):
+        """`target`: the plain step's lowering at this context when the caller keeps one per design (its
+        context-independent parts made once); it is then also moved to the prompt's length for the prefill."""
         d = sc.point.decode
         self.sc, self.batch, self.k = sc, d.sequences, (d.spec_k if sc.draft is not None else 0)
         self.tokens_per_sequence = d.accepted_tokens
         self.mix = d.mix  # the sequences' contexts when they differ (sc.context is the longest)
-        self.target = Lowering(sc.system, sc.model, sc.precision, sc.context, sc.policy,
-                               batch=self.batch, queries=d.queries, accepted=self.tokens_per_sequence, mix=self.mix)
+        self._shared = target is not None
+        self.target = target or Lowering(sc.system, sc.model, sc.precision, sc.context, sc.policy,
+                                         batch=self.batch, queries=d.queries, accepted=self.tokens_per_sequence,
+                                         mix=self.mix)
         self.draft_system = draft_system(sc.system) if sc.draft is not None else None
         self.draft = None if sc.draft is None else Lowering(self.draft_system, sc.draft, sc.precision, sc.context,
                                                             sc.policy, batch=self.batch, mix=self.mix)
@@ -74,10 +78,15 @@ class DecodeStep:
 
     def _prefill(self, n: int, batch: int):
         sc = self.sc
-        target = self.target if n == sc.context and batch == self.batch else \
-            Lowering(sc.system, sc.model, sc.precision, n, sc.policy, batch=batch)
+        target = self.target if n == sc.context and batch == self.batch else self._target_at(n, batch)
         pre = target.prefill(n)
         if self.draft is None:
             return pre
         draft = Lowering(self.draft_system, sc.draft, sc.precision, n, sc.policy, batch=batch).prefill(n)
         return Seq((pre, restage(draft, "draft")), name="prefill")
+
+    def _target_at(self, n: int, batch: int) -> Lowering:
+        if self._shared:  # (a plain step's: one sequence)
+            return self.target.at(n)
+        sc = self.sc
+        return Lowering(sc.system, sc.model, sc.precision, n, sc.policy, batch=batch)

@@ -6,11 +6,11 @@ point is stored in the cache before the next starts, so an interrupted sweep res
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from kvnand.errors import InputError
 from kvnand.report.cache import Cache
+from kvnand.result import Result
 
 # The paper's comparison (KVNAND Sec. V, Fig. 12): what `kvnand report` runs with no arguments.
 PAPER_SYSTEMS = ("base1", "base2", "kvnand-c16", "kvnand-d:auto")
@@ -19,7 +19,7 @@ PAPER_CONTEXTS = (128, 1000, 10_000, 100_000)
 
 
 @dataclass(frozen=True)
-class Point:
+class SweepPoint:
     system: str
     model: str
     context: int
@@ -65,23 +65,23 @@ def check_inputs(systems: list[str], models: list[str], precision: str | None, o
 
 
 def grid(systems: list[str], models: list[str], contexts: list[int],
-         batches: list[int | None] = (None,), batch_contexts: tuple[int, ...] | None = None) -> list[Point]:
+         batches: list[int | None] = (None,), batch_contexts: tuple[int, ...] | None = None) -> list[SweepPoint]:
     """Every point; with `batch_contexts` (cycled to each batch size: sequence i has the (i mod n)-th) the one
     context is their longest."""
     if batch_contexts is not None:
         from kvnand.scenario import cycle_contexts
 
-        return [Point(s, m, max(batch_contexts), b, cycle_contexts(batch_contexts, b))
+        return [SweepPoint(s, m, max(batch_contexts), b, cycle_contexts(batch_contexts, b))
                 for m in models for s in systems for b in batches]
-    return [Point(s, m, c, b) for m in models for c in contexts for s in systems for b in batches]
+    return [SweepPoint(s, m, c, b) for m in models for c in contexts for s in systems for b in batches]
 
 
 def public(record: dict) -> dict:
-    """The record as JSON sees it: no `_` keys (timeline, program), tuples as lists, numpy scalars as floats."""
-    return json.loads(json.dumps({k: v for k, v in record.items() if not k.startswith("_")}, default=float))
+    """The record as JSON sees it (Result.to_json: tuples as lists, numpy scalars as floats, no NaN)."""
+    return Result.of(record).to_json()
 
 
-def run(points: list[Point], *, precision: str | None, mode: str, overrides: dict, cache: Cache,
+def run(points: list[SweepPoint], *, precision: str | None, mode: str, overrides: dict, cache: Cache,
         refresh: str | None = None, spec: dict | None = None) -> list[dict]:
     """Evaluate every point (cache first); a progress bar on stderr when it is a terminal. `spec`: the
     speculative decoding keywords of evaluate() (spec_draft, spec_k, spec_accept) for every point. The plain

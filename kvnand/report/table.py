@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from kvnand.report.sweep import Point, series
+from kvnand.report.sweep import SweepPoint, series
 from kvnand.scenario import context_label
 
 REFERENCES = ("base1", "base2")
@@ -32,16 +32,16 @@ def index_points(results: list[dict], references: list[dict]) -> dict[tuple, dic
             for r in [*references, *results]}
 
 
-def missing_references(results: list[dict]) -> dict[str, list[Point]]:
+def missing_references(results: list[dict]) -> dict[str, list[SweepPoint]]:
     """Per precision, the reference points an equal-precision speedup needs that the sweep did not run
     (a reference ran at its own default precision while another system ran at a different one)."""
     have = index_points(results, [])
     refs = [s for s in REFERENCES if any(r["system"] == s for r in results)]
-    out: dict[str, list[Point]] = defaultdict(list)
+    out: dict[str, list[SweepPoint]] = defaultdict(list)
     for r in results:
         for ref in refs:
             bc = r.get("batch_contexts")
-            p = Point(ref, r["model"], r["context"], r.get("batch"), tuple(bc) if bc else None)
+            p = SweepPoint(ref, r["model"], r["context"], r.get("batch"), tuple(bc) if bc else None)
             if (ref, r["model"], r["context"], r["precision"], r.get("batch")) not in have and \
                     p not in out[r["precision"]]:
                 out[r["precision"]].append(p)
