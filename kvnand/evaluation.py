@@ -99,7 +99,8 @@ def evaluate(system: str, model: str, context: int, *, precision: str | None = N
              overrides: dict[str, Any] | None = None, with_timeline: bool = False,
              prefill_tokens: int | None = DEFAULT_PREFILL_TOKENS, refresh: str | None = None,
              kv_policy: str | None = None, batch: int | None = None, spec_draft: str | None = None,
-             spec_k: int | None = None, spec_accept: float | None = None, batch_contexts=None) -> Result:
+             spec_k: int | None = None, spec_accept: float | None = None,
+             batch_contexts: list | tuple | None = None) -> Result:
     """Evaluate one point. Returns the record described in DESIGN.md (`kvnand.report/1` results).
 
     `kv_policy`: a shipped KV-cache policy (arch_configs/kv_policies/NAME.yaml) or a path to one; the same as

@@ -196,3 +196,12 @@ def test_the_report_cache_keys_a_point_by_its_batch_contexts(kvnand_cli):
     first, other, again = step("1k,10k"), step("5k,10k"), step("1k,10k")
     assert other["step_latency_s"] > first["step_latency_s"] == again["step_latency_s"]
     assert other["batch_contexts"] == [5000, 10_000] and again["batch_contexts"] == [1000, 10_000]
+
+
+def test_the_batch_figure_names_the_sequences_contexts():
+    from kvnand.report.figures import figures
+
+    results = [kvnand.evaluate("kvnand-c16", "llama3.1-8b", 50_000, batch_contexts=cycle_contexts((1000, 50_000), b))
+               for b in (2, 4)]
+    fig = figures(results)["batch"]
+    assert fig.axes[0].get_title() == "llama3.1-8b, sequences of 1k, 50k tokens"
