@@ -99,7 +99,8 @@ def evaluate(system: str, model: str, context: int, *, precision: str | None = N
              overrides: dict[str, Any] | None = None, with_timeline: bool = False,
              prefill_tokens: int | None = DEFAULT_PREFILL_TOKENS, refresh: str | None = None,
              kv_policy: str | None = None, batch: int | None = None, spec_draft: str | None = None,
-             spec_k: int | None = None, spec_accept: float | None = None) -> Result:
+             spec_k: int | None = None, spec_accept: float | None = None,
+             batch_contexts: list | tuple | None = None) -> Result:
     """Evaluate one point. Returns the record described in DESIGN.md (`kvnand.report/1` results).
 
     `kv_policy`: a shipped KV-cache policy (arch_configs/kv_policies/NAME.yaml) or a path to one; the same as
@@ -112,12 +113,23 @@ def evaluate(system: str, model: str, context: int, *, precision: str | None = N
     `batch`: sequences decoded together, each of `context` tokens; `spec_draft` (a model), `spec_k` (draft
     tokens per step) and `spec_accept` (acceptance rate, 0 <= a < 1): speculative decoding. The record then
     has `batch`, `queries_per_step`, `tokens_per_step`, `step_latency_s` and `aggregate_tokens_per_s`
-    (`tokens_per_s` stays per request)."""
+    (`tokens_per_s` stays per request).
+
+    `batch_contexts`: each sequence's own context (a list of token counts or texts like "10k", one per
+    sequence; `batch` defaults to its length), and `context` must be the longest of them: the record's
+    `context` and `max_context` are the longest sequence's (`max_context`: with every sequence's context
+    scaled in proportion). Weights are read once per step for every sequence; attention reads each sequence's
+    own KV; the capacity holds the sum of their KV; the TTFT prefills each prompt at its own length (the
+    prompts of one length together). Equal contexts are the equal-context batch exactly. Contexts that
+    differ are not modelled under a KV policy other than dense."""
     if mode not in MODES:
         raise InputError("unknown mode", key="mode", value=mode, allowed=", ".join(MODES))
     if isinstance(context, bool) or not isinstance(context, int) or context < 1:
         raise InputError("context must be a positive number of tokens", key="context", value=context)
-    decode = Decode(batch, spec_draft, spec_k, spec_accept)
+    decode = Decode(batch, spec_draft, spec_k, spec_accept, batch_contexts)
+    if decode.contexts is not None and context != decode.longest:
+        raise InputError("context must be the longest of batch_contexts", key="context", value=context,
+                         allowed=str(decode.longest))
     if refresh and decode.active:
         raise InputError("the read-disturb refresh is modelled for single-sequence decoding only", key="refresh",
                          value=refresh, allowed="no refresh with batch or spec_draft")
@@ -125,6 +137,10 @@ def evaluate(system: str, model: str, context: int, *, precision: str | None = N
     if kv_policy is not None:
         overrides["kv_policy"] = kv_policy
     policy = kvp.resolve_policy(overrides)
+    if decode.mix is not None and not kvp.is_dense(policy):
+        raise InputError("sequences of different contexts are modelled without a KV policy only",
+                         key="batch_contexts", value=str(list(decode.contexts))[:80],
+                         allowed="equal contexts, or kv_policy dense")
     if kvp.evicts(policy) and policy.reclaim == "auto":
         return Result.of(_auto_reclaim(system, model, context, precision, mode, overrides, with_timeline,
                                        prefill_tokens, refresh, decode))
@@ -227,7 +243,9 @@ def _evaluate(system: str, model: str, context: int, precision: str | None, mode
 def _decode_fields(decode: Decode, sc: Scenario, step_s: float | None) -> dict:
     """The batch fields of a batched or speculative record (timing fields null when it does not fit)."""
     tokens = decode.accepted_tokens
-    out = {"batch": decode.sequences, "queries_per_step": decode.sequences * decode.queries,
+    out = {"batch": decode.sequences,
+           **({"batch_contexts": list(decode.contexts)} if decode.contexts is not None else {}),
+           "queries_per_step": decode.sequences * decode.queries,
            "tokens_per_step": decode.sequences * tokens, "step_latency_s": step_s,
            "aggregate_tokens_per_s": None if step_s is None else decode.sequences * tokens / step_s}
     if sc.draft is not None:
@@ -246,17 +264,19 @@ def kv_page_reads(counts: dict, b: Lowering) -> dict:
         return {}
     hp = heads_per_phase(b.s, b.m)
     busiest = 0.0
+    groups = b.groups or (b,)  # the sequences of each context (a mix), or all of them
     for kind, layers in b.m.layer_kinds:  # each kind attends over its own context (a window caps it)
-        lw = b.for_kind(kind)
-        rounds = lw.logit_rounds() if hp == b.m.kv_heads else 1
-        phases = math.ceil(b.m.kv_heads / hp) * rounds * layers * b.batch
-        heads = ceil(hp / rounds)
-        busiest += lw.kv_reads(heads)[0] * 2 * phases  # Logit and Attend
-        if b.policy.selector is not None:
-            busiest += lw.selection_reads(heads)[0] * phases
+        for grp in groups:
+            lw = grp.for_kind(kind)
+            rounds = lw.logit_rounds() if hp == b.m.kv_heads else 1
+            phases = math.ceil(b.m.kv_heads / hp) * rounds * layers * grp.batch
+            heads = ceil(hp / rounds)
+            busiest += lw.kv_reads(heads)[0] * 2 * phases  # Logit and Attend
+            if b.policy.selector is not None:
+                busiest += lw.selection_reads(heads)[0] * phases
     total = counts.get(b.kv_sense_action(), 0.0) / (8 * g.page_bytes)
     return {"page_reads_per_token": total, "busiest_plane_page_reads_per_token": busiest,
-            "useful_kv_bytes_per_token": _useful_kv_bytes(b) * b.batch,
+            "useful_kv_bytes_per_token": sum(_useful_kv_bytes(grp) * grp.batch for grp in groups),
             "sensed_kv_bytes_per_token": total * g.page_bytes}
 
 
@@ -330,6 +350,7 @@ def _auto_reclaim(system, model, context, precision, mode, overrides, with_timel
     runs = [evaluate(system, model, context, precision=precision, mode=mode, with_timeline=with_timeline,
                      prefill_tokens=prefill_tokens, refresh=refresh, batch=decode.batch,
                      spec_draft=decode.spec_draft, spec_k=decode.spec_k, spec_accept=decode.spec_accept,
+                     batch_contexts=decode.contexts,
                      overrides={**overrides, "kv_policy.reclaim": choice}) for choice in ("gc", "none")]
     fitting = [r for r in runs if not r["oom"]]
     best = min(fitting, key=lambda r: r["latency_s"]) if fitting else runs[0]

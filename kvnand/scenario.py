@@ -7,6 +7,7 @@ decoding setup may be."""
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -56,6 +57,18 @@ def parse_contexts(text: str, option: str = "--contexts") -> list[int]:
     return list(dict.fromkeys(out))
 
 
+def parse_batch_contexts(text: str, option: str = "--batch-contexts") -> tuple[int, ...]:
+    """`1k,1k,100k` -> (1000, 1000, 100000): one context per listed sequence, repeats kept."""
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    if not items:
+        raise InputError("needs at least one comma-separated value", key=option, value=text)
+    out = tuple(parse_context(item) for item in items)
+    for item, n in zip(items, out, strict=True):
+        if n is None:
+            raise InputError("not a context length", key=option, value=item, allowed=CONTEXT_HELP)
+    return out
+
+
 def context_label(n: int) -> str:
     if n >= 1000 and n % 1000 == 0:
         return f"{n // 1000}k"
@@ -84,19 +97,28 @@ MAX_BATCH = 4096
 MAX_SPEC_K = 64
 
 
+def cycle_contexts(contexts, batch: int) -> tuple:
+    """The contexts of `batch` sequences from a shorter list, cycled: sequence i has contexts[i mod n]."""
+    return tuple(contexts[i % len(contexts)] for i in range(batch))
+
+
 @dataclass(frozen=True)
 class Decode:
     """What one decode step carries: `batch` sequences (None: the plain single-sequence step, whose record
-    has no batch fields) and, with a draft model (`spec_draft`: zoo name or config.json), `spec_k` draft
-    tokens per sequence verified at once, each accepted with probability `spec_accept` (an input: from a
-    source, never fitted)."""
+    has no batch fields), each of the point's context or, with `contexts`, of its own (one per sequence;
+    token counts or texts like "10k"; `batch` defaults to their number) and, with a draft model
+    (`spec_draft`: zoo name or config.json), `spec_k` draft tokens per sequence verified at once, each
+    accepted with probability `spec_accept` (an input: from a source, never fitted)."""
 
     batch: int | None = None
     spec_draft: str | None = None
     spec_k: int | None = None
     spec_accept: float | None = None
+    contexts: tuple[int, ...] | None = None
 
     def __post_init__(self):
+        if self.contexts is not None:
+            self._check_contexts()
         b = self.batch
         if b is not None and (isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= MAX_BATCH):
             raise InputError("batch must be a whole number of sequences", key="batch", value=b,
@@ -114,6 +136,37 @@ class Decode:
         if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 <= a < 1:
             raise InputError("spec_accept (probability a draft token is accepted) is needed", key="spec_accept",
                              value=a, allowed="a number with 0 <= a < 1")
+
+    def _check_contexts(self) -> None:
+        given = self.contexts
+        if isinstance(given, (str, bytes, dict)) or not hasattr(given, "__len__") or not 1 <= len(given) <= MAX_BATCH:
+            raise InputError("batch_contexts needs one context per sequence", key="batch_contexts",
+                             value=str(given)[:80], allowed=f"a list of 1 to {MAX_BATCH} contexts")
+        contexts = tuple(parse_context(c) for c in given)
+        bad = next((c for c, n in zip(given, contexts, strict=True) if n is None), None)
+        if None in contexts:
+            raise InputError("not a context length", key="batch_contexts", value=bad, allowed=CONTEXT_HELP)
+        b = self.batch
+        if b is None:
+            b = len(contexts)
+        elif isinstance(b, int) and not isinstance(b, bool) and b != len(contexts):
+            raise InputError(f"batch_contexts has {len(contexts)} contexts for a batch of {b}",
+                             key="batch_contexts", value=str(list(given))[:80], allowed=f"exactly {b} contexts")
+        object.__setattr__(self, "contexts", contexts)
+        object.__setattr__(self, "batch", b)
+
+    @property
+    def longest(self) -> int | None:
+        """The longest sequence's context (None without per-sequence contexts)."""
+        return max(self.contexts) if self.contexts is not None else None
+
+    @property
+    def mix(self) -> tuple[tuple[int, int], ...] | None:
+        """((context, sequences), ...) in increasing context when the sequences' contexts differ; None when
+        they are all equal (or not given): then the step is the equal-context batch itself."""
+        if self.contexts is None or len(set(self.contexts)) == 1:
+            return None
+        return tuple(sorted(Counter(self.contexts).items()))
 
     @property
     def active(self) -> bool:

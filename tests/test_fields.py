@@ -8,7 +8,8 @@ import json
 import kvnand
 from kvnand.report.fields import FIELDS, paths
 
-POINTS = [  # every kind of record: fits, out of memory, :auto, event mode, refresh, DRAM, CSD, split GEMV, policy
+POINTS = [  # every kind of record: fits, out of memory, :auto, event mode, refresh, DRAM, CSD, split GEMV, policy,
+    # per-sequence contexts
     ("kvnand-d:auto", "llama3.1-8b", 10_000, {"refresh": "continuous"}),
     ("kvnand-c16", "llama2-7b", 1000, {"mode": "event"}),
     ("base1", "llama3.1-70b", 100_000, {}),
@@ -17,6 +18,7 @@ POINTS = [  # every kind of record: fits, out of memory, :auto, event mode, refr
     ("csd-offload", "llama2-7b", 1000, {}),
     ("kvnand-c16", "llama3.1-8b", 1000, {"batch": 2, "spec_draft": "llama3.2-1b", "spec_k": 3,
                                          "spec_accept": 0.7}),
+    ("kvnand-d", "llama3.1-8b", 10_000, {"batch": 3, "batch_contexts": [1000, 10_000, 1000]}),
     ("kvnand-d", "llama2-7b", 10_000, {"kv_policy": "quest", "overrides": {"kv_policy.budget": 5000}}),
 ]
 

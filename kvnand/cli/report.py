@@ -92,7 +92,7 @@ def report(
                                               "G1/G2 split)")] = ",".join(sweep.PAPER_SYSTEMS),
     models: Annotated[str, typer.Option(help="comma-separated zoo names or paths to HF config.json")]
     = ",".join(sweep.PAPER_MODELS),
-    contexts: Annotated[str, typer.Option(help=CONTEXT_HELP)] = "128,1k,10k,100k",
+    contexts: Annotated[str | None, typer.Option(help=CONTEXT_HELP + " (default 128,1k,10k,100k)")] = None,
     precision: Annotated[str | None, typer.Option(help="bf16, w8a8 or w4a16 (default: each system's)")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="key.path=value override (repeatable)")] = None,
     format: Annotated[TableFormat, typer.Option("--format")] = TableFormat.table,
@@ -108,6 +108,10 @@ def report(
                                                      "(e.g. continuous, chat) to latency and energy")] = None,
     batch: Annotated[str | None, typer.Option(help="sequences decoded together per step, comma-separated for a "
                                                    "sweep (e.g. 1,2,4,8; with --plot also FILE-batch)")] = None,
+    batch_contexts: Annotated[str | None, typer.Option(help="each sequence's own context, comma-separated and "
+                                                            "cycled over the batch (sequence i has the (i mod n)-th; "
+                                                            "every --batch at least n, default n); the point's "
+                                                            "context is the longest (no --contexts)")] = None,
     spec_draft: Annotated[str | None, typer.Option(help="speculative decoding: the draft model (zoo name or "
                                                         "config.json)")] = None,
     spec_k: Annotated[int | None, typer.Option(help="draft tokens verified per step")] = None,
@@ -128,7 +132,10 @@ def report(
 
     system_list = split_list(systems, "--systems")
     model_list = split_list(models, "--models")
-    context_list = parse_contexts(contexts)
+    if batch_contexts is not None and contexts is not None:
+        raise InputError("the point's context is the longest of --batch-contexts", key="--contexts", value=contexts,
+                         allowed="--contexts or --batch-contexts, not both")
+    context_list = parse_contexts(contexts or "128,1k,10k,100k")
     overrides = parse_sets(set_)
     if kv_policy is not None:
         overrides["kv_policy"] = kv_policy
@@ -138,6 +145,9 @@ def report(
 
         get_profile(refresh)  # an unknown profile is an InputError before any point runs
     batches, spec = _decode_options(batch, spec_draft, spec_k, spec_accept, refresh)
+    mix = _batch_contexts(batch_contexts, batches, overrides, policy_plot is not None)
+    if mix is not None and batches == [None]:
+        batches = [len(mix)]
     check_output(plot, "--plot", suffixes=SUFFIXES)
     check_output(policy_plot, "--policy-plot", suffixes=SUFFIXES)
     check_output(trace, "--trace")
@@ -146,7 +156,7 @@ def report(
         raise InputError("the trace is of a plain decode step", key="--trace",
                          allowed="--trace without --batch and --spec-draft")
 
-    points = sweep.grid(system_list, model_list, context_list, batches)
+    points = sweep.grid(system_list, model_list, context_list, batches, mix)
     cache = Cache(enabled=not no_cache)
     results = sweep.run(points, precision=precision, mode=mode.value, overrides=overrides, cache=cache,
                         refresh=refresh, spec=spec)
@@ -226,6 +236,28 @@ def _decode_options(batch: str | None, draft: str | None, k: int | None, accept:
         raise InputError("the read-disturb refresh is modelled for single-sequence decoding only", key="--refresh",
                          value=refresh, allowed="no --refresh with --batch or --spec-draft")
     return batches, spec
+
+
+def _batch_contexts(text: str | None, batches: list[int | None], overrides: dict,
+                    policy_plot: bool) -> tuple[int, ...] | None:
+    """The --batch-contexts list, checked against every --batch (none drops a listed context) and the KV policy
+    before any point runs."""
+    from kvnand.scenario import Decode, cycle_contexts, parse_batch_contexts
+    from kvnand.workload.kv_policy import is_dense, resolve_policy
+
+    if text is None:
+        return None
+    mix = parse_batch_contexts(text)
+    for b in batches:
+        if b is not None and b < len(mix):
+            raise InputError(f"--batch {b} would drop some of the {len(mix)} contexts of --batch-contexts",
+                             key="--batch", value=b, allowed=f"batch sizes of at least {len(mix)}")
+        Decode(b or len(mix), contexts=cycle_contexts(mix, b or len(mix)))
+    if len(set(mix)) > 1 and (policy_plot or not is_dense(resolve_policy(overrides))):
+        raise InputError("sequences of different contexts are modelled without a KV policy only",
+                         key="--batch-contexts", value=text,
+                         allowed="equal contexts, or no --kv-policy / --policy-plot")
+    return mix
 
 
 @app.command()

@@ -39,17 +39,20 @@ class DecodeStep:
         d = sc.point.decode
         self.sc, self.batch, self.k = sc, d.sequences, (d.spec_k if sc.draft is not None else 0)
         self.tokens_per_sequence = d.accepted_tokens
+        self.mix = d.mix  # the sequences' contexts when they differ (sc.context is the longest)
         self._shared = target is not None
         self.target = target or Lowering(sc.system, sc.model, sc.precision, sc.context, sc.policy,
-                                         batch=self.batch, queries=d.queries, accepted=self.tokens_per_sequence)
+                                         batch=self.batch, queries=d.queries, accepted=self.tokens_per_sequence,
+                                         mix=self.mix)
         self.draft_system = draft_system(sc.system) if sc.draft is not None else None
         self.draft = None if sc.draft is None else Lowering(self.draft_system, sc.draft, sc.precision, sc.context,
-                                                            sc.policy, batch=self.batch)
+                                                            sc.policy, batch=self.batch, mix=self.mix)
 
     def fit(self) -> Fit:
         sc = self.sc
         draft = (self.draft_system, sc.draft) if sc.draft is not None else None
-        return fit(sc.system, sc.model, sc.precision, sc.context, sc.policy, batch=self.batch, draft=draft)
+        return fit(sc.system, sc.model, sc.precision, sc.context, sc.policy, batch=self.batch, draft=draft,
+                   mix=self.mix)
 
     def on_chip_error(self) -> str | None:
         error = self.target.on_chip_error()
@@ -66,16 +69,24 @@ class DecodeStep:
         return Seq((drafts, step), name="speculative step")
 
     def prefill(self, n: int):
-        """The prompts' prefill (the draft model's too: it needs its own KV of the prompt)."""
-        pre = (self.target if n == self.sc.context else self._target_at(n)).prefill(n)
+        """The prompts' prefill (the draft model's too: it needs its own KV of the prompt). With a mix of
+        contexts and n its longest, each sequence's prompt is its own context: the prompts of each length are
+        prefilled together, one length after the other."""
+        if self.mix is not None and n == self.sc.context:
+            return Seq(tuple(self._prefill(c, sequences) for c, sequences in self.mix), name="prefill")
+        return self._prefill(n, self.batch)
+
+    def _prefill(self, n: int, batch: int):
+        sc = self.sc
+        target = self.target if n == sc.context and batch == self.batch else self._target_at(n, batch)
+        pre = target.prefill(n)
         if self.draft is None:
             return pre
-        draft = Lowering(self.draft_system, self.sc.draft, self.sc.precision, n, self.sc.policy,
-                         batch=self.batch).prefill(n)
+        draft = Lowering(self.draft_system, sc.draft, sc.precision, n, sc.policy, batch=batch).prefill(n)
         return Seq((pre, restage(draft, "draft")), name="prefill")
 
-    def _target_at(self, n: int) -> Lowering:
-        if self._shared:
+    def _target_at(self, n: int, batch: int) -> Lowering:
+        if self._shared:  # (a plain step's: one sequence)
             return self.target.at(n)
         sc = self.sc
-        return Lowering(sc.system, sc.model, sc.precision, n, sc.policy, batch=self.batch)
+        return Lowering(sc.system, sc.model, sc.precision, n, sc.policy, batch=batch)

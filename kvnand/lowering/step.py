@@ -64,29 +64,34 @@ def heads_per_phase(system: System, model: ModelSpec) -> int:
 
 
 def fit(system: System, model: ModelSpec, precision: Precision, context: int, policy: KvPolicy = kvp.DENSE, *,
-        batch: int = 1, draft: tuple[System, ModelSpec] | None = None) -> Fit:
-    """Weights and the KV of `batch` sequences of `context` tokens, as the KV policy keeps it (and a draft
-    model's weights and KV, on the system copy that places it), against the memories the placement puts them
-    in; `max_context` is then the longest context every one of the `batch` sequences can have."""
-    held = stores(system, model, precision, policy, batch)
+        batch: int = 1, draft: tuple[System, ModelSpec] | None = None, mix: tuple | None = None) -> Fit:
+    """Weights and the KV of `batch` sequences of `context` tokens (or of the contexts of `mix`, whose longest is
+    `context`), as the KV policy keeps it (and a draft model's weights and KV, on the system copy that places
+    it), against the memories the placement puts them in; `max_context` is then the longest context every one
+    of the `batch` sequences can have (with a mix: the longest sequence's, every sequence's context scaled
+    with it)."""
+    held = stores(system, model, precision, policy, batch, mix)
     if draft is not None:
-        held = merge_stores(held, stores(*draft, precision, policy, batch))
-    return check(held, context)
+        held = merge_stores(held, stores(*draft, precision, policy, batch, mix))
+    return check(held, context, None if mix is None else f"batch_contexts ({batch} sequences, up to {context} tokens)")
 
 
 def stores(system: System, model: ModelSpec, precision: Precision, policy: KvPolicy = kvp.DENSE,
-           batch: int = 1) -> list[Store]:
+           batch: int = 1, mix: tuple | None = None) -> list[Store]:
     """The memories the placement puts weights and the KV of `batch` sequences (as the policy keeps it) in, and
-    what each holds."""
+    what each holds; with `mix` ((context, sequences) pairs), the sum of the sequences' KV as a growth in the
+    longest one's context (KvGrowth.mixed)."""
     per_token, windowed = kvp.kv_growth(policy, model.kv_growth(precision), model.kv_streams)
     home = KV_HOMES[system.kv.store]
     residual = kvp.residual(policy, precision)
     if residual and home.window_in_home:  # the last `residual` tokens are held at full width, not quantized
         full = dataclasses.replace(precision, kv_width=None)
         windowed = (*windowed, (model.kv_bytes_per_token(full) - model.kv_bytes_per_token(precision), residual))
-    kv = KvGrowth(per_token * batch, tuple((b * batch, w) for b, w in windowed))
-    return home.stores(system, model.weight_bytes(precision), kv,
-                                            WEIGHT_HOMES[system.placement.weights])
+    if mix is None:
+        kv = KvGrowth(per_token * batch, tuple((b * batch, w) for b, w in windowed))
+    else:
+        kv = KvGrowth(per_token, tuple(windowed)).mixed(mix)
+    return home.stores(system, model.weight_bytes(precision), kv, WEIGHT_HOMES[system.placement.weights])
 
 
 def merge_stores(stores: list[Store], more: list[Store]) -> list[Store]:
@@ -150,14 +155,19 @@ class Lowering:
     Queries per step: the step carries `batch` sequences of `context` tokens and `queries` query tokens per
     sequence (1 for plain decoding, k + 1 to verify k draft tokens). Every weight GEMV becomes a GEMM with
     `cols` = batch x queries columns on the same pages; attention reads each sequence's KV once for its
-    queries; `accepted` tokens per sequence (the expected accepted tokens of a verification) are programmed."""
+    queries; `accepted` tokens per sequence (the expected accepted tokens of a verification) are programmed.
+    With `mix` ((context, sequences) pairs, the longest `context`) the sequences have different contexts:
+    `groups` holds one copy per context with its sequences (`batch`) for their attention; the rest of the
+    step (weights, KV writes) serves all `batch` sequences at once."""
 
     def __init__(self, system: System, model: ModelSpec, precision: Precision, context: int,
-                 policy: KvPolicy = kvp.DENSE, *, batch: int = 1, queries: int = 1, accepted: float = 1.0):
+                 policy: KvPolicy = kvp.DENSE, *, batch: int = 1, queries: int = 1, accepted: float = 1.0,
+                 mix: tuple[tuple[int, int], ...] | None = None):
         self.s, self.m, self.p, self.policy = system, model, precision, policy
         self.batch, self.queries, self.accepted = batch, queries, accepted
         self.cols = batch * queries
         self.residual = kvp.residual(policy, precision)  # tokens of every stream in the full-width window
+        self.groups: tuple[Lowering, ...] | None = None
         self._set_context(context)
         self.weights = WEIGHT_HOMES[system.placement.weights]
         self.kv_home = KV_HOMES[system.kv.store]
@@ -169,6 +179,14 @@ class Lowering:
         # parts that do not depend on the context, made once for this lowering and its copies `at` other
         # contexts (a memoized maker must not read self.context or self.L)
         self._memo: dict = {}
+        if mix is not None:
+            self.groups = tuple(self._group(c, n) for c, n in mix)
+
+    def _group(self, context: int, sequences: int) -> Lowering:
+        """The copy that lowers the attention of the mix's `sequences` sequences of `context` tokens."""
+        lw = self.at(context)
+        lw.batch = sequences
+        return lw
 
     def _set_context(self, context) -> None:
         self.context = context
@@ -433,7 +451,9 @@ class Lowering:
 
     def attention(self, kv_heads: int) -> Seq | Loop:
         """Logit, softmax, attend for `kv_heads` KV heads (and their query heads) of one layer, sequence by
-        sequence (each reads its own KV once for its query tokens)."""
+        sequence (each reads its own KV once for its query tokens; sequences of one context share a loop)."""
+        if self.groups is not None:
+            return Seq(tuple(g.attention(kv_heads) for g in self.groups), name="sequences")
         m, q = self.m, self.queries
         q_heads = kv_heads * (m.heads // m.kv_heads)
         # MACs of one phase: the mean of Logit's and Attend's per key and query head (head_dim for both, except
@@ -460,7 +480,10 @@ class Lowering:
         return bcast, compute, Seq(tail)
 
     def _attention_rounds(self, heads: int):
-        """Attention of `heads` KV heads at once, in rounds when their logits overflow the NPU SRAM."""
+        """Attention of `heads` KV heads at once, in rounds when their logits overflow the NPU SRAM (a mix's
+        sequences of each context in the rounds their own logits need)."""
+        if self.groups is not None:
+            return Seq(tuple(g._attention_rounds(heads) for g in self.groups), name="sequences")
         r = self.logit_rounds()
         # a batch whose points need different rounds takes the loop everywhere (one round: the same numbers)
         return self.attention(heads) if every(r == 1) else Loop(self.attention(ceil(heads / r)), r,
@@ -526,6 +549,8 @@ class Lowering:
         lw.held = kvp.held(self.policy, lw.stored)
         lw.L = kvp.attended(self.policy, lw.held)
         lw.window = minimum(self.residual, lw.held) if self.residual else 0
+        if self.groups is not None:
+            lw.groups = tuple(g.for_kind(kind) for g in self.groups)
         return lw
 
     def layer(self, kind: LayerKind) -> Seq:

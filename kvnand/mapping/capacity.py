@@ -23,6 +23,16 @@ class KvGrowth(NamedTuple):
     def at(self, context: int) -> float:
         return self.per_token * context + sum(b * minimum(context, w) for b, w in self.windowed)
 
+    def mixed(self, mix: tuple[tuple[int, int], ...]) -> KvGrowth:
+        """The KV of a batch whose sequences have different contexts (`mix`: (context, sequences) pairs) as a
+        growth in the longest one's context t, every sequence at its share of t (this mix, scaled): at the
+        longest context it is the sum of every sequence's KV. A window w of a sequence at c / T of t stops
+        growing at t = w T / c."""
+        longest = max(c for c, _ in mix)
+        tokens = sum(c * n for c, n in mix)
+        windowed = tuple((b * n * (c / longest), w * longest / c) for c, n in mix for b, w in self.windowed)
+        return KvGrowth(self.per_token * tokens / longest, windowed)
+
 
 class Store(NamedTuple):
     name: str
@@ -47,7 +57,8 @@ class Fit:
     stores: dict                # memory -> {"capacity_bytes", "used_bytes"}
 
 
-def check(stores: list[Store], context: int) -> Fit:
+def check(stores: list[Store], context: int, at: str | None = None) -> Fit:
+    """Every store at `context` tokens (`at`: how the reason names the KV's extent, "N tokens" by default)."""
     max_ctx = math.inf
     reason = None
     for store in stores:
@@ -59,8 +70,8 @@ def check(stores: list[Store], context: int) -> Fit:
             fits_ctx = math.floor((cap - fixed) / per_tok) if per_tok else (math.inf if fixed <= cap else -1)
         max_ctx = min(max_ctx, fits_ctx)
         if used > cap and reason is None:
-            what = "weights" if fixed > cap else f"weights + KV at {context} tokens" if fixed else \
-                f"KV cache at {context} tokens"
+            extent = at or f"{context} tokens"
+            what = "weights" if fixed > cap else f"weights + KV at {extent}" if fixed else f"KV cache at {extent}"
             reason = (f"{name}: {what} need {used / 1e9:.2f} GB > capacity {cap / 1e9:.2f} GB "
                       f"(short by {(used - cap) / 1e9:.2f} GB)")
     max_ctx = int(max(0, min(max_ctx, 10**12)))

@@ -19,12 +19,14 @@ VARYING = {
 FIELDS: dict[str, tuple[str, str]] = {
     "system": ("", "system preset or YAML path as given; NAME:auto picks the fastest G1/G2 split"),
     "model": ("", "model name (zoo name, or the name in the HF config.json given)"),
-    "context": ("tokens", "context length: KV cache tokens at the decode step"),
+    "context": ("tokens", "context length: KV cache tokens at the decode step (with batch_contexts: the "
+                          "longest sequence's)"),
     "precision": ("", "weights/activations precision (bf16, w8a8, w4a16); the system's default unless given"),
     "mode": ("", "timing engine: fast (analytic), event (scheduled timeline) or page (page-level events)"),
     "oom": ("", "true when the weights or the KV cache do not fit; the timing fields are then null"),
     "oom_reason": ("", "which memory is short and by how much (null when it fits)"),
-    "max_context": ("tokens", "longest context that fits (0 when even the weights do not)"),
+    "max_context": ("tokens", "longest context that fits (0 when even the weights do not); batched: for every "
+                              "sequence; with batch_contexts: the longest's, every sequence scaled with it"),
     "model_max_context": ("tokens", "longest context the model's positions are trained or scaled for "
                                     "(max_position_embeddings, or YaRN's reach)"),
     "beyond_model_context": ("", "true when the context exceeds model_max_context: the cost is modelled, "
@@ -35,6 +37,8 @@ FIELDS: dict[str, tuple[str, str]] = {
     "energy_j_per_token": ("J/token", "energy per generated token (batched or speculative: the step's energy / "
                                       "tokens_per_step)"),
     "batch": ("sequences", "with batch or spec_draft: sequences decoded together in one step"),
+    "batch_contexts": ("tokens", "with batch_contexts: each sequence's own context, in the order given (context is "
+                                 "the longest; max_context the longest's, every sequence scaled with it)"),
     "queries_per_step": ("tokens", "query tokens one step carries: batch x (k + 1) when verifying k drafts, "
                                    "else batch; every weight page serves all of them"),
     "tokens_per_step": ("tokens", "expected tokens the step generates over all sequences: batch x (1 - a^(k+1)) "
@@ -54,8 +58,10 @@ FIELDS: dict[str, tuple[str, str]] = {
                      "aggregate_tokens_per_s)"),
     "power_breakdown_w": ("W", "average decode power by part; sums to power_w"),
     "power_breakdown_w.<part>": ("W", "average power of one part (energy_breakdown_j.<part> x tokens_per_s)"),
-    "ttft_s": ("s", "time to first token: prefill of prefill_tokens prompt tokens"),
-    "prefill_tokens": ("tokens", "prompt length of the TTFT (the context unless given)"),
+    "ttft_s": ("s", "time to first token: prefill of prefill_tokens prompt tokens (with batch_contexts and no "
+                    "prefill_tokens given: every prompt at its own context, those of one length together)"),
+    "prefill_tokens": ("tokens", "prompt length of the TTFT (the context unless given; with batch_contexts the "
+                                 "longest prompt's)"),
     "breakdown_s": ("s", "decode step time by model stage; sums to the step time (latency_s, or step_latency_s "
                          "when batched or speculative)"),
     "breakdown_s.<stage>": ("s", "time of one stage (qkv, attention, ffn, ..., kv_select, kv_gc, draft, refresh)"),

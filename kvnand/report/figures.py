@@ -100,7 +100,11 @@ def _batch(results: list[dict], title: str):
         ax.set_xscale("log", base=2)
         ax.set_xticks(batches, [str(b) for b in batches])
         ax.set_yscale("log")
-        ax.set_title(f"{model} at {context_label(ctx)} tokens")
+        # with --batch-contexts the panel's context is only the longest of the sequences' own
+        own = sorted({c for r in results if r["model"] == model and r["context"] == ctx
+                      for c in r.get("batch_contexts", ())})
+        ax.set_title(f"{model}, sequences of {', '.join(map(context_label, own))} tokens" if own else
+                     f"{model} at {context_label(ctx)} tokens")
         ax.set_xlabel("batch (sequences per step)")
         ax.set_ylabel("decode tokens/s")
         ax.grid(alpha=0.3, which="both")

@@ -24,6 +24,7 @@ class SweepPoint:
     model: str
     context: int
     batch: int | None = None  # sequences per decode step (None: the plain, unbatched record)
+    batch_contexts: tuple[int, ...] | None = None  # each sequence's context (the longest is `context`)
 
 
 def series(record: dict) -> str:
@@ -64,7 +65,14 @@ def check_inputs(systems: list[str], models: list[str], precision: str | None, o
 
 
 def grid(systems: list[str], models: list[str], contexts: list[int],
-         batches: list[int | None] = (None,)) -> list[SweepPoint]:
+         batches: list[int | None] = (None,), batch_contexts: tuple[int, ...] | None = None) -> list[SweepPoint]:
+    """Every point; with `batch_contexts` (cycled to each batch size: sequence i has the (i mod n)-th) the one
+    context is their longest."""
+    if batch_contexts is not None:
+        from kvnand.scenario import cycle_contexts
+
+        return [SweepPoint(s, m, max(batch_contexts), b, cycle_contexts(batch_contexts, b))
+                for m in models for s in systems for b in batches]
     return [SweepPoint(s, m, c, b) for m in models for c in contexts for s in systems for b in batches]
 
 
@@ -83,7 +91,8 @@ def run(points: list[SweepPoint], *, precision: str | None, mode: str, overrides
     from kvnand.report.terminal import progress_bar
 
     spec = spec or {}
-    decodes = [{"batch": p.batch, **spec} if p.batch is not None or spec else None for p in points]
+    decodes = [{"batch": p.batch, **spec, **({"batch_contexts": list(p.batch_contexts)} if p.batch_contexts else {})}
+               if p.batch is not None or spec else None for p in points]
     keys = [cache.key(p.system, p.model, p.context, precision, mode, overrides, refresh, d)
             for p, d in zip(points, decodes, strict=True)]
     out: list = [cache.get(k) for k in keys]

@@ -40,7 +40,8 @@ def missing_references(results: list[dict]) -> dict[str, list[SweepPoint]]:
     out: dict[str, list[SweepPoint]] = defaultdict(list)
     for r in results:
         for ref in refs:
-            p = SweepPoint(ref, r["model"], r["context"], r.get("batch"))
+            bc = r.get("batch_contexts")
+            p = SweepPoint(ref, r["model"], r["context"], r.get("batch"), tuple(bc) if bc else None)
             if (ref, r["model"], r["context"], r["precision"], r.get("batch")) not in have and \
                     p not in out[r["precision"]]:
                 out[r["precision"]].append(p)
@@ -141,7 +142,9 @@ def render(results: list[dict], references: list[dict] = ()):
                                        if "kv_policy" in r.get("config", {})))
     t = Table(title=f"kvnand report (decode, {modes} mode{', KV policy ' + policies if policies else ''})",
               caption=SPEEDUP_RULE + ("; tokens/s and ms/token per request, b=B: B sequences per step"
-                                      if batched else ""))
+                                      if batched else "")
+              + ("; with batch_contexts the context is the longest sequence's" if any(
+                  "batch_contexts" in r for r in results) else ""))
     for col in ("model", "context", "system", "precision", "tokens/s", *(("aggregate tok/s",) if batched else ()),
                 "ms/token", "J/token", "speedup", "TTFT (s)", "split", "bottleneck / OOM reason"):
         t.add_column(col, justify="left" if col in ("model", "system", "precision", "split", *TEXT_COLUMNS)
