@@ -359,3 +359,13 @@ def test_report_cache_key_follows_a_policy_files_contents(tmp_path):
         kvp._load.cache_clear()  # a process reads a policy file once; a new run reads it again
         keys.append(cache.key("kvnand-c16", "llama3.1-8b", 1000, None, "fast", {"kv_policy": str(path)}))
     assert keys[0] != keys[1]
+
+
+def test_garbage_collection_scales_with_the_tokens_a_batched_step_writes():
+    """Eviction's GC is amortized per token written: a step of B sequences writes B tokens, so it pays B times
+    one sequence's copy-back and erases."""
+    over = {"kv_policy.reclaim": "gc"}
+    one = kvnand.evaluate("kvnand-d", "llama3.1-8b", 20_000, kv_policy="h2o", overrides=over)
+    four = kvnand.evaluate("kvnand-d", "llama3.1-8b", 20_000, kv_policy="h2o", overrides=over, batch=4)
+    assert one["breakdown_s"]["kv_gc"] > 0
+    assert four["breakdown_s"]["kv_gc"] == pytest.approx(4 * one["breakdown_s"]["kv_gc"], rel=1e-12)

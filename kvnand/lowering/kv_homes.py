@@ -89,15 +89,15 @@ class KvHome:
         parts.append(Task("kv.program", "kv_write", (g.name,), single_stage("array program", t), 1, tuple(counts)))
         gc = lw.gc()
         if gc.copy_bytes_per_token:
-            parts.append(self._gc_task(lw, gc))
+            parts.append(self._gc_task(lw, gc, tokens))
         return Seq(tuple(parts))
 
-    def _gc_task(self, lw, gc) -> Task:
-        """Garbage collection of evicted KV slots, amortized per token (kvnand.mapping.gc): the copy-back of
-        the still-valid data and the erases, spread by the FTL over the KV planes."""
+    def _gc_task(self, lw, gc, tokens: float) -> Task:
+        """Garbage collection of evicted KV slots, amortized per token (kvnand.mapping.gc) over the `tokens` the
+        step writes: the copy-back of the still-valid data and the erases, spread by the FTL over the KV planes."""
         g = lw.kvgroup
-        t, counts = g.copy_back(gc.copy_bytes_per_token / g.page_bytes, gc.erases_per_token, lw.part(g),
-                                lw.kv_sense_action())
+        t, counts = g.copy_back(gc.copy_bytes_per_token * tokens / g.page_bytes, gc.erases_per_token * tokens,
+                                lw.part(g), lw.kv_sense_action())
         return Task("kv.gc", "kv_gc", (g.name,), single_stage("GC copy-back + erase", t), 1, tuple(counts.items()))
 
     def flush(self, lw, bytes_tok: float, commands: int) -> Task:
