@@ -12,9 +12,10 @@ import pytest
 
 from kvnand.config.loader import load_system
 from kvnand.errors import InputError
+from kvnand.mapping.blocks import streams_per_block
 from kvnand.mapping.kv import KvLayout, enumerate_layout, naive_plane
 from kvnand.reliability import ecc, refresh_overhead, reliability
-from kvnand.reliability.disturb import heads_per_phase, kv_blocks, streams_per_block, workload
+from kvnand.reliability.disturb import heads_per_phase, kv_blocks, workload
 from kvnand.reliability.profile import DAYS_PER_YEAR, SECONDS_PER_DAY, Session, get_profile, session
 from kvnand.workload.model import load_model
 

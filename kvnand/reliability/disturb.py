@@ -40,6 +40,7 @@ from kvnand.config.schema import KvPolicy, System
 from kvnand.errors import InputError
 from kvnand.hw.flash import FlashGroup
 from kvnand.lowering.step import Lowering, check_composition, fit, heads_per_phase
+from kvnand.mapping.blocks import naive_page_table, streams_per_block
 from kvnand.mapping.capacity import Fit
 from kvnand.mapping.kv import KvLayout, naive_plane
 from kvnand.reliability.profile import Profile, Session, get_profile, session
@@ -273,15 +274,6 @@ def _ceil_div(a, b):
     return -(-a // b)
 
 
-def streams_per_block(streams: int, pages: int, ppb: int, blocks: int) -> int:
-    """Fewest streams sharing a block such that each lane has room for a session's pages plus its open
-    block on the plane's `blocks` KV blocks."""
-    for g in range(1, min(streams, ppb) + 1):
-        if math.ceil(streams / g) * (math.ceil(pages / (ppb // g)) + 1) <= blocks:
-            return g
-    return min(streams, ppb)
-
-
 def _page_level(lay: KvLayout, ppb: int, blocks_per_plane: int, s: Session) -> tuple[Blocks, KvLanes]:
     """Page-level lanes: a share (the A co-read groups that fill pages together) on one plane of its set.
     Page i of a share sits on position i mod P; it is read once per step by each of its A groups."""
@@ -303,39 +295,8 @@ def _page_level(lay: KvLayout, ppb: int, blocks_per_plane: int, s: Session) -> t
     return Blocks.join(parts), KvLanes(shares / g * len(pos), int(pages.max()) / block)
 
 
-def _naive_table(lay: KvLayout, heads: int) -> tuple[int, int, np.ndarray, np.ndarray]:
-    """One period of the generation-order layout (records and pages realign after `t0` tokens): for each
-    of its `pp` pages, the token offsets at which phases first touch it and how many phases do.
-    Returns (t0, pp, offsets pp x E, phases pp x E), zero-padded."""
-    unit, page, k = int(lay.unit), int(lay.page), lay.kv_heads
-    rec = lay.streams * unit
-    t0 = page // math.gcd(rec, page)
-    batches = np.arange(-(-k // heads))
-    width = np.minimum(heads, k - batches * heads) * unit
-    start = (np.arange(lay.streams_per_head * lay.layers)[:, None] * k * unit + batches * heads * unit).ravel()
-    end = start + np.tile(width, lay.streams_per_head * lay.layers)
-    tau = np.arange(t0)[:, None]
-    first = ((tau * rec + start) // page).ravel()
-    last = ((tau * rec + end - 1) // page).ravel()
-    n = last - first + 1
-    phase = np.tile(np.arange(start.size), t0)
-    tok = np.repeat(np.arange(t0), start.size)
-    idx = np.repeat(np.arange(first.size), n)
-    pg = first[idx] + np.arange(idx.size) - np.repeat(np.cumsum(n) - n, n)
-    # a (page, phase) is first read once its earliest token exists (entries are in token order)
-    _, keep = np.unique(pg * start.size + phase[idx], return_index=True)
-    pairs, phases = np.unique(pg[keep] * t0 + tok[idx][keep], return_counts=True)
-    pp = t0 * rec // page
-    kk, off = pairs // t0, pairs % t0
-    slot = np.arange(kk.size) - np.searchsorted(kk, kk)
-    offsets = np.zeros((pp, int(slot.max()) + 1), np.int64)
-    counts = np.zeros_like(offsets)
-    offsets[kk, slot], counts[kk, slot] = off, phases
-    return t0, pp, offsets, counts
-
-
 def _naive(lay: KvLayout, ppb: int, s: Session, heads: int) -> tuple[Blocks, KvLanes]:
-    t0, pp, offsets, counts = _naive_table(lay, heads)
+    t0, pp, offsets, counts = naive_page_table(lay, heads)
     total = _ceil_div(s.context * lay.streams * int(lay.unit), int(lay.page))
     # reads of every page of a session, computed one run of periods at a time (global page = q * pp + k)
     periods = _ceil_div(total, pp)
