@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.measure import Code, Result, env, kvnand_command, load_average, repeat, run_timed
+from benchmarks.measure import REPO, Code, Result, env, kvnand_command, load_average, repeat, run_timed
 
 MODELS = ("llama3.1-8b", "llama3.1-70b")
 PRECISIONS = ("bf16", "w8a8", "w4a16")
@@ -166,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     before = load_average()
     results = run(args.quick)
     print(table(results))
-    doc = {"schema": "kvnand.benchmarks/1", "group": "batch", "quick": args.quick, "kvnand": str(Code.root),
+    doc = {"schema": "kvnand.benchmarks/1", "group": "batch", "quick": args.quick,
+           "kvnand": "this tree" if Code.root == REPO else "baseline files",
            "host": {"load_before": before, "load_after": load_average()}, "results": [r.as_dict() for r in results]}
     print(f"load average before/after: {doc['host']['load_before']} / {doc['host']['load_after']}")
     if args.out:

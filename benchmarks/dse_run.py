@@ -194,7 +194,9 @@ def startup(quick: bool) -> list[Result]:
                 ("startup: kvnand report (cached)", ["report"], 1.0),
                 ("startup: kvnand dse grid 8-die", ["dse", "grid", str(Code.root / "dse" / "kvnand-8die-70b.yaml"),
                                                     "--out", f"{tmp}/grid"], None)):
-            r = Result(name, f"kvnand {' '.join(args[:3])} (wall, median of {n}); extra: x python -c 'import numpy'",
+            shown = " ".join(Path(a).relative_to(Code.root).as_posix() if a.startswith(str(Code.root)) else a
+                             for a in args[:3])
+            r = Result(name, f"kvnand {shown} (wall, median of {n}); extra: x python -c 'import numpy'",
                        "s", target)
             r.samples, proc = run_timed(kvnand_command() + args, n, child_env=child)
             if proc.returncode != 0:

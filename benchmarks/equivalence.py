@@ -6,8 +6,8 @@ default, `--rel`), the key set and key order of every dict, and every string.
 
     python -m benchmarks.equivalence --baseline-files DIR            # this tree vs this tree with DIR's files
                                                                      # (e.g. the old versions) laid over it
-    python -m benchmarks.equivalence --save /tmp/before.json.gz      # on the old code
-    python -m benchmarks.equivalence --against /tmp/before.json.gz   # on the new code
+    python -m benchmarks.equivalence --save before.json.gz          # on the old code
+    python -m benchmarks.equivalence --against before.json.gz       # on the new code
 
 `--baseline-files` is the robust form while other people edit the tree: both sides run now, on the same
 builder, presets and loader; only the files in DIR (paths relative to the repo, e.g. copies of kvnand/sim/*.py

@@ -192,7 +192,9 @@ class Case(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: Annotated[str, Strict(), Field(min_length=1, pattern=r"\S")]
+    # a name (letters first): an id such as 'nan' or '1e3' would print as a number in the table
+    id: Annotated[str, Strict(), Field(min_length=1, pattern=r"^[A-Za-z][A-Za-z0-9_.:/+-]*$",
+                                       description="a name: a letter, then letters, digits or _ . : / + -")]
     source: Annotated[str, Strict(), Field(min_length=1, pattern=r"\S",
                                            description="the paper and its section/table/figure")]
     metric: Literal[METRICS]

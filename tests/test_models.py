@@ -15,7 +15,7 @@ from kvnand.workload.precision import PRECISIONS, get_precision
 
 B, KiB = 1e9, 1024
 
-# peers-and-devices.md section 7: params, layers, heads, kv heads, head dim, KV per token at 16 bit.
+# each model's published config.json: params, layers, heads, kv heads, head dim, KV per token at 16 bit.
 PUBLISHED = {
     "llama2-7b": (6.74 * B, 32, 32, 32, 128, 512 * KiB),
     "llama2-13b": (13.0 * B, 40, 40, 40, 128, 800 * KiB),
