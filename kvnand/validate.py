@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -182,6 +183,12 @@ def _decode(v):
     return DecodeKeys.model_validate({} if v is None else v).keywords()
 
 
+def _not_a_number(name: str) -> str:
+    if name.lower() in ("nan", "inf", "infinity"):
+        raise ValueError("a case id is a name, not a number")
+    return name
+
+
 class Case(BaseModel):
     """One published claim: which systems, models and contexts, the metric and its expected value(s).
 
@@ -192,9 +199,11 @@ class Case(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # a name (letters first): an id such as 'nan' or '1e3' would print as a number in the table
+    # a name (letters first, not 'nan' or 'inf'): an id that reads as a number would print as one in the table
     id: Annotated[str, Strict(), Field(min_length=1, pattern=r"^[A-Za-z][A-Za-z0-9_.:/+-]*$",
-                                       description="a name: a letter, then letters, digits or _ . : / + -")]
+                                       description="a name: a letter, then letters, digits or _ . : / + -; "
+                                                   "not nan, inf or infinity"),
+                  AfterValidator(_not_a_number)]
     source: Annotated[str, Strict(), Field(min_length=1, pattern=r"\S",
                                            description="the paper and its section/table/figure")]
     metric: Literal[METRICS]

@@ -415,3 +415,14 @@ def test_disagrees_must_name_a_row(tmp_path):
     with pytest.raises(InputError, match="'disagrees' names rows the case does not have") as exc:
         v.load_cases([f])
     assert "key 'disagrees'" in str(exc.value) and f"{f}:" in str(exc.value)
+
+
+@pytest.mark.parametrize("bad", ["nan", "Inf", "1e3", "-x"])
+def test_a_case_id_is_a_name(tmp_path, bad):
+    """An id that reads as a number (or does not start with a letter) is refused: it would print as one."""
+    text = (v.default_cases_dir() / "cambricon-llm-2024.yaml").read_text()
+    f = tmp_path / "c.yaml"
+    f.write_text(text.replace("id: cambricon-s-llama2-7b", f"id: {bad!r}", 1))
+    with pytest.raises(InputError) as exc:
+        v.load_cases([f])
+    assert exc.value.key == "id"
