@@ -16,7 +16,6 @@ import ast
 from pathlib import Path
 
 import networkx as nx
-import pytest
 
 import kvnand
 
@@ -44,11 +43,6 @@ LAYERS = (
 )
 LAYER_OF = {unit: i for i, units in enumerate(LAYERS) for unit in units}
 
-# (importer, imported) -> what should change. Today's violations; delete an entry when it is gone.
-ALLOWED_VIOLATIONS: dict[tuple[str, str], str] = {}
-
-# Import cycles (each written from its alphabetically first module) -> what should change.
-ALLOWED_CYCLES: dict[tuple[str, ...], str] = {}
 
 
 def _modules() -> dict[str, Path]:
@@ -121,28 +115,13 @@ def test_every_module_has_a_layer():
     assert {_unit(m) for m in GRAPH} <= LAYER_OF.keys()
 
 
-def test_no_new_upward_or_sideways_import():
-    """Every import goes down the layers, except the allow-listed ones."""
-    new = sorted(_violations(GRAPH) - ALLOWED_VIOLATIONS.keys())
+def test_no_upward_or_sideways_import():
+    """Every import goes down the layers."""
+    new = sorted(_violations(GRAPH))
     assert not new, "imports against the layer order (importer -> imported):\n" + "\n".join(f"  {a} -> {b}"
                                                                                             for a, b in new)
 
 
-def test_no_new_import_cycle():
-    """No import cycle, except the allow-listed ones."""
-    new = sorted(_cycles(GRAPH) - ALLOWED_CYCLES.keys())
+def test_no_import_cycle():
+    new = sorted(_cycles(GRAPH))
     assert not new, "import cycles:\n" + "\n".join("  " + " -> ".join((*c, c[0])) for c in new)
-
-
-@pytest.mark.parametrize("edge", [pytest.param(e, id=f"{e[0]}->{e[1]}", marks=pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason=f"to do: {todo}")) for e, todo in ALLOWED_VIOLATIONS.items()])
-def test_allowed_violation_is_gone(edge):
-    """To-do per allow-listed violation: passes (and so fails as XPASS) once the import is gone; delete it then."""
-    assert edge not in _violations(GRAPH), f"{edge[0]} still imports {edge[1]}"
-
-
-@pytest.mark.parametrize("cycle", [pytest.param(c, id="->".join(c), marks=pytest.mark.xfail(
-    strict=True, raises=AssertionError, reason=f"to do: {todo}")) for c, todo in ALLOWED_CYCLES.items()])
-def test_allowed_cycle_is_gone(cycle):
-    """To-do per allow-listed cycle: passes (and so fails as XPASS) once the cycle is broken; delete it then."""
-    assert cycle not in _cycles(GRAPH), " -> ".join((*cycle, cycle[0])) + " is still a cycle"
