@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.measure import REPO, Code, Result, env, kvnand_command, load_average, repeat, run_timed
+from benchmarks.measure import REPO, Code, Result, env, kvnand_command, load_average, repeat, run_timed, table
 
 MODELS = ("llama3.1-8b", "llama3.1-70b")
 PRECISIONS = ("bf16", "w8a8", "w4a16")
@@ -161,7 +161,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", type=Path, help="write the results as JSON here")
     args = ap.parse_args(argv)
-    from benchmarks.runner import table
 
     before = load_average()
     results = run(args.quick)

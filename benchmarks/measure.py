@@ -164,3 +164,19 @@ def load_average() -> list[float] | None:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:
         return None
+
+
+def table(results: list[Result]) -> str:
+    head = ("benchmark", "target", "median", "spread: min-max (IQR)", "ratio", "result")
+    rows = []
+    for r in results:
+        cmp_ = "<=" if r.better == "lower" else ">="
+        target = f"{cmp_} {fmt(r.target)} {r.unit}" if r.target is not None else "(info)"
+        verdict = "ERROR" if r.error else {True: "pass", False: "FAIL", None: "-"}[r.passed]
+        rows.append((r.name, target, f"{fmt(r.median)} {r.unit}" if r.samples else "-", r.spread(),
+                     fmt(r.ratio) if r.ratio is not None else "-", verdict))
+    widths = [max(len(str(x[i])) for x in [head, *rows]) for i in range(len(head))]
+    line = "  ".join("-" * w for w in widths)
+    out = ["  ".join(str(c).ljust(w) for c, w in zip(head, widths, strict=True)), line]
+    out += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(out)

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks import cases, dse_run
-from benchmarks.measure import REPO, Code, Result, fmt, load_average, overlay_tree, use_tree
+from benchmarks.measure import REPO, Code, Result, load_average, overlay_tree, table, use_tree
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GROUPS = ("startup", "fast", "scaling", "event", "grid", "report", "batch", *dse_run.ALL)
@@ -39,22 +39,6 @@ def _git_commit() -> str | None:
         return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "") if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-def table(results: list[Result]) -> str:
-    head = ("benchmark", "target", "median", "spread: min-max (IQR)", "ratio", "result")
-    rows = []
-    for r in results:
-        cmp_ = "<=" if r.better == "lower" else ">="
-        target = f"{cmp_} {fmt(r.target)} {r.unit}" if r.target is not None else "(info)"
-        verdict = "ERROR" if r.error else {True: "pass", False: "FAIL", None: "-"}[r.passed]
-        rows.append((r.name, target, f"{fmt(r.median)} {r.unit}" if r.samples else "-", r.spread(),
-                     fmt(r.ratio) if r.ratio is not None else "-", verdict))
-    widths = [max(len(str(x[i])) for x in [head, *rows]) for i in range(len(head))]
-    line = "  ".join("-" * w for w in widths)
-    out = ["  ".join(str(c).ljust(w) for c, w in zip(head, widths, strict=True)), line]
-    out += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
-    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
