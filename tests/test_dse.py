@@ -134,12 +134,12 @@ def _kvnand(*args: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
 
 
-def _wait_for(pred, timeout: float):
+def _wait_for(pred, timeout: float, poll_s: float = 0.2):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if (got := pred()) is not None:
             return got
-        time.sleep(0.2)
+        time.sleep(poll_s)
     raise AssertionError("timed out")
 
 
@@ -147,16 +147,24 @@ def _wait_for(pred, timeout: float):
 def test_kill9_then_resume(tmp_path):
     """Kill -9 one worker mid-trial, then the whole run; resuming keeps every finished trial, fails the
     killed ones (stale heartbeat) and stops at exactly the budget."""
-    budget = 40  # trials take milliseconds: room for the kill to land before the budget is done
-    args = ("dse", "run", str(SMOKE), "--trials", str(budget), "--out", str(tmp_path))
+    budget = 40
+    # the smoke space with more workload points and a lifetime objective (reliability per point): a trial
+    # then takes tens of milliseconds, so the watcher below sees one running before the budget is done
+    space = yaml.safe_load(SMOKE.read_text())
+    space["workload"]["contexts"] = {"1k": 1, "10k": 1, "30k": 1, "50k": 1, "100k": 1}
+    space["objectives"] = ["latency_s", "energy_j_per_token", "lifetime_years"]
+    slow = tmp_path / "slow-smoke.yaml"
+    slow.write_text(yaml.safe_dump(space, sort_keys=False))
+    out_dir = tmp_path / "out"
+    args = ("dse", "run", str(slow), "--trials", str(budget), "--out", str(out_dir))
     proc = _kvnand(*args, "--workers", "2")
     storage = None
 
     def running_worker():
         nonlocal storage
-        if not (tmp_path / "study.journal").exists():
+        if not (out_dir / "study.journal").exists():
             return None
-        storage = storage or open_storage(default_storage(tmp_path))
+        storage = storage or open_storage(default_storage(out_dir))
         try:
             study = optuna.load_study(study_name="smoke", storage=storage)
         except KeyError:  # the run has not created the study yet
@@ -165,7 +173,7 @@ def test_kill9_then_resume(tmp_path):
         running = [t for t in study.get_trials(states=(TrialState.RUNNING,)) if "worker" in t.user_attrs]
         return running[0] if len(done) >= 6 and running else None
 
-    victim = _wait_for(running_worker, 120)
+    victim = _wait_for(running_worker, 120, poll_s=0.02)
     os.kill(int(victim.user_attrs["worker"].rsplit(":", 1)[1]), signal.SIGKILL)
     os.killpg(proc.pid, signal.SIGKILL)  # and at once the coordinator and the other worker
     proc.communicate(timeout=30)
@@ -184,7 +192,7 @@ def test_kill9_then_resume(tmp_path):
     assert all(after.get(n) == v for n, v in before.items())          # no finished trial lost or changed
     assert study.trials[victim.number].state in (TrialState.COMPLETE, TrialState.FAIL)
     duplicates = sum("duplicate_of" in t.user_attrs for t in trials)  # told a stored design's values
-    assert len(_csv(tmp_path / "trials.csv")) == budget - duplicates
+    assert len(_csv(out_dir / "trials.csv")) == budget - duplicates
 
 
 def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
