@@ -26,11 +26,11 @@ _NO_DUPLICATES = {"clock": {"float": [200, 800], "unit": "MHz", "set": "flash.lo
 
 _RUN_CHILD = r"""
 import json, sys, time, yaml
-from kvnand.dse.space import load_space
-from kvnand.dse.study import run
+from kvnand.study.dse.space import load_space
+from kvnand.study.dse.study import run
 space_file, out, trials, storage = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] or None
 evaluations = []
-import kvnand.dse.study as st
+import kvnand.study.dse.study as st
 real = st.evaluate_design
 def counted(space, params):
     evaluations.append(1)
@@ -43,8 +43,8 @@ print(json.dumps({"trials_per_s": s["trials_per_s"], "elapsed_s": s["elapsed_s"]
 
 _EVAL_CHILD = r"""
 import json, sys, time, random
-from kvnand.dse.objectives import evaluate_design
-from kvnand.dse.space import load_space
+from kvnand.study.dse.objectives import evaluate_design
+from kvnand.study.dse.space import load_space
 space = load_space(sys.argv[1])
 rng = random.Random(0)
 designs = [{"variant": "C", "planes_per_die": rng.choice([16, 32, 64]), "precision": rng.choice(["w8a8", "w4a16"]),

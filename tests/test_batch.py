@@ -195,8 +195,8 @@ def test_merged_stores_add_what_one_memory_holds():
 
 
 def test_lincoln_cases_are_tracked_and_run_at_given_acceptance_rates():
-    from kvnand import validate as v
     from kvnand.paths import VALIDATION_ROOT
+    from kvnand.study import validate as v
 
     cases = v.load_cases([VALIDATION_ROOT / "cases" / "lincoln-2025.yaml"])
     assert cases and all(c.status == "tracked" for c in cases)
@@ -207,9 +207,9 @@ def test_lincoln_cases_are_tracked_and_run_at_given_acceptance_rates():
 
 
 def test_a_dse_design_carries_batch_to_evaluate():
-    from kvnand.dse.objectives import evaluate_design
-    from kvnand.dse.space import load_space
     from kvnand.paths import DSE_ROOT
+    from kvnand.study.dse.objectives import evaluate_design
+    from kvnand.study.dse.space import load_space
 
     space = load_space(DSE_ROOT / "batch-vs-fmacs.yaml")
     one = evaluate_design(space, {"batch": 1, "fmacs_per_plane": 16})

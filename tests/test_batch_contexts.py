@@ -199,7 +199,7 @@ def test_the_report_cache_keys_a_point_by_its_batch_contexts(kvnand_cli):
 
 
 def test_the_batch_figure_names_the_sequences_contexts():
-    from kvnand.report.figures import figures
+    from kvnand.present.figures import figures
 
     results = [kvnand.evaluate("kvnand-c16", "llama3.1-8b", 50_000, batch_contexts=cycle_contexts((1000, 50_000), b))
                for b in (2, 4)]

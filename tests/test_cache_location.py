@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from kvnand.report import cache as cache_mod
+from kvnand.study import cache as cache_mod
 
 
 def test_root_is_the_user_cache_directory(monkeypatch, tmp_path):

@@ -20,12 +20,12 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from kvnand.dse.grid import run_grid
-from kvnand.dse.objectives import dominates
-from kvnand.dse.space import load_space
-from kvnand.dse.study import default_storage, open_storage, run
 from kvnand.errors import InputError
 from kvnand.paths import DSE_ROOT, REPO_ROOT
+from kvnand.study.dse.grid import run_grid
+from kvnand.study.dse.objectives import dominates
+from kvnand.study.dse.space import load_space
+from kvnand.study.dse.study import default_storage, open_storage, run
 
 SMOKE = DSE_ROOT / "smoke.yaml"
 MIN3 = ["minimize"] * 3

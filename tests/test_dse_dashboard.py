@@ -14,9 +14,9 @@ from wsgiref.util import setup_testing_defaults
 import optuna
 import pytest
 
-from kvnand.dse.space import load_space
-from kvnand.dse.study import default_storage, open_storage, run
 from kvnand.paths import DSE_ROOT
+from kvnand.study.dse.space import load_space
+from kvnand.study.dse.study import default_storage, open_storage, run
 
 dashboard = pytest.importorskip("optuna_dashboard")
 
@@ -24,7 +24,7 @@ dashboard = pytest.importorskip("optuna_dashboard")
 def test_constraints_key_is_optunas():
     from optuna.samplers._base import _CONSTRAINTS_KEY
 
-    from kvnand.dse.study import CONSTRAINTS_KEY
+    from kvnand.study.dse.study import CONSTRAINTS_KEY
 
     assert CONSTRAINTS_KEY == _CONSTRAINTS_KEY
 
@@ -71,7 +71,7 @@ def test_trials_csv_keeps_the_measured_values_of_infeasible_designs(tmp_path):
 
 def test_studies_with_per_key_constraints_still_read(tmp_path):
     """Trials recorded before the list format (Trial.set_constraint) keep their feasibility."""
-    from kvnand.dse import export
+    from kvnand.study.dse import export
 
     study = optuna.create_study(storage=open_storage(default_storage(tmp_path)), study_name="old",
                                 directions=["minimize"])

@@ -14,12 +14,12 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-import kvnand.dse.study as study_mod
-from kvnand.dse.grid import run_grid
-from kvnand.dse.space import load_space
-from kvnand.dse.study import JOURNAL, default_storage, enumerable, make_sampler, open_storage, run
+import kvnand.study.dse.study as study_mod
 from kvnand.errors import InputError
 from kvnand.paths import DSE_ROOT
+from kvnand.study.dse.grid import run_grid
+from kvnand.study.dse.space import load_space
+from kvnand.study.dse.study import JOURNAL, default_storage, enumerable, make_sampler, open_storage, run
 
 PAPER = DSE_ROOT / "kvnand-8die-70b.yaml"   # 16 designs: C x 2 precisions + D x G2 = 1..7 x 2
 SMOKE = DSE_ROOT / "smoke.yaml"             # 48 designs

@@ -12,8 +12,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from kvnand.dse.objectives import dominates
 from kvnand.paths import DSE_ROOT, REPO_ROOT
+from kvnand.study.dse.objectives import dominates
 
 SMOKE = DSE_ROOT / "smoke.yaml"
 

@@ -12,12 +12,12 @@ import optuna
 import pytest
 import yaml
 
-from kvnand.dse import export
-from kvnand.dse.grid import run_grid
-from kvnand.dse.space import load_space
-from kvnand.dse.study import default_storage, open_storage, run
 from kvnand.errors import InputError
 from kvnand.paths import DSE_ROOT
+from kvnand.study.dse import export
+from kvnand.study.dse.grid import run_grid
+from kvnand.study.dse.space import load_space
+from kvnand.study.dse.study import default_storage, open_storage, run
 
 SMOKE = DSE_ROOT / "smoke.yaml"
 PAPER = DSE_ROOT / "kvnand-8die-70b.yaml"
@@ -113,7 +113,7 @@ def test_pareto_figure_marks_infeasible_and_labels_do_not_overprint(tmp_path):
 
 
 def test_postgres_without_driver_says_how_to_install(monkeypatch):
-    from kvnand.dse.study import open_storage
+    from kvnand.study.dse.study import open_storage
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",

@@ -112,8 +112,8 @@ def test_bad_contexts_are_one_input_error():
 def test_dse_grid_with_two_workers_equals_one(tmp_path):
     from pathlib import Path
 
-    from kvnand.dse.grid import run_grid
-    from kvnand.dse.space import load_space
+    from kvnand.study.dse.grid import run_grid
+    from kvnand.study.dse.space import load_space
 
     space = load_space(Path(__file__).resolve().parent.parent / "dse" / "smoke.yaml")
     one = run_grid(space, tmp_path / "1", workers=1, log=lambda *a: None, study=False)
@@ -131,14 +131,14 @@ def test_dse_grid_with_two_workers_equals_one(tmp_path):
 @given(st.lists(st.lists(st.sampled_from([0.0, 1.0, 2.0, 3.0, math.inf]), min_size=3, max_size=3), max_size=25),
        st.lists(st.sampled_from(["minimize", "maximize"]), min_size=3, max_size=3))
 def test_pareto_front_is_every_point_no_other_dominates(values, directions):
-    from kvnand.dse.objectives import dominates, non_dominated
+    from kvnand.study.dse.objectives import dominates, non_dominated
 
     expected = [not any(dominates(q, p, directions) for q in values) for p in values]
     assert non_dominated(values, directions) == expected
 
 
 def test_heatmap_draws_a_panel_whose_every_point_is_out_of_memory():
-    from kvnand.dse.export import TrialRow, heatmap_figure
+    from kvnand.study.dse.export import TrialRow, heatmap_figure
 
     def point(model, context, oom):
         return {"model": model, "precision": "bf16", "context": context, "oom": oom,

@@ -47,8 +47,8 @@ def _drop_echoes(rec: dict) -> dict:
 @cache
 def _outputs(system: str, overrides: tuple) -> str:
     from kvnand import cost
-    from kvnand.dse.objectives import _hardware
     from kvnand.reliability import reliability
+    from kvnand.study.dse.objectives import _hardware
 
     ov = dict(overrides)
     out = [_drop_echoes(kvnand.evaluate(system, m, c, overrides=ov)) for m, c in POINTS]

@@ -1,4 +1,4 @@
-"""The documented result record (kvnand.report.fields, `kvnand fields`) matches what evaluate() returns:
+"""The documented result record (kvnand.present.fields, `kvnand fields`) matches what evaluate() returns:
 this fails when a field is added, renamed or dropped on either side."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import kvnand
-from kvnand.report.fields import FIELDS, paths
+from kvnand.present.fields import FIELDS, paths
 
 POINTS = [  # every kind of record: fits, out of memory, :auto, event mode, refresh, DRAM, CSD, split GEMV, policy,
     # per-sequence contexts
@@ -27,7 +27,7 @@ def test_documented_fields_are_exactly_the_record_fields():
     seen = set()
     for system, model, context, kw in POINTS:
         seen |= paths(kvnand.evaluate(system, model, context, **kw))
-    assert sorted(seen - set(FIELDS)) == [], "fields missing from kvnand/report/fields.py"
+    assert sorted(seen - set(FIELDS)) == [], "fields missing from kvnand/present/fields.py"
     assert sorted(set(FIELDS) - seen) == [], "documented fields no record has"
     assert all(meaning for _, meaning in FIELDS.values())
 

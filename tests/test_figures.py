@@ -9,7 +9,7 @@ import itertools
 import pytest
 from matplotlib.colors import to_rgba
 
-from kvnand.report.figures import figures, system_label, write_figures
+from kvnand.present.figures import figures, system_label, write_figures
 
 STAGES = ("qkv", "attention", "ffn")
 

@@ -266,9 +266,9 @@ def test_a_bad_policy_field_names_its_key():
 
 
 def test_policy_is_a_dse_parameter_with_the_useful_fraction_as_objective():
-    from kvnand.dse.objectives import evaluate_design
-    from kvnand.dse.space import load_space
     from kvnand.paths import DSE_ROOT
+    from kvnand.study.dse.objectives import evaluate_design
+    from kvnand.study.dse.space import load_space
 
     space = load_space(DSE_ROOT / "kv-policy.yaml")
     dense = evaluate_design(space, {"g2_dies": 4, "policy": "dense"})
@@ -285,8 +285,8 @@ def test_policy_is_a_dse_parameter_with_the_useful_fraction_as_objective():
 
 
 def test_a_space_with_an_unknown_policy_field_is_an_error(tmp_path):
-    from kvnand.dse.space import load_space
     from kvnand.paths import DSE_ROOT
+    from kvnand.study.dse.space import load_space
 
     text = (DSE_ROOT / "kv-policy.yaml").read_text().replace("set: kv_policy.top_k", "set: kv_policy.topk")
     (tmp_path / "bad.yaml").write_text(text)
@@ -349,7 +349,7 @@ def test_policy_composes_with_batch_and_speculation(system):
 
 def test_report_cache_key_follows_a_policy_files_contents(tmp_path):
     """A policy given as a YAML path is keyed by what it says, not by its path: editing the file is a miss."""
-    from kvnand.report.cache import Cache
+    from kvnand.study.cache import Cache
 
     path = tmp_path / "mine.yaml"
     cache = Cache(root=tmp_path / "cache")

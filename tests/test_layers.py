@@ -38,7 +38,8 @@ LAYERS = (
     ("reliability",),
     ("result",),  # the record of one point, typed
     ("evaluation",),
-    ("report", "dse", "validate"),  # studies over evaluate()
+    ("study",),  # sweeps and their cache, validation, design-space exploration: studies over evaluate()
+    ("present",),  # tables, figures, traces: never evaluates
     ("cli",),
 )
 LAYER_OF = {unit: i for i, units in enumerate(LAYERS) for unit in units}

@@ -12,9 +12,9 @@ import pytest
 
 import kvnand
 from kvnand.errors import InputError
-from kvnand.report import cache as cache_mod
-from kvnand.report.table import geomeans
+from kvnand.present.table import geomeans
 from kvnand.scenario import context_label, parse_contexts
+from kvnand.study import cache as cache_mod
 
 SMALL = ["--systems", "base1,kvnand-c16,kvnand-d:auto", "--models", "llama2-7b", "--contexts", "1k,100k"]
 RECORD_KEYS = {"system", "model", "context", "precision", "oom", "oom_reason", "tokens_per_s", "latency_s",

@@ -39,7 +39,7 @@ def test_concurrent_cold_starts_share_the_unit_cache(tmp_path):
 
 
 def test_point_cache_ignores_damaged_entries(tmp_path):
-    from kvnand.report.cache import Cache
+    from kvnand.study.cache import Cache
 
     c = Cache(tmp_path)
     c.dir.mkdir(parents=True)

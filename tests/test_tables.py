@@ -9,7 +9,7 @@ import re
 from rich.console import Console
 from rich.table import Table
 
-from kvnand.report.terminal import show
+from kvnand.present.terminal import show
 
 MIXED = ["--systems", "base1,kvnand-c16,cambricon-llm-l", "--models", "llama2-7b", "--contexts", "1k"]
 

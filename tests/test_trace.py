@@ -8,7 +8,7 @@ from collections import defaultdict
 import pytest
 
 from kvnand.evaluation import evaluate
-from kvnand.report.trace import CRITICAL, chrome_trace
+from kvnand.present.trace import CRITICAL, chrome_trace
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from kvnand import validate as v
 from kvnand.errors import InputError
+from kvnand.study import validate as v
 
 ROW_KEYS = {"id", "source", "metric", "expected", "simulated", "rel_error", "tolerance", "check", "status",
             "passed"}

@@ -52,7 +52,7 @@ def models(
         return
     from rich.table import Table
 
-    from kvnand.report.terminal import show
+    from kvnand.present.terminal import show
 
     t = Table(title=f"models ({precision}); KV/token: every layer keeps the token (within every window)")
     for col in ("name", "family", "params (B)", "active (B)", "layers", "heads/kv", "head_dim",

@@ -1,4 +1,4 @@
-"""`kvnand dse run|pareto|grid|show`: the design-space exploration commands (see kvnand/dse/__init__.py)."""
+"""`kvnand dse run|pareto|grid|show`: the design-space exploration commands (see kvnand/study/dse/__init__.py)."""
 
 from __future__ import annotations
 
@@ -35,9 +35,9 @@ def run(
     out: Annotated[Path | None, typer.Option(help="Run folder (default: out/dse/<space name>)")] = None,
 ):
     """Search the space with optuna (resumable; several workers or machines may share one study)."""
-    from kvnand.dse.space import load_space
-    from kvnand.dse.study import run as run_study
-    from kvnand.report.terminal import progress_bar
+    from kvnand.present.terminal import progress_bar
+    from kvnand.study.dse.space import load_space
+    from kvnand.study.dse.study import run as run_study
 
     space = load_space(space_file)
     with progress_bar("dse run: trials") as update:
@@ -63,9 +63,9 @@ def grid(
 ):
     """Evaluate every design of a discrete space; same outputs as `run` plus the Fig. 15 heatmap and grid.npz
     (compressed columns of every design)."""
-    from kvnand.dse.grid import run_grid
-    from kvnand.dse.space import load_space
-    from kvnand.report.terminal import progress_bar
+    from kvnand.present.terminal import progress_bar
+    from kvnand.study.dse.grid import run_grid
+    from kvnand.study.dse.space import load_space
 
     space = load_space(space_file)
     with progress_bar("dse grid: designs") as update:
@@ -88,10 +88,10 @@ def pareto(
 ):
     """The feasible Pareto front of a stored study, from `dse run` or `dse grid` (and how the published
     designs compare)."""
-    from kvnand.dse import export
-    from kvnand.dse.study import load_existing, objective_directions
     from kvnand.io import check_output
-    from kvnand.report.figures import SUFFIXES
+    from kvnand.present.figures import SUFFIXES
+    from kvnand.study.dse import export
+    from kvnand.study.dse.study import load_existing, objective_directions
 
     check_output(plot, "--plot", suffixes=SUFFIXES)
     st = load_existing(storage, study)
@@ -119,9 +119,9 @@ def show(
 ):
     """The full report of one trial's design as JSON (re-evaluated from its parameters: every workload point's
     record; a stored trial keeps only metrics, constraints and which points ran out of memory)."""
-    from kvnand.dse.objectives import jsonable
-    from kvnand.dse.study import trial_report
     from kvnand.io import emit_json
+    from kvnand.study.dse.objectives import jsonable
+    from kvnand.study.dse.study import trial_report
 
     emit_json(jsonable(trial_report(storage, study, trial)))
 
@@ -129,7 +129,7 @@ def show(
 def _front_table(rows, front, objectives: list[str], dirs: list[str]) -> None:
     from rich.table import Table
 
-    from kvnand.report.terminal import show
+    from kvnand.present.terminal import show
 
     feasible = sum(r.feasible for r in rows)
     t = Table(title=f"Pareto front: {len(front)} of {feasible} feasible designs ({len(rows)} trials)")
@@ -145,9 +145,9 @@ def _front_table(rows, front, objectives: list[str], dirs: list[str]) -> None:
 
 
 def _pareto_json(study, rows, front, objectives, dirs) -> None:
-    from kvnand.dse import export
-    from kvnand.dse.objectives import jsonable
     from kvnand.io import emit_json
+    from kvnand.study.dse import export
+    from kvnand.study.dse.objectives import jsonable
 
     emit_json(jsonable({"schema": "kvnand.dse.pareto/1", "study": study, "objectives": objectives, "directions": dirs,
                "trials": len(rows), "pareto": [{"number": r.number, "label": r.label,

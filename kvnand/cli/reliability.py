@@ -45,8 +45,8 @@ def reliability(
     from kvnand.reliability.disturb import MAPPINGS, system_overrides
     from kvnand.reliability.profile import get_profile
     from kvnand.reliability.refresh import get_policy
-    from kvnand.report.sweep import check_inputs
     from kvnand.scenario import parse_contexts, parse_sets, split_list
+    from kvnand.study.sweep import check_inputs
 
     overrides = parse_sets(set_)
     system_list, model_list = split_list(systems, "--systems"), split_list(models, "--models")
@@ -100,7 +100,7 @@ def _tokens(lifetime_years: float | None, tokens_per_s: float, hours_per_day: fl
 def _table(results: list[dict], profile: str, common: float | None, slowest: bool) -> None:
     from rich.table import Table
 
-    from kvnand.report.terminal import show
+    from kvnand.present.terminal import show
 
     def num(x, fmt):
         return "-" if x is None else format(x, fmt)

@@ -17,10 +17,11 @@ import typer
 from kvnand.cli.options import TableFormat
 from kvnand.errors import InputError
 from kvnand.io import check_output, json_text, write_text
-from kvnand.report import sweep
-from kvnand.report.cache import Cache
-from kvnand.report.figures import SUFFIXES
+from kvnand.present.figures import SUFFIXES
+from kvnand.present.terminal import progress_bar
 from kvnand.scenario import CONTEXT_HELP, context_label, parse_contexts, split_list
+from kvnand.study import sweep
+from kvnand.study.cache import Cache
 
 app = typer.Typer()
 
@@ -35,7 +36,7 @@ def _as_json(results: list[dict]) -> str:
 
 
 def _as_csv(results: list[dict]) -> str:
-    from kvnand.report.table import csv_rows
+    from kvnand.present.table import csv_rows
 
     columns, rows = csv_rows(results)
     buf = io.StringIO()
@@ -48,7 +49,7 @@ def _as_csv(results: list[dict]) -> str:
 def _trace(points: list[sweep.SweepPoint], results: list[dict], precision, overrides) -> str:
     """Chrome trace (JSON text) of the first point that fits, re-run in event mode with its timeline."""
     from kvnand.evaluation import evaluate
-    from kvnand.report.trace import chrome_trace
+    from kvnand.present.trace import chrome_trace
 
     p = next((p for p, r in zip(points, results, strict=True) if not r["oom"]), None)
     if p is None:
@@ -61,11 +62,12 @@ def _trace(points: list[sweep.SweepPoint], results: list[dict], precision, overr
 
 def _references(results: list[dict], mode: str, overrides: dict, cache: Cache, refresh: str | None) -> list[dict]:
     """The reference systems at the precisions other systems ran at, so every speedup is at equal precision."""
-    from kvnand.report.table import missing_references
+    from kvnand.present.table import missing_references
 
     out = []
     for prec, pts in missing_references(results).items():
-        out += sweep.run(pts, precision=prec, mode=mode, overrides=overrides, cache=cache, refresh=refresh)
+        out += sweep.run(pts, precision=prec, mode=mode, overrides=overrides, cache=cache, refresh=refresh,
+                         progress=progress_bar)
     return out
 
 
@@ -82,7 +84,7 @@ def _policy_sweeps(points, results, precision, mode, overrides, cache, refresh, 
     for name in ["dense", *([named] if named else [p for p in policy_names() if p != "dense"])]:
         out[name] = results if name == ran else sweep.run(points, precision=precision, mode=mode,
                                                           overrides={**base, "kv_policy": name}, cache=cache,
-                                                          refresh=refresh, spec=spec)
+                                                          refresh=refresh, spec=spec, progress=progress_bar)
     return out
 
 
@@ -159,7 +161,7 @@ def report(
     points = sweep.grid(system_list, model_list, context_list, batches, mix)
     cache = Cache(enabled=not no_cache)
     results = sweep.run(points, precision=precision, mode=mode.value, overrides=overrides, cache=cache,
-                        refresh=refresh, spec=spec)
+                        refresh=refresh, spec=spec, progress=progress_bar)
     references = _references(results, mode.value, overrides, cache, refresh)
     trace_json = _trace(points, results, precision, overrides) if trace else None
     by_policy = _policy_sweeps(points, results, precision, mode.value, overrides, cache, refresh, kv_policy,
@@ -171,8 +173,8 @@ def report(
     elif format == TableFormat.csv:
         typer.echo(_as_csv(results), nl=False)
     else:
-        from kvnand.report.table import OPTIONAL_COLUMNS, TEXT_COLUMNS, render
-        from kvnand.report.terminal import show
+        from kvnand.present.table import OPTIONAL_COLUMNS, TEXT_COLUMNS, render
+        from kvnand.present.terminal import show
 
         tables, note = render(results, references)
         show(*tables, optional=OPTIONAL_COLUMNS, text_columns=TEXT_COLUMNS)
@@ -186,18 +188,18 @@ def report(
             write_text(out / name, text)
             written.append(out / name)
     if plot is not None:
-        from kvnand.report.figures import write_figures
+        from kvnand.present.figures import write_figures
 
         written += write_figures(results, plot, references)
     if by_policy is not None:
-        from kvnand.report.figures import write_policy_figure
+        from kvnand.present.figures import write_policy_figure
 
         written += write_policy_figure(by_policy, policy_plot)
     if trace_json is not None:
         write_text(trace, trace_json)
         written.append(trace)
     if cache.enabled:
-        from kvnand.report.cache import prune
+        from kvnand.study.cache import prune
 
         prune()
     cached = f", {cache.hits} from cache" if cache.hits else ""
@@ -263,7 +265,7 @@ def _batch_contexts(text: str | None, batches: list[int | None], overrides: dict
 @app.command()
 def fields(format: Annotated[TableFormat, typer.Option("--format", help="table, json or csv")] = TableFormat.table):
     """Every field of a result record (kvnand.evaluate, report --format json/csv): unit and meaning."""
-    from kvnand.report.fields import FIELDS
+    from kvnand.present.fields import FIELDS
 
     if format == TableFormat.json:
         typer.echo(json_text({"schema": "kvnand.fields/1", "fields": [
@@ -277,7 +279,7 @@ def fields(format: Annotated[TableFormat, typer.Option("--format", help="table, 
         return
     from rich.table import Table
 
-    from kvnand.report.terminal import show
+    from kvnand.present.terminal import show
 
     t = Table(title="result record of kvnand.evaluate() and `kvnand report --format json` (<x>: varying keys)")
     for col in ("field", "unit", "meaning"):
@@ -294,7 +296,7 @@ app.add_typer(cache_app, name="cache")
 @cache_app.command("info")
 def cache_info():
     """Where the point cache is, how many points it holds and its size against its limit."""
-    from kvnand.report.cache import cache_root, max_bytes, usage
+    from kvnand.study.cache import cache_root, max_bytes, usage
 
     n, size = usage()
     typer.echo(f"{cache_root()}: {n} point(s), {size / 1e6:.1f} MB of {max_bytes() / 1e6:.0f} MB "
@@ -304,7 +306,7 @@ def cache_info():
 @cache_app.command("clear")
 def cache_clear():
     """Delete every cached point."""
-    from kvnand.report.cache import cache_root, clear
+    from kvnand.study.cache import cache_root, clear
 
     n = clear()
     typer.echo(f"removed {n} cached point(s) from {cache_root()}")

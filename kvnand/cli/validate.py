@@ -1,5 +1,5 @@
 """The `kvnand validate` command: published results (validation/cases) against the model, as a table or
-JSON; parsing and printing only (the cases, the runner and the verdicts are kvnand.validate's)."""
+JSON; parsing and printing only (the cases, the runner and the verdicts are kvnand.study.validate's)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from kvnand.cli.options import Format
 
 
 def _fmt(v: Any, metric: str = "") -> str:
-    from kvnand.validate import COST_METRICS
+    from kvnand.study.validate import COST_METRICS
 
     if v is None:
         return "-"
@@ -38,7 +38,7 @@ def _band(r) -> str:
 def print_table(rows: list, summ: dict) -> None:
     from rich.table import Table
 
-    from kvnand.report.terminal import show
+    from kvnand.present.terminal import show
 
     t = Table(title="kvnand validate: published results vs the model")
     for col in ("case", "metric", "expected", "simulated", "rel. err", "band", "status", "result", "detail"):
@@ -73,7 +73,7 @@ def validate(
 ):
     """Published results (validation/cases/*.yaml) against the model; exit 1 when an enforced case fails or a
     documented disagreement (validation/NOTES.md) agrees now."""
-    from kvnand.validate import SCHEMA, calibration_constants, failed, load_cases, mark_fitted, run, summary
+    from kvnand.study.validate import SCHEMA, calibration_constants, failed, load_cases, mark_fitted, run, summary
 
     loaded = load_cases([Path(p) for p in cases] if cases else None)
     rows = run(loaded)

@@ -44,7 +44,7 @@ def graph(
         return
     from rich.table import Table
 
-    from kvnand.report.terminal import show
+    from kvnand.present.terminal import show
 
     kinds = m.layer_kinds
     tables = []

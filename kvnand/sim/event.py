@@ -4,7 +4,7 @@ Each task starts when its predecessors are done and every resource it holds is f
 first, program order on ties), so concurrent parts contend for channels, the NPU, DRAM and flash
 groups. A task's duration comes from its pipeline: by the exact burst recurrence (default), or by
 stepping each item through the stages (`page_level=True`, for small configurations and tests).
-The timeline can be written as a Chrome trace (kvnand.report.trace).
+The timeline can be written as a Chrome trace (kvnand.present.trace).
 """
 
 from __future__ import annotations

@@ -47,8 +47,8 @@ def write_figures(results: list[dict], path: str | Path, references: list[dict] 
 def figures(results: list[dict], references: list[dict] = ()) -> dict:
     """{"throughput", "speedup" (when a reference system was swept), "energy", "breakdown", "batch" (when
     several batch sizes were swept)} -> Figure."""
-    from kvnand.report.sweep import series
-    from kvnand.report.table import REFERENCES, index_points, speedup
+    from kvnand.present.table import REFERENCES, index_points, speedup
+    from kvnand.study.sweep import series
 
     swept = results
     if any("batch" in r for r in results):  # one series per system and batch size

@@ -45,7 +45,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from kvnand.dse.objectives import (
+from kvnand.errors import InputError
+from kvnand.study.dse.objectives import (
     MAXIMIZE,
     MINIMIZE,
     compact_report,
@@ -55,8 +56,7 @@ from kvnand.dse.objectives import (
     stored_constraints,
     worst,
 )
-from kvnand.dse.space import SEED_RANGE, Space, load_space
-from kvnand.errors import InputError
+from kvnand.study.dse.space import SEED_RANGE, Space, load_space
 
 META_KEY = "kvnand"           # study user attribute holding the space and its digest
 # trial system attribute of the constraint values, a list: optuna's own key (its samplers write it there, and
@@ -495,8 +495,8 @@ def run(space: Space, out: Path, *, trials: int | None = None, workers: int = 1,
 
     import optuna
 
-    from kvnand.dse import export
     from kvnand.io import check_output
+    from kvnand.study.dse import export
 
     check_workers(workers)
     budget = trials if trials is not None else space.spec.study.trials
@@ -673,7 +673,7 @@ def trial_report(url: str, name: str, number: int) -> dict:
     parameters with the space the study stored (a trial keeps only a compact record)."""
     from optuna.trial import TrialState
 
-    from kvnand.dse.space import stored_space
+    from kvnand.study.dse.space import stored_space
 
     study = load_existing(url, name)
     meta = study.user_attrs.get(META_KEY)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from kvnand.report.sweep import SweepPoint, series
 from kvnand.scenario import context_label
+from kvnand.study.sweep import SweepPoint, series
 
 REFERENCES = ("base1", "base2")
 SPEEDUP_RULE = "speedup = decode tokens/s over base1 at the row's precision (base2 where base1 is OOM)"

@@ -6,11 +6,12 @@ point is stored in the cache before the next starts, so an interrupted sweep res
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 from kvnand.errors import InputError
-from kvnand.report.cache import Cache
 from kvnand.result import Result
+from kvnand.study.cache import Cache
 
 # The paper's comparison (KVNAND Sec. V, Fig. 12): what `kvnand report` runs with no arguments.
 PAPER_SYSTEMS = ("base1", "base2", "kvnand-c16", "kvnand-d:auto")
@@ -82,13 +83,13 @@ def public(record: dict) -> dict:
 
 
 def run(points: list[SweepPoint], *, precision: str | None, mode: str, overrides: dict, cache: Cache,
-        refresh: str | None = None, spec: dict | None = None) -> list[dict]:
-    """Evaluate every point (cache first); a progress bar on stderr when it is a terminal. `spec`: the
+        refresh: str | None = None, spec: dict | None = None, progress=None) -> list[dict]:
+    """Evaluate every point (cache first), with a progress bar when `progress` is given. `spec`: the
     speculative decoding keywords of evaluate() (spec_draft, spec_k, spec_accept) for every point. The plain
     points a (system, model) pair misses are evaluated together (kvnand.evaluate_many), batched or
-    speculative ones one by one; each is stored as soon as it is computed."""
+    speculative ones one by one; each is stored as soon as it is computed. `progress`: a progress-bar factory
+    (label, total) -> context yielding update(done, ...) or None (the CLI passes kvnand.present.terminal's)."""
     from kvnand.evaluation import evaluate, evaluate_many, records
-    from kvnand.report.terminal import progress_bar
 
     spec = spec or {}
     decodes = [{"batch": p.batch, **spec, **({"batch_contexts": list(p.batch_contexts)} if p.batch_contexts else {})}
@@ -100,7 +101,7 @@ def run(points: list[SweepPoint], *, precision: str | None, mode: str, overrides
     for i, p in enumerate(points):
         if out[i] is None:
             missing.setdefault((p.system, p.model, decodes[i] is None), []).append(i)
-    with progress_bar("report", len(points)) as update:
+    with (progress("report", len(points)) if progress else nullcontext(None)) as update:
         done = len(points) - sum(len(v) for v in missing.values())
         for (system, model, plain), idx in missing.items():
             if update:

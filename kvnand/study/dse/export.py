@@ -20,8 +20,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kvnand.dse.objectives import dominates, improvement, jsonable, non_dominated, stored_constraints
 from kvnand.io import atomic_path, json_text, write_text
+from kvnand.study.dse.objectives import dominates, improvement, jsonable, non_dominated, stored_constraints
 
 
 @dataclass

@@ -20,10 +20,10 @@ import json
 import time
 from pathlib import Path
 
-from kvnand.dse import export
-from kvnand.dse.objectives import evaluate_design, prefetch
-from kvnand.dse.space import Space, load_space
-from kvnand.dse.study import directions, save_grid
+from kvnand.study.dse import export
+from kvnand.study.dse.objectives import evaluate_design, prefetch
+from kvnand.study.dse.space import Space, load_space
+from kvnand.study.dse.study import directions, save_grid
 
 _space: Space | None = None  # the space of a pool worker process
 
@@ -47,8 +47,8 @@ def _evaluate_chunk(chunk: list[dict]) -> list[tuple]:
 
 def run_grid(space: Space, out: Path, workers: int = 1, log=print, progress=None, study: bool = True) -> dict:
     """Evaluate every design; `progress(done, total)` is called as designs finish."""
-    from kvnand.dse.study import check_workers
     from kvnand.io import check_output
+    from kvnand.study.dse.study import check_workers
 
     check_workers(workers)
     combos = space.grid()

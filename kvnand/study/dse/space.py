@@ -484,7 +484,7 @@ def _err(space: Space, src, key: str, msg: str, **kw) -> InputError:
 
 def _check(space: Space, src) -> None:
     """Cross-field checks the schema cannot express."""
-    from kvnand.dse.objectives import check_metric_key
+    from kvnand.study.dse.objectives import check_metric_key
 
     spec = space.spec
     names = list(spec.parameters)
