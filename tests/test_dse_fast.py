@@ -171,7 +171,8 @@ def test_plain_path_to_an_sqlite_study_opens_it(tmp_path):
 
 
 def test_grid_loads_no_sqlalchemy_or_scipy_stats(tmp_path):
-    """`kvnand dse grid` pays for what it uses: optuna's journal (no SQLAlchemy), no scipy.stats."""
+    """`kvnand dse grid` pays for what it uses: optuna's journal (no SQLAlchemy), no scipy.stats, and no
+    matplotlib without --plot (which then draws the Pareto scatter and the heatmap)."""
     data = yaml.safe_load(SMOKE.read_text())
     data["parameters"] = {"dies": 8, "g2_dies": {"choices": [3, 4], "default": 4}, "precision": "w8a8"}
     data["known_designs"] = []
@@ -179,10 +180,14 @@ def test_grid_loads_no_sqlalchemy_or_scipy_stats(tmp_path):
     f.write_text(yaml.safe_dump(data, sort_keys=False))
     code = ("import sys, json; from kvnand.cli import main; sys.argv = ['kvnand', 'dse', 'grid', sys.argv[1], "
             "'--out', sys.argv[2]]\ntry:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
-            "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('sqlalchemy', 'alembic') "
-            "or m.startswith('scipy.stats'))))")
+            "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('sqlalchemy', 'alembic', "
+            "'matplotlib') or m.startswith('scipy.stats'))))")
     proc = subprocess.run([sys.executable, "-c", code, str(f), str(tmp_path / "out")], capture_output=True,
                           text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
-    assert (tmp_path / "out" / JOURNAL).is_file()
+    assert (tmp_path / "out" / JOURNAL).is_file() and not list((tmp_path / "out").glob("*.png"))
+    plotted = subprocess.run([sys.executable, "-m", "kvnand.cli", "dse", "grid", str(f), "--out",
+                              str(tmp_path / "plotted"), "--plot"], capture_output=True, text=True, cwd=DSE_ROOT.parent)
+    assert plotted.returncode == 0, plotted.stderr[-2000:]
+    assert (tmp_path / "plotted" / "pareto.png").is_file() and (tmp_path / "plotted" / "heatmap.png").is_file()

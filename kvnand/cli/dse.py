@@ -60,9 +60,11 @@ def grid(
     study: Annotated[bool, typer.Option(help="Also store every design as an optuna study (study.db), for `dse "
                                         "pareto` and optuna-dashboard; --no-study for large grids (grid.npz and "
                                         "trials.csv hold every design)")] = True,
+    plot: Annotated[bool, typer.Option("--plot", help="Also draw pareto.png and the Fig. 15 heatmap "
+                                       "(heatmap.png); without it no plotting library is loaded")] = False,
 ):
-    """Evaluate every design of a discrete space; same outputs as `run` plus the Fig. 15 heatmap and grid.npz
-    (compressed columns of every design)."""
+    """Evaluate every design of a discrete space; the outputs of `run` and grid.npz (compressed columns of
+    every design); with --plot also the Pareto scatter and the Fig. 15 heatmap."""
     from kvnand.present.terminal import progress_bar
     from kvnand.study.dse.grid import run_grid
     from kvnand.study.dse.space import load_space
@@ -70,7 +72,7 @@ def grid(
     space = load_space(space_file)
     with progress_bar("dse grid: designs") as update:
         summary = run_grid(space, out if out is not None else Path("out") / "dse" / f"{space.name}-grid", workers,
-                           log=typer.echo, progress=update, study=study)
+                           log=typer.echo, progress=update, study=study, figures=plot)
     _print_summary(summary)
     typer.echo(f"{summary['designs']} designs in {summary['elapsed_s']:.1f} s ({summary['designs_per_s']:.1f}/s)")
     if summary["storage"]:

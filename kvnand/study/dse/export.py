@@ -107,7 +107,8 @@ def compare_known(rows: list[TrialRow], front: list[TrialRow], objectives: list[
 
 # ---------------------------------------------------------------------- files
 def write_outputs(out: Path, rows: list[TrialRow], objectives: list[str], directions: list[str],
-                  heatmap: bool = False) -> dict:
+                  heatmap: bool = False, figures: bool = True) -> dict:
+    """The CSV files, and with `figures` the Pareto scatter (and with `heatmap` the Fig. 15 heatmap)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     front = pareto(rows, directions)
@@ -116,10 +117,10 @@ def write_outputs(out: Path, rows: list[TrialRow], objectives: list[str], direct
     write_text(out / "pareto.csv", rows_csv(front, objectives))
     write_text(out / "known_designs.csv", _known_csv(known, objectives))
     files = ["trials.csv", "pareto.csv", "known_designs.csv"]
-    if any(r.feasible for r in rows):
+    if figures and any(r.feasible for r in rows):
         pareto_figure(out / "pareto.png", rows, front, objectives)
         files.append("pareto.png")
-    if heatmap and heatmap_figure(out / "heatmap.png", rows) is not None:
+    if figures and heatmap and heatmap_figure(out / "heatmap.png", rows) is not None:
         files.append("heatmap.png")
     return {
         "objectives": objectives, "directions": directions, "out": str(out), "files": files,

@@ -45,8 +45,10 @@ def _evaluate_chunk(chunk: list[dict]) -> list[tuple]:
     return out
 
 
-def run_grid(space: Space, out: Path, workers: int = 1, log=print, progress=None, study: bool = True) -> dict:
-    """Evaluate every design; `progress(done, total)` is called as designs finish."""
+def run_grid(space: Space, out: Path, workers: int = 1, log=print, progress=None, study: bool = True,
+             figures: bool = True) -> dict:
+    """Evaluate every design; `progress(done, total)` is called as designs finish; `figures`: draw the Pareto
+    scatter and the Fig. 15 heatmap (matplotlib is imported only then)."""
     from kvnand.io import check_output
     from kvnand.study.dse.study import check_workers
 
@@ -83,7 +85,8 @@ def run_grid(space: Space, out: Path, workers: int = 1, log=print, progress=None
     rows = [export.TrialRow(i, "COMPLETE", params, values, feasible, violated, label, report)
             for i, (params, label, (values, feasible, violated, report, _)) in enumerate(
                 zip(combos, labels, results, strict=True))]
-    summary = export.write_outputs(out, rows, list(space.spec.objectives), directions(space), heatmap=True)
+    summary = export.write_outputs(out, rows, list(space.spec.objectives), directions(space), heatmap=True,
+                                   figures=figures)
     write_columns(Path(out) / "grid.npz", rows, list(space.spec.objectives))
     summary["files"].append("grid.npz")
     url = None
