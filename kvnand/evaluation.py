@@ -16,7 +16,7 @@ from kvnand.energy.tables import price
 from kvnand.errors import InputError
 from kvnand.lowering.decode import DecodeStep
 from kvnand.lowering.step import Lowering, check_composition, heads_per_phase, stores
-from kvnand.mapping.capacity import check, check_many
+from kvnand.mapping.capacity import Fit, check, check_many
 from kvnand.program import ceil, count_actions
 from kvnand.result import Result
 from kvnand.scenario import Decode, Point, Scenario, resolve, split_auto
@@ -87,6 +87,13 @@ def _design_of(system: str, sc: Scenario, overrides: dict) -> Design:
     return d
 
 
+def _unmeasured() -> dict:
+    """The timing, energy and breakdown fields of a record before (or, out of memory, instead of) a step."""
+    return {"tokens_per_s": None, "latency_s": None, "energy_j_per_token": None, "ttft_s": None, "power_w": None,
+            "power_breakdown_w": {}, "breakdown_s": {}, "breakdown_by_resource_s": {}, "busy_s": {},
+            "energy_breakdown_j": {}, "bottleneck": None}
+
+
 def _bottleneck(bound: dict[str, float]) -> str:
     if not bound:
         return ""
@@ -141,7 +148,7 @@ def evaluate(system: str, model: str, context: int, *, precision: str | None = N
         raise InputError("sequences of different contexts are modelled without a KV policy only",
                          key="batch_contexts", value=str(list(decode.contexts))[:80],
                          allowed="equal contexts, or kv_policy dense")
-    if kvp.evicts(policy) and policy.reclaim == "auto":
+    if len(_reclaims(overrides, policy)) > 1:
         return Result.of(_auto_reclaim(system, model, context, precision, mode, overrides, with_timeline,
                                        prefill_tokens, refresh, decode))
     stem, auto = split_auto(system)
@@ -152,6 +159,15 @@ def evaluate(system: str, model: str, context: int, *, precision: str | None = N
                      refresh=refresh, decode=decode)
 
 
+def _decode_step(system: str, sc: Scenario, overrides: dict) -> tuple[DecodeStep, Fit, Design | None]:
+    """The decode step of a resolved point and its fit. A plain step that keeps every token takes the
+    context-independent parts (stores, memory cost, the lowering's shared tasks) from its cached Design."""
+    check_composition(sc.system)
+    d = _design_of(system, sc, overrides) if not sc.point.decode.active and kvp.is_dense(sc.policy) else None
+    step = DecodeStep(sc, d.lowering.at(sc.context) if d is not None else None)
+    return step, (check(d.stores, sc.context) if d is not None else step.fit()), d
+
+
 def _evaluate(system: str, model: str, context: int, precision: str | None, mode: str, overrides: dict,
               with_timeline: bool, prefill_tokens: int | None, prebuilt: tuple | None = None,
               refresh: str | None = None, decode: Decode = Decode()) -> dict:
@@ -159,19 +175,12 @@ def _evaluate(system: str, model: str, context: int, precision: str | None, mode
     point (by kvnand-d:auto while ranking splits), so they are not built twice."""
     sc = resolve(Point(system, model, context, precision, overrides, decode))
     sys_cfg, spec, prec = sc.system, sc.model, sc.precision
-    check_composition(sys_cfg)
-    # a plain step with every token kept: the design's context-independent parts are made once (Design)
-    d = _design_of(system, sc, overrides) if not decode.active and kvp.is_dense(sc.policy) else None
-    step = DecodeStep(sc, d.lowering.at(context) if d is not None else None)
-    fitted = check(d.stores, context) if d is not None else step.fit()
+    step, fitted, d = _decode_step(system, sc, overrides)
     record = Result({
         "system": system, "model": spec.name, "context": context, "precision": prec.name,
         "mode": mode, "oom": fitted.oom, "oom_reason": fitted.reason, "max_context": fitted.max_context,
         "model_max_context": spec.max_context, "beyond_model_context": context > spec.max_context,
-        "tokens_per_s": None, "latency_s": None, "energy_j_per_token": None, "ttft_s": None,
-        "power_w": None, "power_breakdown_w": {},
-        "breakdown_s": {}, "breakdown_by_resource_s": {}, "busy_s": {}, "energy_breakdown_j": {},
-        "bottleneck": None, "capacity": fitted.stores, "config": _config_summary(sys_cfg, overrides),
+        **_unmeasured(), "capacity": fitted.stores, "config": _config_summary(sys_cfg, overrides),
     })
     if decode.active:
         record.update(_decode_fields(decode, sc, None))
@@ -343,6 +352,16 @@ def _config_summary(s, overrides) -> dict:
     return out
 
 
+def _reclaims(overrides: dict, policy=None) -> list[dict]:
+    """The overrides of each reclaim an eviction policy with `reclaim: auto` chooses between (compact by GC, or
+    leave evicted slots in place); the overrides themselves for any other policy (`policy`: the overrides'
+    own, when the caller has resolved it)."""
+    policy = policy or kvp.resolve_policy(overrides)
+    if not (kvp.evicts(policy) and policy.reclaim == "auto"):
+        return [overrides]
+    return [{**overrides, "kv_policy.reclaim": choice} for choice in ("gc", "none")]
+
+
 def _auto_reclaim(system, model, context, precision, mode, overrides, with_timeline, prefill_tokens, refresh,
                   decode):
     """Eviction with `reclaim: auto`: the FTL compacts (gc) or leaves evicted slots in place (none), whichever
@@ -350,8 +369,7 @@ def _auto_reclaim(system, model, context, precision, mode, overrides, with_timel
     runs = [evaluate(system, model, context, precision=precision, mode=mode, with_timeline=with_timeline,
                      prefill_tokens=prefill_tokens, refresh=refresh, batch=decode.batch,
                      spec_draft=decode.spec_draft, spec_k=decode.spec_k, spec_accept=decode.spec_accept,
-                     batch_contexts=decode.contexts,
-                     overrides={**overrides, "kv_policy.reclaim": choice}) for choice in ("gc", "none")]
+                     batch_contexts=decode.contexts, overrides=variant) for variant in _reclaims(overrides)]
     fitting = [r for r in runs if not r["oom"]]
     best = min(fitting, key=lambda r: r["latency_s"]) if fitting else runs[0]
     best["config"]["overrides"] = {k: v for k, v in overrides.items()}
@@ -365,9 +383,8 @@ def _decode_latency(system, model, context, precision, overrides,
     prefill, counts or energy."""
     sc = resolve(Point(system, model, context, precision, overrides, decode))
     sys_cfg = sc.system
-    check_composition(sys_cfg)
-    step = DecodeStep(sc)
-    if step.fit().oom or step.on_chip_error() is not None:
+    step, fitted, _ = _decode_step(system, sc, overrides)
+    if fitted.oom or step.on_chip_error() is not None:
         return None, sys_cfg, ()
     program = step.program()
     return fast.latency(program), sys_cfg, (step, program)
@@ -380,18 +397,23 @@ def _split_latency(system, model, context, precision, overrides, g2, decode) -> 
     return t, sys_cfg.kv.g2_dies, built
 
 
+def _auto_dies(system: str, overrides: dict) -> int:
+    """The dies a ':auto' system splits into G1 and G2 (one clear error when it has no such groups)."""
+    base = load_system(system, {**overrides, "g2_dies": 1})  # any valid split: every candidate replaces it
+    if base.kv.store != "flash_group":
+        raise InputError("':auto' picks a G1/G2 split and needs a system with kv.store 'flash_group'",
+                         key="system", value=f"{system}:auto", allowed="kvnand-d:auto")
+    return base.flash.dies
+
+
 def _auto_split(system, model, context, precision, mode, overrides, with_timeline, prefill_tokens, refresh,
                 decode):
     """KVNAND-D:auto: every G2 size from 1 to dies-1 (fast mode), the fastest that fits wins.
 
     Candidates are ranked by their fast-mode decode latency alone (no prefill, counts or energy); only the
     winner is evaluated in full, in the requested mode."""
-    base = load_system(system, {**overrides, "g2_dies": 1})  # any valid split: every candidate replaces it
-    if base.kv.store != "flash_group":
-        raise InputError("':auto' picks a G1/G2 split and needs a system with kv.store 'flash_group'",
-                         key="system", value=f"{system}:auto", allowed="kvnand-d:auto")
     best_g2, best_t, best_built = None, None, None
-    for g2 in range(1, base.flash.dies):
+    for g2 in range(1, _auto_dies(system, overrides)):
         t, g2_dies, built = _split_latency(system, model, context, precision, overrides, g2, decode)
         if t is not None and (best_t is None or t < best_t):
             best_g2, best_t, best_built = g2_dies, t, built
@@ -446,12 +468,9 @@ def decode_rate(system: str, model: str, context: int, precision: str | None = N
                 overrides: dict | None = None) -> float | None:
     """evaluate(...)["tokens_per_s"] of a concrete system in fast mode (None when the point does not fit),
     from the decode step alone."""
-    overrides = dict(overrides or {})
-    policy = kvp.resolve_policy(overrides)
     # reclaim 'auto' decodes with whichever reclaim is faster and fits, as evaluate() does
-    choices = ("gc", "none") if kvp.evicts(policy) and policy.reclaim == "auto" else (None,)
-    times = [t for c in choices if (t := _decode_latency(system, model, context, precision, overrides if c is None
-                                                         else {**overrides, "kv_policy.reclaim": c})[0]) is not None]
+    times = [t for variant in _reclaims(dict(overrides or {}))
+             if (t := _decode_latency(system, model, context, precision, variant)[0]) is not None]
     return 1.0 / min(times) if times else None
 
 
@@ -553,13 +572,9 @@ def _auto_groups(stem, model, ctx, precision, overrides, prefill_tokens) -> list
     per split; at each context the first fastest split that fits wins (as evaluate() ranks them)."""
     import numpy as np
 
-    base = load_system(stem, {**overrides, "g2_dies": 1})
-    if base.kv.store != "flash_group":
-        raise InputError("':auto' picks a G1/G2 split and needs a system with kv.store 'flash_group'",
-                         key="system", value=f"{stem}:auto", allowed="kvnand-d:auto")
     best_t = np.full(len(ctx), np.inf)
     best_g2 = np.zeros(len(ctx), dtype=np.int64)
-    for g2 in range(1, base.flash.dies):
+    for g2 in range(1, _auto_dies(stem, overrides)):
         d = design(stem, model, precision, {**overrides, "g2_dies": g2})
         ok = ~check_many(d.stores, ctx)[0]
         if not ok.any() or d.lowering.buffer_error() is not None:
@@ -733,10 +748,7 @@ def _record(g: dict, i: int) -> dict:
         "system": g["system"], "model": g["model"], "context": context, "precision": g["precision"],
         "mode": g["mode"], "oom": oom, "oom_reason": g["oom_reason"][i], "max_context": g["max_context"],
         "model_max_context": g["model_max_context"], "beyond_model_context": bool(g["beyond_model_context"][i]),
-        "tokens_per_s": None, "latency_s": None, "energy_j_per_token": None, "ttft_s": None,
-        "power_w": None, "power_breakdown_w": {},
-        "breakdown_s": {}, "breakdown_by_resource_s": {}, "busy_s": {}, "energy_breakdown_j": {},
-        "bottleneck": None,
+        **_unmeasured(),
         "capacity": {k: {"capacity_bytes": cap, "used_bytes": float(used[i])} for k, (cap, used) in
                      g["capacity"].items()},
         "config": config, "cost_usd": g["cost_usd"], "memories": [dict(m) for m in g["memories"]],
