@@ -190,8 +190,13 @@ class Lowering:
 
     def _set_context(self, context) -> None:
         self.context = context
-        self.stored = _longest(k.context(context) for k, _ in self.m.layer_kinds)  # tokens written to the cache
-        self.held = kvp.held(self.policy, self.stored)
+        self._set_stored(_longest(k.context(context) for k, _ in self.m.layer_kinds))
+
+    def _set_stored(self, stored) -> None:
+        """Tokens written to a layer's cache, and from them those the policy holds, attention reads and the
+        full-width window keeps."""
+        self.stored = stored
+        self.held = kvp.held(self.policy, stored)
         self.L = kvp.attended(self.policy, self.held)
         self.window = minimum(self.residual, self.held) if self.residual else 0
 
@@ -545,10 +550,7 @@ class Lowering:
     def for_kind(self, kind: LayerKind) -> Lowering:
         """This lowering with attention over the context `kind`'s layers attend over."""
         lw = copy.copy(self)
-        lw.stored = kind.context(self.context)
-        lw.held = kvp.held(self.policy, lw.stored)
-        lw.L = kvp.attended(self.policy, lw.held)
-        lw.window = minimum(self.residual, lw.held) if self.residual else 0
+        lw._set_stored(kind.context(self.context))
         if self.groups is not None:
             lw.groups = tuple(g.for_kind(kind) for g in self.groups)
         return lw
