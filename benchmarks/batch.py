@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.equivalence import compare
 from benchmarks.measure import REPO, Code, Result, env, kvnand_command, load_average, repeat, run_timed, table
 
 MODELS = ("llama3.1-8b", "llama3.1-70b")
@@ -138,18 +138,11 @@ def dse_grid(quick: bool) -> list[Result]:
     return [r]
 
 
-def _differences(a, b, path="") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        if set(a) != set(b):
-            return [f"{path}: keys {sorted(set(a) ^ set(b))[:4]}"]
-        return [d for k in a for d in _differences(a[k], b[k], f"{path}.{k}")]
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        if len(a) != len(b):
-            return [f"{path}: length"]
-        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _differences(x, y, f"{path}[{i}]")]
-    if isinstance(a, float) and isinstance(b, (int, float)) and not isinstance(b, bool):
-        return [] if math.isclose(a, b, rel_tol=REL, abs_tol=0.0) else [f"{path}: {a!r} != {b!r}"]
-    return [] if a == b else [f"{path}: {a!r} != {b!r}"]
+def _differences(a, b) -> list[str]:
+    """Where a batch record differs from evaluate()'s (benchmarks.equivalence.compare, at REL)."""
+    out: list[str] = []
+    compare(a, b, "", out, REL)
+    return out
 
 
 def run(quick: bool) -> list[Result]:
