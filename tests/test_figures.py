@@ -100,3 +100,12 @@ def test_vector_output(tmp_path, suffix, magic):
     assert [p.name for p in written] == [f"fig{suffix}", f"fig-speedup{suffix}", f"fig-energy{suffix}",
                                          f"fig-breakdown{suffix}"]
     assert all(p.read_bytes().startswith(magic) for p in written)
+
+
+def test_breakdown_axis_says_step_time_when_a_step_decodes_several_tokens():
+    """breakdown_s sums to the decode step: per token without batching, a step of B sequences with it."""
+    plain = figures(RESULTS, REFS)["breakdown"]
+    assert {ax.get_xlabel() for ax in plain.axes if ax.get_xlabel()} == {"latency per token (ms)"}
+    batched = [{**r, "step_latency_s": None if r["oom"] else 1 / r["tokens_per_s"]} for r in RESULTS]
+    fig = figures(batched, REFS)["breakdown"]
+    assert {ax.get_xlabel() for ax in fig.axes if ax.get_xlabel()} == {"decode step time (ms)"}

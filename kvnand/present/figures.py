@@ -232,7 +232,8 @@ def _grouped(results: list[dict], value, title: str, ylabel: str, ref_of: dict |
 
 
 def _breakdown(results: list[dict], title: str):
-    """Per model, at the largest context where the most systems fit: ms per token by stage, stacked
+    """Per model, at the largest context where the most systems fit: ms per step by stage (per token without
+    batching or speculation), stacked
     horizontally (one row per system, so names of any length never overprint)."""
     models, systems = _ordered(results, "model"), _ordered(results, "system")
     stages = list(dict.fromkeys(k for r in results for k in r["breakdown_s"]))
@@ -258,7 +259,9 @@ def _breakdown(results: list[dict], title: str):
                             color=sys_colors[s])
         ax.set_title(f"{model} at {context_label(ctx)} tokens")
         ax.set_yticks(range(len(names)), [f"{system_label(s)} ({here[s]['precision']})" for s in names], fontsize=8)
-        ax.set_xlabel("latency per token (ms)")
+        # breakdown_s sums to the step: a request's token only when a step decodes one token per request
+        stepped = any(r.get("step_latency_s") is not None for r in here.values())
+        ax.set_xlabel("decode step time (ms)" if stepped else "latency per token (ms)")
         ax.grid(axis="x", alpha=0.3)
         ax.set_axisbelow(True)
     _legend(fig, [(st, colors[st]) for st in stages])
