@@ -161,3 +161,20 @@ def pytest_report_header(config):
     if config.getoption("--regen-golden"):
         return "golden records: tests/golden/*.json regenerated (--regen-golden)"
     return None
+
+
+@pytest.fixture
+def slow_smoke(tmp_path) -> Path:
+    """The smoke DSE space with five workload points and a lifetime objective (reliability per point), so a trial
+    takes tens of milliseconds: long enough for a second worker to start, or a watcher to see a trial running,
+    before the budget is done (smoke trials take a few ms). Same study name, 'smoke'."""
+    import yaml
+
+    from kvnand.paths import DSE_ROOT
+
+    space = yaml.safe_load((DSE_ROOT / "smoke.yaml").read_text())
+    space["workload"]["contexts"] = {"1k": 1, "10k": 1, "30k": 1, "50k": 1, "100k": 1}
+    space["objectives"] = ["latency_s", "energy_j_per_token", "lifetime_years"]
+    path = tmp_path / "slow-smoke.yaml"
+    path.write_text(yaml.safe_dump(space, sort_keys=False))
+    return path

@@ -144,19 +144,12 @@ def _wait_for(pred, timeout: float, poll_s: float = 0.2):
 
 
 @pytest.mark.slow  # a 2-worker study killed and resumed in subprocesses
-def test_kill9_then_resume(tmp_path):
+def test_kill9_then_resume(tmp_path, slow_smoke):
     """Kill -9 one worker mid-trial, then the whole run; resuming keeps every finished trial, fails the
     killed ones (stale heartbeat) and stops at exactly the budget."""
     budget = 40
-    # the smoke space with more workload points and a lifetime objective (reliability per point): a trial
-    # then takes tens of milliseconds, so the watcher below sees one running before the budget is done
-    space = yaml.safe_load(SMOKE.read_text())
-    space["workload"]["contexts"] = {"1k": 1, "10k": 1, "30k": 1, "50k": 1, "100k": 1}
-    space["objectives"] = ["latency_s", "energy_j_per_token", "lifetime_years"]
-    slow = tmp_path / "slow-smoke.yaml"
-    slow.write_text(yaml.safe_dump(space, sort_keys=False))
     out_dir = tmp_path / "out"
-    args = ("dse", "run", str(slow), "--trials", str(budget), "--out", str(out_dir))
+    args = ("dse", "run", str(slow_smoke), "--trials", str(budget), "--out", str(out_dir))
     proc = _kvnand(*args, "--workers", "2")
     storage = None
 

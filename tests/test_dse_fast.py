@@ -149,17 +149,18 @@ def test_dead_worker_trial_is_failed(tmp_path):
 
 
 @pytest.mark.slow  # two worker processes
-def test_two_workers_share_the_journal_and_hold_the_budget(tmp_path):
+def test_two_workers_share_the_journal_and_hold_the_budget(tmp_path, slow_smoke):
     budget = 30
-    s = run(load_space(SMOKE), tmp_path, trials=budget, workers=2, log=_quiet)
+    out = tmp_path / "out"
+    s = run(load_space(slow_smoke), out, trials=budget, workers=2, log=_quiet)
     assert s["worker_exit_codes"] == [0, 0] and s["storage"].endswith(JOURNAL)
-    st = optuna.load_study(study_name="smoke", storage=open_storage(default_storage(tmp_path)))
+    st = optuna.load_study(study_name="smoke", storage=open_storage(default_storage(out)))
     taken = [t for t in st.get_trials() if t.state != TrialState.WAITING and not t.user_attrs.get("surplus")]
     assert len(taken) == budget == s["trials_taken"]
     assert all(t.state == TrialState.COMPLETE for t in taken)
     assert len({t.user_attrs["worker"] for t in taken}) == 2, "both workers should have run trials"
     # a second run with the same budget takes nothing more
-    again = run(load_space(SMOKE), tmp_path, trials=budget, workers=2, log=_quiet)
+    again = run(load_space(slow_smoke), out, trials=budget, workers=2, log=_quiet)
     assert again["trials_taken"] == budget and again["trials_this_run"] == 0
 
 
