@@ -12,10 +12,10 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from kvnand.paths import DSE_ROOT, REPO_ROOT
+from kvnand.paths import REPO_ROOT
 from kvnand.study.dse.objectives import dominates
-
-SMOKE = DSE_ROOT / "smoke.yaml"
+from kvnand.study.dse.space import load_space
+from kvnand.study.dse.study import directions
 
 
 def _kvnand(*args: str, **kw) -> subprocess.Popen:
@@ -24,9 +24,9 @@ def _kvnand(*args: str, **kw) -> subprocess.Popen:
 
 
 @pytest.mark.slow  # two `kvnand dse run` processes against a real server
-def test_two_processes_share_one_study(postgres_url, tmp_path):
+def test_two_processes_share_one_study(postgres_url, tmp_path, slow_smoke):
     budget = 30
-    procs = [_kvnand("dse", "run", str(SMOKE), "--storage", postgres_url, "--study", "shared", "--trials",
+    procs = [_kvnand("dse", "run", str(slow_smoke), "--storage", postgres_url, "--study", "shared", "--trials",
                      str(budget), "--seed", str(i), "--out", str(tmp_path / f"machine{i}")) for i in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (out, err) in zip(procs, outs, strict=True):
@@ -53,7 +53,7 @@ def test_two_processes_share_one_study(postgres_url, tmp_path):
             assert (first.params, first.values, first.constraints) == (t.params, t.values, t.constraints)
 
     # the Pareto set, recomputed here from the stored trials by brute force
-    dirs = ["minimize"] * 3
+    dirs = directions(load_space(slow_smoke))
     feasible = [t for t in evaluated if t.state == TrialState.COMPLETE and all(v <= 0 for v in t.constraints.values())]
     assert feasible, "no feasible trial: the Pareto comparison below would be empty on both sides"
     front = [t for t in feasible if not any(dominates(o.values, t.values, dirs) for o in feasible)]
