@@ -44,6 +44,10 @@ def floor(x):
     return _np().floor(x) if batched(x) else math.floor(x)
 
 
+def sqrt(x):
+    return _np().sqrt(x) if batched(x) else math.sqrt(x)
+
+
 def maximum(a, b):
     return _np().maximum(a, b) if batched(a) or batched(b) else max(a, b)
 

@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 from kvnand.config.schema import System
 from kvnand.errors import InputError
+from kvnand.program import batched, every
 
 
 class Price(NamedTuple):
@@ -96,7 +97,17 @@ def static_power(s: System) -> dict[str, float]:
         out["host DRAM static"] = s.host_dram.channels * s.host_dram.static_power
     if s.kv.buffer is not None:
         out["SoC KV buffer"] = s.kv.buffer.power
-    return {k: v for k, v in out.items() if v > 0}
+    return {k: v for k, v in out.items() if _draws(k, v)}
+
+
+def _draws(component: str, watts) -> bool:
+    """Whether a component draws static power (at every design of a stacked system; one that draws at some of
+    them only would have an entry at some points only, so such designs are evaluated one by one)."""
+    if not batched(watts):
+        return watts > 0
+    if every(watts > 0) or not (watts > 0).any():
+        return every(watts > 0)
+    raise ValueError(f"static power of {component} is zero at some stacked designs only")
 
 
 # id(system) -> (system, action prices, static power). Systems are frozen and the loader hands out one object per

@@ -8,11 +8,10 @@ other dies of that channel). Program: data in over the channel, then tPROG on th
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from kvnand.config.schema import FlashArray
-from kvnand.program import Pipe
+from kvnand.program import Pipe, ceil, minimum
 
 
 @dataclass(frozen=True)
@@ -37,11 +36,11 @@ class FlashGroup:
 
     @property
     def channels_used(self) -> int:
-        return min(self.array.channels, self.dies)
+        return minimum(self.array.channels, self.dies)
 
     @property
     def dies_per_channel(self) -> int:
-        return math.ceil(self.dies / self.array.channels)
+        return ceil(self.dies / self.array.channels)
 
     @property
     def capacity_bytes(self) -> float:
@@ -81,7 +80,7 @@ class FlashGroup:
 
     def io_rate_per_die(self) -> float:
         """Die I/O rate a die gets when all dies of its channel stream at once."""
-        return min(self.die.io.rate, self.array.channel.rate / self.dies_per_channel)
+        return minimum(self.die.io.rate, self.array.channel.rate / self.dies_per_channel)
 
     def readout_pipe(self) -> Pipe:
         """A multi-plane batch (one page on every plane of a die) sensed, then shipped over die I/O."""

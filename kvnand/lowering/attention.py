@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from kvnand.hw.units import link_time
 from kvnand.lowering.registry import Registry
-from kvnand.program import Pipe, Seq, Task, single_stage
+from kvnand.program import Pipe, Seq, Task, maximum, single_stage
 
 ATTENTION_SITES: Registry = Registry("placement.attention")
 
@@ -79,7 +79,7 @@ class InFlash(AttentionSite):
         logits = q_heads * L * a * nq
         # each plane of a stream returns (h/k) x d partial outputs per query token, reduced per die in the
         # global buffer
-        dies_per_stream = max(1, lay.planes_per_stream // g.die.geometry.planes)
+        dies_per_stream = maximum(1, lay.planes_per_stream // g.die.geometry.planes)
         out = kv_heads * dies_per_stream * (m.heads // m.kv_heads) * m.head_dim * psum * nq
         return Seq((lw.xfer("q.bcast", "attention", q_bytes, q_bytes * ch), phase("logit"),
                     lw.xfer("logits.out", "attention", logits / ch, logits), lw.softmax(q_heads),

@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-import math
-
 from kvnand.hw.flash import FlashGroup
 from kvnand.hw.units import dram_rate, link_time, npu_matmul_pipe, npu_peak
 from kvnand.lowering.registry import Registry
@@ -84,7 +82,7 @@ class KvHome:
                   (f"{part}.program_ops", total_ops)]
         parts = []
         if self.staged_in_soc:
-            parts.append(self.flush(lw, bytes_tok, math.ceil(total_ops / g.channels_used)))
+            parts.append(self.flush(lw, bytes_tok, ceil(total_ops / g.channels_used)))
             counts.append(("socbuf.bits", bytes_tok * 8))
         parts.append(Task("kv.program", "kv_write", (g.name,), single_stage("array program", t), 1, tuple(counts)))
         gc = lw.gc()

@@ -11,13 +11,11 @@
 
 from __future__ import annotations
 
-import math
-
 from kvnand.hw.units import dram_rate, npu_matmul_pipe, npu_peak
 from kvnand.lowering.registry import Registry
 from kvnand.mapping.capacity import Store
 from kvnand.mapping.weights import tile_gemv
-from kvnand.program import Seq, Task, pick, single_stage
+from kvnand.program import Seq, Task, ceil, maximum, minimum, pick, single_stage, sqrt, top, where
 
 WEIGHT_HOMES: Registry = Registry("placement.weights")
 
@@ -77,7 +75,7 @@ class _Flash(WeightHome):
 
     def prefill_stream(self, lw, macs, wbytes):
         g = lw.wgroup
-        pages = math.ceil(wbytes / (g.page_bytes * g.planes))
+        pages = ceil(wbytes / (g.page_bytes * g.planes))
         read_t = g.readout_pipe().makespan(pages)
         npu_t = 2 * macs / npu_peak(lw.s.npu, lw.p.mac_kind)
         pipe = pick(read_t >= npu_t, single_stage("flash readout", read_t), single_stage("NPU PE array", npu_t))
@@ -101,15 +99,16 @@ class FlashPe(_Flash):
         column that does not fit is an on-chip OOM: Lowering.on_chip_error)."""
         logic = lw.s.flash.logic
         per_column = til.in_dim * lw.p.act_bytes + til.cols_per_die * logic.psum_bytes
-        if lw.cols == 1 or logic.global_buffer <= 0 or per_column > logic.global_buffer:
+        if lw.cols == 1 or logic.global_buffer <= 0:
             return 1
-        return math.ceil(lw.cols / (logic.global_buffer // per_column))
+        fits = logic.global_buffer // per_column
+        return where(fits > 0, ceil(lw.cols / maximum(fits, 1)), 1)
 
     def compute(self, lw, name, stage, til, macs, passes):
         g = lw.wgroup
         pages = til.pages_per_die * g.dies * passes
         # the plane's PEs apply every weight of the page to each query column of the pass
-        pipe = g.compute_pipe(til.weights_per_page * math.ceil(lw.cols / passes))
+        pipe = g.compute_pipe(til.weights_per_page * ceil(lw.cols / passes))
         return Task(name, stage, (g.name,), pipe, til.pages_per_plane * passes, lw.sense_counts(g, pages, macs))
 
 
@@ -139,17 +138,17 @@ class FlashSplit(_Flash):
         # channel bytes per READ_COMPUTE page: hardware-aware tile (h inputs broadcast to the channel's
         # cores, w partial sums back), minimized at h = sqrt(cores * page): 2 * sqrt(page / cores)
         cores = logic.cores_per_die * g.dies_per_channel
-        rc_ch_per_byte = 2 * math.sqrt(page / cores) / page * lw.cols
+        rc_ch_per_byte = 2 * sqrt(page / cores) / page * lw.cols
         # both paths finish together: alpha*B/rc_rate = ((1-alpha)*B + alpha*B*rc_ch)/ch_rate = T
         alpha = rc_bytes_per_s / (ch_rate + rc_bytes_per_s * (1 - rc_ch_per_byte))
-        alpha = min(1.0, max(0.0, alpha))
+        alpha = minimum(1.0, maximum(0.0, alpha))
         total = pages * page
         t_split = alpha * total / rc_bytes_per_s
         t_array = total / array_rate
         # the NPU computes the READ_SLICE pages (for every query column)
         t_npu = 2 * macs * (1 - alpha) / npu_peak(lw.s.npu, lw.p.mac_kind)
-        t_bound, limiter = max((t_split, "READ_COMPUTE cores + READ_SLICE channel"), (t_array, "array sense"),
-                               (t_npu, "NPU PE array (READ_SLICE pages)"), key=lambda x: x[0])
+        limiter, t_bound = top((("READ_COMPUTE cores + READ_SLICE channel", t_split), ("array sense", t_array),
+                                ("NPU PE array (READ_SLICE pages)", t_npu)))
         t = t_bound + die.cell.tR
         lw.split_alpha = alpha
         all_pages = til.pages_per_die * g.dies

@@ -44,7 +44,7 @@ import math
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
-from kvnand.program import batched, ceil
+from kvnand.program import batched, ceil, maximum
 
 
 def min_program_bytes(page: float, nop: int, codeword: float) -> float:
@@ -83,7 +83,7 @@ class KvLayout:
 
     @property
     def planes_per_stream(self) -> int:
-        return max(1, self.planes // self.sets)
+        return maximum(1, self.planes // self.sets)
 
     @property
     def streams(self) -> int:

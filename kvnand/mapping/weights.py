@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 
 from kvnand.hw.flash import FlashGroup
+from kvnand.program import ceil
 
 
 @dataclass(frozen=True)
@@ -28,9 +29,9 @@ class GemvTiling:
 
 
 def tile_gemv(group: FlashGroup, in_dim: int, out_dim: int, weight_bytes: float) -> GemvTiling:
-    cols = math.ceil(out_dim / group.dies)
-    per_die = math.ceil(in_dim * cols * weight_bytes / group.page_bytes)
-    per_plane = math.ceil(per_die / group.die.geometry.planes)
+    cols = ceil(out_dim / group.dies)
+    per_die = ceil(in_dim * cols * weight_bytes / group.page_bytes)
+    per_plane = ceil(per_die / group.die.geometry.planes)
     return GemvTiling(in_dim, out_dim, per_die, per_plane, group.page_bytes / weight_bytes, cols)
 
 
