@@ -79,10 +79,11 @@ def _record(point) -> dict:
     return json.loads(json.dumps({k: v for k, v in r.items() if not k.startswith("_")}, default=float))
 
 
-def compare(a, b, path: str, out: list[str], rel: float = REL) -> None:
-    """Append a line to `out` for every difference between `a` (reference) and `b`."""
+def compare(a, b, path: str, out: list[str], rel: float = REL, ordered: bool = True) -> None:
+    """Append a line to `out` for every difference between `a` (reference) and `b` (`ordered`: a dict's key order
+    counts too)."""
     if isinstance(a, dict) and isinstance(b, dict):
-        if list(a) != list(b):
+        if list(a) != list(b) if ordered else set(a) != set(b):
             if set(a) != set(b):
                 out.append(f"{path}: keys differ: only before {sorted(set(a) - set(b))}, "
                            f"only after {sorted(set(b) - set(a))}")
@@ -90,13 +91,13 @@ def compare(a, b, path: str, out: list[str], rel: float = REL) -> None:
                 out.append(f"{path}: key order differs: {list(a)} vs {list(b)}")
         for k in a:
             if k in b:
-                compare(a[k], b[k], f"{path}.{k}", out, rel)
+                compare(a[k], b[k], f"{path}.{k}", out, rel, ordered)
         return
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         if len(a) != len(b):
             out.append(f"{path}: length {len(a)} vs {len(b)}")
         for i, (x, y) in enumerate(zip(a, b, strict=False)):
-            compare(x, y, f"{path}[{i}]", out, rel)
+            compare(x, y, f"{path}[{i}]", out, rel, ordered)
         return
     num = (int, float)
     if isinstance(a, num) and isinstance(b, num) and not isinstance(a, bool) and not isinstance(b, bool):

@@ -12,12 +12,17 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name: str):
-    """`kvnand.evaluate`, `evaluate_many` and `records` are kvnand.evaluation's own (imported on first access),
-    so help() and inspect show their real signatures and docstrings."""
-    if name in ("evaluate", "evaluate_many", "records"):
-        from kvnand import evaluation
+    """`kvnand.evaluate` (kvnand.evaluation's), `evaluate_many` and `records` (kvnand.columnar's) are imported on
+    first access, so help() and inspect show their real signatures and docstrings."""
+    if name == "evaluate":
+        from kvnand.evaluation import evaluate
 
-        globals()[name] = getattr(evaluation, name)
+        globals()[name] = evaluate
+        return evaluate
+    if name in ("evaluate_many", "records"):
+        from kvnand import columnar
+
+        globals()[name] = getattr(columnar, name)
         return globals()[name]
     if name == "Result":
         from kvnand.result import Result

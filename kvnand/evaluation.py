@@ -9,6 +9,7 @@ decode latency and evaluates the fastest in full.
 from __future__ import annotations
 
 import math
+from functools import cached_property
 from typing import Any
 
 from kvnand.config.loader import is_policy_key, load_system
@@ -16,10 +17,10 @@ from kvnand.energy.tables import price
 from kvnand.errors import InputError
 from kvnand.lowering.decode import DecodeStep
 from kvnand.lowering.step import Lowering, check_composition, heads_per_phase, stores
-from kvnand.mapping.capacity import Fit, check, check_many
+from kvnand.mapping.capacity import Fit, check
 from kvnand.program import ceil, count_actions
 from kvnand.result import Result
-from kvnand.scenario import Decode, Point, Scenario, resolve, split_auto
+from kvnand.scenario import Decode, Point, Scenario, resolve, resolve_many, split_auto
 from kvnand.sim import fast
 from kvnand.workload import kv_policy as kvp
 from kvnand.workload.kv_policy import summary as policy_summary
@@ -58,6 +59,30 @@ class Design:
             self._lowering = Lowering(self.system, self.spec, self.prec, 1)
         return self._lowering
 
+    @cached_property
+    def max_context(self) -> int:
+        """The longest context whose KV fits beside the weights."""
+        return check(self.stores, 1).max_context
+
+    @cached_property
+    def buffer_error(self) -> str | None:
+        """The on-chip buffer this design overflows whatever the context (Lowering.buffer_error)."""
+        return self.lowering.buffer_error()
+
+    @cached_property
+    def kv_summary(self) -> dict | None:
+        """The `kv_mapping` record's layout fields (None when the KV is not in flash pages)."""
+        lay = self.lowering.layout
+        return lay.summary() if lay is not None else None
+
+    @cached_property
+    def _config(self) -> dict:
+        return _config_summary(self.system, {})
+
+    def config(self, overrides: dict) -> dict:
+        """The record's config of this design reached with `overrides` (a new dict)."""
+        return {**self._config, "overrides": dict(overrides)}
+
     def memories(self) -> dict:
         """The record's cost_usd and memories (a copy: records are the caller's)."""
         return {"cost_usd": self._memories["cost_usd"], "memories": [dict(i) for i in self._memories["memories"]]}
@@ -73,6 +98,12 @@ MAX_DESIGNS = 4096
 def design(system: str, model: str, precision: str | None, overrides: dict) -> Design:
     """The Design of a concrete system (cached, bounded)."""
     return _design_of(system, resolve(Point(system, model, 1, precision, overrides)), overrides)
+
+
+def designs(system: str, model: str, precision: str | None, overrides: list[dict]) -> list[Design]:
+    """design() under each of many overrides (the system's files checked once)."""
+    return [_design_of(system, sc, ov) for sc, ov in
+            zip(resolve_many(system, model, precision, overrides), overrides, strict=True)]
 
 
 def _design_of(system: str, sc: Scenario, overrides: dict) -> Design:
@@ -472,302 +503,3 @@ def decode_rate(system: str, model: str, context: int, precision: str | None = N
     times = [t for variant in _reclaims(dict(overrides or {}))
              if (t := _decode_latency(system, model, context, precision, variant)[0]) is not None]
     return 1.0 / min(times) if times else None
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# Many points at once: one program per design, its contexts as arrays (kvnand.program), walked once.
-
-SCALARS = ("tokens_per_s", "latency_s", "energy_j_per_token", "ttft_s", "power_w")
-BREAKDOWNS = ("breakdown_s", "breakdown_by_resource_s", "busy_s", "energy_breakdown_j", "power_breakdown_w",
-              "utilization", "actions")
-
-
-def evaluate_many(system: str | list[str], model: str | list[str], contexts, *,
-                  precisions: str | list[str | None] | None = None, overrides: list[dict] | dict | None = None,
-                  mode: str = "fast", prefill_tokens: int | None = DEFAULT_PREFILL_TOKENS,
-                  refresh: str | None = None) -> dict:
-    """evaluate() at every point of systems x models x overrides x precisions x contexts (contexts vary
-    fastest), as columns: the same fields as evaluate()'s records, one entry per point.
-
-    `overrides`: a list of override dicts, or a dict of lists (their product: {"dies": [8, 16], "g2_dies":
-    [1, 2]}). Columns: numbers as numpy arrays (NaN where a point is out of memory, as evaluate() gives None),
-    strings as lists (oom_reason None where it fits), each breakdown (breakdown_s, busy_s, actions, ...) as a
-    dict of arrays (0.0 at points without that entry), `overrides` as a list of dicts, and `fallback` (bool
-    array: the point was evaluated by evaluate() itself). `records(columns)` gives evaluate()'s records.
-
-    Each design (system, model, overrides, precision) is lowered once with its contexts as arrays and walked
-    once in the fast engine; `kvnand-d:auto` ranks every split over all contexts at once. The event modes,
-    `refresh`, and any design the array path cannot lower fall back to evaluate() point by point."""
-    import numpy as np
-
-    if mode not in MODES:
-        raise InputError("unknown mode", key="mode", value=mode, allowed=", ".join(MODES))
-    ctx = _contexts(contexts)
-    systems = [system] if isinstance(system, str) else list(system)
-    models = [model] if isinstance(model, str) else list(model)
-    precs = [precisions] if precisions is None or isinstance(precisions, str) else list(precisions)
-    variants = _variants(overrides)
-    pieces, start = [], 0
-    for s in systems:
-        for m in models:
-            for ov in variants:
-                for p in precs:
-                    idx = np.arange(start, start + len(ctx))
-                    pieces += [(idx[sub], g) for sub, g in _design_groups(s, m, ctx, p, mode, ov, prefill_tokens,
-                                                                          refresh)]
-                    start += len(ctx)
-    return _columns(pieces, start)
-
-
-def _contexts(contexts):
-    import numpy as np
-
-    ctx = np.atleast_1d(np.asarray(contexts))
-    if ctx.ndim != 1 or ctx.dtype == bool or not np.issubdtype(ctx.dtype, np.integer) or (ctx.size and ctx.min() < 1):
-        raise InputError("contexts must be positive whole numbers of tokens", key="contexts",
-                         value=str(contexts)[:80])
-    return ctx.astype(np.int64)
-
-
-def _variants(overrides) -> list[dict]:
-    import itertools
-
-    if overrides is None:
-        return [{}]
-    if isinstance(overrides, dict):
-        keys = list(overrides)
-        values = [v if isinstance(v, (list, tuple)) else [v] for v in overrides.values()]
-        return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*values)]
-    return [dict(o) for o in overrides]
-
-
-def _design_groups(system, model, ctx, precision, mode, overrides, prefill_tokens, refresh) -> list[tuple]:
-    """[(positions within ctx, group)] of one design over its contexts (a ':auto' system: one group per
-    winning split)."""
-    import numpy as np
-
-    everything = np.arange(len(ctx))
-    if mode != "fast" or refresh or any(is_policy_key(k) for k in overrides):
-        # the event engines walk scalar programs; a KV policy's eviction and selection branch on the context
-        return [(everything, _scalar_group(system, model, ctx, precision, mode, overrides, prefill_tokens, refresh))]
-    try:
-        stem, auto = split_auto(system)
-        if auto:
-            return _auto_groups(stem, model, ctx, precision, overrides, prefill_tokens)
-        return [(everything, _batch(system, model, ctx, precision, overrides, prefill_tokens))]
-    except (TypeError, ValueError, IndexError):
-        # a lowering the array path cannot take (a branch on a swept value, a scalar-only function): evaluate()
-        # itself, point by point, so that a new feature of the lowering never breaks a sweep
-        return [(everything, _scalar_group(system, model, ctx, precision, mode, overrides, prefill_tokens, None))]
-
-
-def _scalar_group(system, model, ctx, precision, mode, overrides, prefill_tokens, refresh) -> dict:
-    recs = [evaluate(system, model, int(c), precision=precision, mode=mode, overrides=overrides,
-                     prefill_tokens=prefill_tokens, refresh=refresh) for c in ctx]
-    return {"records": recs, "n": len(recs), "overrides": overrides}
-
-
-def _auto_groups(stem, model, ctx, precision, overrides, prefill_tokens) -> list[tuple]:
-    """kvnand-d:auto over many contexts: every split's fast-mode decode latency at every context in one walk
-    per split; at each context the first fastest split that fits wins (as evaluate() ranks them)."""
-    import numpy as np
-
-    best_t = np.full(len(ctx), np.inf)
-    best_g2 = np.zeros(len(ctx), dtype=np.int64)
-    for g2 in range(1, _auto_dies(stem, overrides)):
-        d = design(stem, model, precision, {**overrides, "g2_dies": g2})
-        ok = ~check_many(d.stores, ctx)[0]
-        if not ok.any() or d.lowering.buffer_error() is not None:
-            continue
-        lw = d.lowering.at(ctx[ok])
-        ok[ok] = ~np.broadcast_to(lw.logits_overflow(), (int(ok.sum()),))
-        if not ok.any():
-            continue
-        t = np.full(len(ctx), np.inf)
-        t[ok] = fast.latency(d.lowering.at(ctx[ok]).decode_step())
-        better = t < best_t
-        best_t[better], best_g2[better] = t[better], d.system.kv.g2_dies
-    out = []
-    for g2 in np.unique(best_g2):
-        sub = np.flatnonzero(best_g2 == g2)
-        g = _batch(stem, model, ctx[sub], precision, {**overrides, "g2_dies": int(g2 or 1)}, prefill_tokens)
-        g["system"] = f"{stem}:auto"
-        if g2 == 0:  # no split fits: the record of the first split, saying so
-            g["oom_reason"] = [f"no G1/G2 split fits: {r}" for r in g["oom_reason"]]
-            g["overrides"] = overrides
-        else:
-            g["config"]["split"] = f"{g['config']['g1_dies']}+{int(g2)}"
-        out.append((sub, g))
-    return out
-
-
-def _batch(system, model, ctx, precision, overrides, prefill_tokens) -> dict:
-    """_evaluate() in fast mode at every context of `ctx` for one concrete design: one group of columns."""
-    import numpy as np
-
-    d = design(system, model, precision, overrides)
-    n = len(ctx)
-    oom, reasons, max_ctx, used = check_many(d.stores, ctx)
-    g: dict[str, Any] = {
-        "records": None, "n": n, "system": system, "model": d.spec.name, "context": ctx, "precision": d.prec.name,
-        "mode": "fast", "oom": oom, "oom_reason": reasons, "max_context": max_ctx,
-        "model_max_context": d.spec.max_context, "beyond_model_context": ctx > d.spec.max_context,
-        "capacity": {s.name: (s.capacity_bytes, used[s.name]) for s in d.stores}, "overrides": overrides,
-        "config": _config_summary(d.system, overrides), **d.memories(), "kv_mapping": None, "masked": set(),
-        **{f: np.full(n, np.nan) for f in (*SCALARS, "prefill_tokens")}, "bottleneck": [None] * n,
-        **{f: {} for f in BREAKDOWNS},
-    }
-    b = d.lowering
-    if (~oom).any() and b.buffer_error() is not None:
-        for i in np.flatnonzero(~oom):
-            reasons[i] = b.buffer_error()
-        oom[:] = True
-    if (~oom).any():
-        over = np.broadcast_to(b.at(ctx[~oom]).logits_overflow(), (int((~oom).sum()),))
-        for i in np.flatnonzero(~oom)[over]:
-            reasons[i] = b.at(int(ctx[i])).logit_error()
-        oom[np.flatnonzero(~oom)[over]] = True
-    ok = ~oom
-    if not ok.any():
-        return g
-    lw = b.at(ctx[ok])
-    program = lw.decode_step()
-    ev = fast.evaluate(program, with_work=False)
-    latency = ev.time
-    counts = count_actions(program).actions
-    energy, ebreak = price(counts, d.system, latency)
-    n_pre = prefill_tokens or ctx[ok]
-    ttft = fast.latency(lw.at(n_pre).prefill(n_pre))
-    for f, v in (("tokens_per_s", 1.0 / latency), ("latency_s", latency), ("energy_j_per_token", energy),
-                 ("ttft_s", ttft), ("power_w", energy / latency), ("prefill_tokens", n_pre)):
-        g[f][ok] = v
-    for f, dd in (("breakdown_s", ev.stage), ("breakdown_by_resource_s", ev.bound), ("busy_s", ev.busy),
-                  ("energy_breakdown_j", ebreak), ("power_breakdown_w", {k: v / latency for k, v in ebreak.items()}),
-                  ("utilization", {r: t / latency for r, t in ev.busy.items()}), ("actions", counts)):
-        g[f] = {k: _scatter(ok, v) for k, v in dd.items()}
-    g["masked"] = ev.masked
-    g["bottleneck"] = _bottlenecks(g["breakdown_by_resource_s"], ok)
-    if lw.layout is not None:
-        g["kv_mapping"] = (lw.layout.summary(), {k: _scatter(ok, v) for k, v in kv_page_reads(counts, lw).items()})
-    if lw.split_alpha is not None:
-        g["config"]["read_compute_fraction"] = lw.split_alpha
-    return g
-
-
-def _scatter(ok, values):
-    import numpy as np
-
-    out = np.zeros(len(ok))
-    out[ok] = values
-    return out
-
-
-def _bottlenecks(bound: dict, ok) -> list:
-    """_bottleneck() of every point (None where out of memory)."""
-    import numpy as np
-
-    out: list = [None] * len(ok)
-    if not bound:
-        return [None if not o else "" for o in ok]
-    names = list(bound)
-    vals = np.stack([bound[k] for k in names])
-    top_i = vals.argmax(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):  # out-of-memory points have no step
-        share = vals.max(axis=0) / vals.sum(axis=0)
-    for i in np.flatnonzero(ok):
-        out[i] = f"{names[top_i[i]]}: {share[i]:.0%} of the step"
-    return out
-
-
-def _columns(pieces: list[tuple], n: int) -> dict:
-    """Columns of every point from the groups (each with its points' positions)."""
-    import numpy as np
-
-    cols: dict[str, Any] = {
-        "system": [None] * n, "model": [None] * n, "precision": [None] * n, "mode": [None] * n,
-        "oom_reason": [None] * n, "bottleneck": [None] * n, "overrides": [None] * n, "config": [None] * n,
-        "context": np.zeros(n, dtype=np.int64), "max_context": np.zeros(n, dtype=np.int64),
-        "model_max_context": np.zeros(n, dtype=np.int64), "oom": np.zeros(n, dtype=bool),
-        "beyond_model_context": np.zeros(n, dtype=bool), "fallback": np.zeros(n, dtype=bool),
-        "cost_usd": np.zeros(n), "prefill_tokens": np.full(n, np.nan),
-        **{f: np.full(n, np.nan) for f in SCALARS}, **{f: {} for f in BREAKDOWNS},
-        "_pieces": pieces,
-    }
-    for idx, g in pieces:
-        if g["records"] is not None:
-            g = _from_records(g)
-            cols["fallback"][idx] = True
-        for f in ("system", "model", "precision", "mode", "overrides", "config"):
-            for i in idx:
-                cols[f][i] = g[f]
-        for f in ("oom_reason", "bottleneck"):
-            for i, v in zip(idx, g[f], strict=True):
-                cols[f][i] = v
-        for f in ("context", "max_context", "model_max_context", "oom", "beyond_model_context", "cost_usd",
-                  "prefill_tokens", *SCALARS):
-            cols[f][idx] = g[f]
-        for f in BREAKDOWNS:
-            for k, v in g[f].items():
-                col = cols[f].setdefault(k, np.zeros(n))
-                col[idx] = v
-    return cols
-
-
-def _from_records(g: dict) -> dict:
-    """The columns of a group evaluated point by point."""
-    import numpy as np
-
-    recs = g["records"]
-    out = {f: [r[f] for r in recs] for f in ("oom_reason", "bottleneck")}
-    out.update({f: recs[0][f] for f in ("system", "model", "precision", "mode", "config")}, overrides=g["overrides"])
-    for f in ("context", "max_context", "model_max_context", "oom", "beyond_model_context", "cost_usd"):
-        out[f] = np.array([r[f] for r in recs])
-    for f in (*SCALARS, "prefill_tokens"):
-        out[f] = np.array([np.nan if r.get(f) is None else r[f] for r in recs], dtype=float)
-    for f in BREAKDOWNS:
-        keys = dict.fromkeys(k for r in recs for k in r.get(f, {}))
-        out[f] = {k: np.array([r.get(f, {}).get(k, 0.0) for r in recs]) for k in keys}
-    return out
-
-
-def records(columns: dict) -> list[Result]:
-    """evaluate()'s record of every point of evaluate_many() columns, in order."""
-    out: list = [None] * len(columns["context"])
-    for idx, g in columns["_pieces"]:
-        for j, i in enumerate(idx):
-            out[i] = g["records"][j] if g["records"] is not None else Result(_record(g, j))
-    return out
-
-
-def _record(g: dict, i: int) -> dict:
-    """The record of point i of a batch group, as _evaluate() writes it (same keys, same order)."""
-    oom = bool(g["oom"][i])
-    context = int(g["context"][i])
-    config = {**g["config"], "overrides": dict(g["config"]["overrides"])}
-    rec: dict[str, Any] = {
-        "system": g["system"], "model": g["model"], "context": context, "precision": g["precision"],
-        "mode": g["mode"], "oom": oom, "oom_reason": g["oom_reason"][i], "max_context": g["max_context"],
-        "model_max_context": g["model_max_context"], "beyond_model_context": bool(g["beyond_model_context"][i]),
-        **_unmeasured(),
-        "capacity": {k: {"capacity_bytes": cap, "used_bytes": float(used[i])} for k, (cap, used) in
-                     g["capacity"].items()},
-        "config": config, "cost_usd": g["cost_usd"], "memories": [dict(m) for m in g["memories"]],
-    }
-    if oom:
-        config.pop("read_compute_fraction", None)  # the lowering's choice, made only where the point fits
-        return rec
-
-    def at(f):
-        masked = g["masked"] if f in ("breakdown_s", "breakdown_by_resource_s") else ()
-        return {k: float(v[i]) for k, v in g[f].items() if not (k in masked and v[i] == 0.0)}
-
-    rec.update({f: float(g[f][i]) for f in SCALARS})
-    rec.update({"power_breakdown_w": at("power_breakdown_w"), "prefill_tokens": int(g["prefill_tokens"][i]),
-                "breakdown_s": at("breakdown_s"), "breakdown_by_resource_s": at("breakdown_by_resource_s"),
-                "busy_s": at("busy_s"), "utilization": at("utilization"),
-                "energy_breakdown_j": at("energy_breakdown_j"), "bottleneck": g["bottleneck"][i],
-                "actions": at("actions")})
-    if g["kv_mapping"] is not None:
-        summary, reads = g["kv_mapping"]
-        rec["kv_mapping"] = {**summary, **{k: float(v[i]) for k, v in reads.items()}}
-    return rec

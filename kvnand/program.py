@@ -61,6 +61,19 @@ def where(cond, a, b):
     return _np().where(cond, a, b) if batched(cond) else (a if cond else b)
 
 
+def uniform(cond) -> bool:
+    """A structural condition (one that picks which tasks exist) as one bool: the same at every point of a
+    batch, else ValueError (such points lower to different programs and are walked apart)."""
+    if not batched(cond):
+        return bool(cond)
+    np = _np()
+    if np.all(cond):
+        return True
+    if not np.any(cond):
+        return False
+    raise ValueError("a structural condition differs between the points of a batch")
+
+
 def every(cond) -> bool:
     """Whether `cond` holds at every point."""
     return bool(_np().all(cond)) if batched(cond) else bool(cond)

@@ -228,18 +228,34 @@ def _model(name: str) -> ModelSpec:
     return load_model(name)
 
 
+def resolve_many(system: str, model: str, precision: str | None, overrides: list[dict]) -> list[Scenario]:
+    """resolve() of one concrete system and model under each of many overrides (their points at context 1, as
+    the context-independent parts of a design need): the system's files are found and checked once."""
+    from kvnand.config.loader import load_systems
+
+    if split_auto(system)[1]:
+        raise InputError("resolve one G1/G2 split at a time", key="system", value=system)
+    spec = _model(model)
+    return [_scenario(Point(system, model, 1, precision, ov), s, spec)
+            for ov, s in zip(overrides, load_systems(system, overrides), strict=True)]
+
+
+def _scenario(point: Point, system: System, spec: ModelSpec) -> Scenario:
+    from kvnand.workload.kv_policy import apply_precision, resolve_policy
+    from kvnand.workload.precision import get_precision
+
+    policy = resolve_policy(point.overrides)
+    precision = apply_precision(policy, get_precision(point.precision or system.default_precision))
+    draft = point.decode.spec_draft
+    return Scenario(point, system, spec, precision, policy, _model(draft) if draft is not None else None)
+
+
 def resolve(point: Point) -> Scenario:
     """The parts of a concrete system point (a ':auto' system is resolved by evaluate(), split by split)."""
     from kvnand.config.loader import load_system
-    from kvnand.workload.kv_policy import apply_precision, resolve_policy
-    from kvnand.workload.precision import get_precision
 
     name, auto = split_auto(point.system)
     if auto:
         raise InputError("resolve one G1/G2 split at a time", key="system", value=point.system)
-    system = load_system(name, point.overrides)  # skips the KV-policy overrides, which resolve_policy reads
-    policy = resolve_policy(point.overrides)
-    precision = apply_precision(policy, get_precision(point.precision or system.default_precision))
-    draft = point.decode.spec_draft
-    return Scenario(point, system, _model(point.model), precision, policy,
-                    _model(draft) if draft is not None else None)
+    # load_system skips the KV-policy overrides, which resolve_policy reads
+    return _scenario(point, load_system(name, point.overrides), _model(point.model))

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kvnand.columnar import evaluate_many, records
 from kvnand.errors import InputError
-from kvnand.evaluation import evaluate, evaluate_many, records
+from kvnand.evaluation import evaluate
 from kvnand.lowering.step import Lowering
 
 SYSTEMS = ["kvnand-c16", "kvnand-d", "kvnand-d:auto", "base1", "base2", "cambricon-llm-s", "cambricon-llm-m",
@@ -158,3 +159,63 @@ def test_policy_points_fall_back_to_evaluate():
     assert cols["fallback"].all()
     for rec, c in zip(records(cols), (1000, 20_000), strict=True):
         assert rec["latency_s"] == evaluate("kvnand-c16", "llama3.1-8b", c, kv_policy="h2o")["latency_s"]
+
+
+def count_walks(monkeypatch) -> list:
+    """A list that gets an entry for every stacked walk evaluate_many makes."""
+    from kvnand import columnar
+
+    walks: list = []
+    walk = columnar._walk_stack
+    monkeypatch.setattr(columnar, "_walk_stack", lambda *a, **k: walks.append(1) or walk(*a, **k))
+    return walks
+
+
+# designs that differ in numbers only: one stacked walk over designs x contexts
+STACKED = [("kvnand-d", {"dies": [8, 16, 32], "g2_dies": [1, 3, 7]}),
+           ("kvnand-c16", {"dies": [8, 16, 32, 64]}),
+           ("kvnand-d:auto", {"dies": [8, 16]}),
+           ("cambricon-llm-m", {"dies": [16, 32]}),
+           ("base2", {"channels": [4, 8]})]
+
+
+@pytest.mark.parametrize("system,overrides", STACKED, ids=[s for s, _ in STACKED])
+def test_stacked_designs_walk_once_and_equal_evaluate(system, overrides, monkeypatch):
+    walks = count_walks(monkeypatch)
+    contexts = [1, 2000, 70_000, 3_000_000]
+    cols = evaluate_many(system, "llama3.1-8b", contexts, precisions=[None, "w4a16"], overrides=overrides)
+    assert len(walks) == 2 and not cols["fallback"].any()  # one walk per precision, every design in it
+    variants = [dict(zip(overrides, v, strict=True)) for v in __import__("itertools").product(*overrides.values())]
+    recs = records(cols)
+    i = 0
+    for ov in variants:
+        for p in (None, "w4a16"):
+            for c in contexts:
+                diff = differences(evaluate(system, "llama3.1-8b", c, precision=p, overrides=ov), recs[i])
+                assert not diff, f"{system} {ov} {p} {c}: {diff[:3]}"
+                i += 1
+    assert cols["oom"].any() and not cols["oom"].all()
+
+
+def test_a_number_that_changes_the_lowering_falls_back_design_by_design(monkeypatch):
+    """Planes per die decide whether a head-parallel KVNAND-C gives every (KV head, K|V) its own plane set (a
+    structural choice): designs on both sides cannot be walked together, so each is walked alone, still over
+    all its contexts."""
+    walks = count_walks(monkeypatch)
+    overrides = [{"dies": 8, "planes_per_die": p} for p in (1, 4)]
+    cols = evaluate_many("kvnand-c16", "llama3.1-8b", [500, 50_000], overrides=overrides)
+    assert len(walks) == 3 and not cols["fallback"].any()  # the stack, then each design
+    for rec, (ov, c) in zip(records(cols), [(o, c) for o in overrides for c in (500, 50_000)], strict=True):
+        assert not differences(evaluate("kvnand-c16", "llama3.1-8b", c, overrides=ov), rec)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(dies=st.lists(st.sampled_from([8, 16, 24, 32, 64]), min_size=1, max_size=4, unique=True),
+       split=st.floats(0.05, 0.95), contexts=contexts_st, model=st.sampled_from(MODELS[:4]),
+       precision=st.sampled_from([None, "bf16", "w4a16"]))
+def test_stacked_kvnand_d_sweeps_equal_evaluate(dies, split, contexts, model, precision):
+    overrides = [{"dies": d, "g2_dies": max(1, min(d - 1, round(split * d)))} for d in dies]
+    cols = evaluate_many("kvnand-d", model, contexts, precisions=precision, overrides=overrides)
+    for rec, (ov, c) in zip(records(cols), [(o, c) for o in overrides for c in contexts], strict=True):
+        diff = differences(evaluate("kvnand-d", model, c, precision=precision, overrides=ov), rec)
+        assert not diff, f"{model} {ov} {precision} {c}: {diff[:3]}"

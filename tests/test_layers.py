@@ -38,6 +38,7 @@ LAYERS = (
     ("reliability",),
     ("result",),  # the record of one point, typed
     ("evaluation",),
+    ("columnar",),  # evaluate() over many points, as columns
     ("study",),  # sweeps and their cache, validation, design-space exploration: studies over evaluate()
     ("present",),  # tables, figures, traces: never evaluates
     ("cli",),

@@ -702,6 +702,12 @@ def load_system(name_or_path: str, overrides: dict[str, Any] | None = None):
     return _load_system_cached(name_or_path, _resolved_tree(system_path(name_or_path))[2], _frozen(overrides))
 
 
+def load_systems(name_or_path: str, overrides: list[dict[str, Any]]) -> list:
+    """load_system() of one preset under each of many overrides, its files found and checked once."""
+    stamp = _resolved_tree(system_path(name_or_path))[2]
+    return [_load_system_cached(name_or_path, stamp, _frozen(ov)) for ov in overrides]
+
+
 def system_origins(name_or_path: str, overrides: dict[str, Any] | None = None) -> Source:
     """Where each key of a system (as load_system resolves it) came from: its file, an extended system, a
     device preset (recorded under `<part>.(preset)`), calibration.yaml or an override."""

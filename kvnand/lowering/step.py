@@ -32,7 +32,7 @@ from kvnand.mapping.capacity import Fit, KvGrowth, Store, check
 from kvnand.mapping.gc import NO_GC, GcCost, combine, gc_per_token
 from kvnand.mapping.kv import KvLayout, attention_working_set, min_program_bytes
 from kvnand.mapping.weights import tile_gemv
-from kvnand.program import Loop, Pipeline, Seq, Task, ceil, every, maximum, minimum, single_stage, where
+from kvnand.program import Loop, Pipeline, Seq, Task, ceil, every, maximum, minimum, single_stage, uniform, where
 from kvnand.workload import kv_policy as kvp
 from kvnand.workload.graph import Operator, head_operators, layer_operators, prologue_operators
 from kvnand.workload.model import LayerKind, ModelSpec
@@ -221,7 +221,7 @@ class Lowering:
         s, m = self.s, self.m
         # head parallelism gives every (head, K|V) its own plane set when there are enough planes
         split = self.kv_home.shares_weight_dies and s.schedule.head_parallel and \
-            g.planes >= m.kv_streams * m.kv_heads
+            uniform(g.planes >= m.kv_streams * m.kv_heads)
         hp = heads_per_phase(s, m)
         kw = {}
         if not self.kv_home.staged_in_soc and self.kv_home.on_ifc_dies and s.flash.logic is not None:

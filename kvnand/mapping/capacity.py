@@ -70,13 +70,17 @@ def check(stores: list[Store], context: int, at: str | None = None) -> Fit:
             fits_ctx = math.floor((cap - fixed) / per_tok) if per_tok else (math.inf if fixed <= cap else -1)
         max_ctx = min(max_ctx, fits_ctx)
         if used > cap and reason is None:
-            extent = at or f"{context} tokens"
-            what = "weights" if fixed > cap else f"weights + KV at {extent}" if fixed else f"KV cache at {extent}"
-            reason = (f"{name}: {what} need {used / 1e9:.2f} GB > capacity {cap / 1e9:.2f} GB "
-                      f"(short by {(used - cap) / 1e9:.2f} GB)")
+            reason = _reason(name, cap, fixed, used, at or f"{context} tokens")
     max_ctx = int(max(0, min(max_ctx, 10**12)))
     return Fit(reason is not None, reason, max_ctx,
                {s.name: {"capacity_bytes": s.capacity_bytes, "used_bytes": s.used(context)} for s in stores})
+
+
+def _reason(name: str, cap: float, fixed: float, used: float, extent: str) -> str:
+    """What ran out in memory `name`, and by how much."""
+    what = "weights" if fixed > cap else f"weights + KV at {extent}" if fixed else f"KV cache at {extent}"
+    return (f"{name}: {what} need {used / 1e9:.2f} GB > capacity {cap / 1e9:.2f} GB "
+            f"(short by {(used - cap) / 1e9:.2f} GB)")
 
 
 def _longest(room: float, per_tok: float, windowed: tuple[tuple[float, int], ...]) -> float:
@@ -92,16 +96,26 @@ def _longest(room: float, per_tok: float, windowed: tuple[tuple[float, int], ...
     return math.inf if slope <= 0 else math.floor(c + (room - used) / slope)
 
 
-def check_many(stores: list[Store], contexts) -> tuple:
-    """check() at every context of an array: (OOM per point, reason per point or None, longest context that
-    fits, {memory: used bytes per point}). The reasons are check()'s own, worded at each OOM point."""
+def check_many(stores: list[Store], contexts, names: list | None = None) -> tuple:
+    """check() at every point of an array of contexts, the stores' numbers plain or arrays over stacked designs
+    (broadcast against the contexts, a design a row): (OOM per point, check()'s reason per point (an object
+    array, None where it fits), used bytes per point of each store in order). `names`: each row's store names
+    (a stacked store's own name may count dies that differ between its designs)."""
     import numpy as np
 
-    used = {s.name: s.used(contexts) for s in stores}
-    oom = np.zeros(np.shape(contexts), dtype=bool)
-    for s in stores:
-        oom |= used[s.name] > s.capacity_bytes
-    reasons = [None] * len(oom)
-    for i in np.flatnonzero(oom):
-        reasons[i] = check(stores, int(contexts[i])).reason
-    return oom, reasons, check(stores, 1).max_context, used
+    shape = np.shape(contexts)
+    used = [np.broadcast_to(s.used(contexts), shape) for s in stores]
+    caps = [np.broadcast_to(s.capacity_bytes, shape) for s in stores]
+    oom = np.zeros(shape, dtype=bool)
+    first = np.full(shape, -1)                      # the first store that overflows, as check() names it
+    for i, (u, cap) in enumerate(zip(used, caps, strict=True)):
+        over = u > cap
+        first[over & ~oom] = i
+        oom |= over
+    reasons = np.full(shape, None, dtype=object)
+    for at in zip(*np.nonzero(oom), strict=True):
+        i = first[at]
+        name = stores[i].name if names is None else names[at[0]][i]
+        reasons[at] = _reason(name, float(caps[i][at]), float(np.broadcast_to(stores[i].fixed_bytes, shape)[at]),
+                              float(used[i][at]), f"{contexts[at]} tokens")
+    return oom, reasons, used

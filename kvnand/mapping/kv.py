@@ -44,7 +44,7 @@ import math
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
-from kvnand.program import batched, ceil, maximum
+from kvnand.program import batched, ceil, floor, maximum, minimum, uniform, where
 
 
 def min_program_bytes(page: float, nop: int, codeword: float) -> float:
@@ -74,7 +74,7 @@ class KvLayout:
     # ---- geometry of the page-level mapping ----
     @property
     def split(self) -> bool:
-        return self.split_kv_sets and self.planes >= self.streams_per_head * self.kv_heads
+        return self.split_kv_sets and uniform(self.planes >= self.streams_per_head * self.kv_heads)
 
     @property
     def sets(self) -> int:
@@ -123,10 +123,21 @@ class KvLayout:
             if self.staging_bytes <= 0:  # nothing left to stage in (an on-chip error): every group shares
                 return g, g
             return min(g, math.ceil(m * g / self.staging_bytes - 1e-9)), g
-        fits = math.floor(self.staging_bytes / m + 1e-9)   # shares one plane buffer can stage
+        fits = floor(self.staging_bytes / m + 1e-9)   # shares one plane buffer can stage
         per_set, p = self.groups_per_set, self.planes_per_stream
-        a = next((a for a in range(1, per_set + 1) if math.ceil(per_set / (a * p)) <= fits), per_set)
-        return a, a * math.ceil(per_set / (a * p))
+        if not (batched(p) or batched(fits)):
+            a = next((a for a in range(1, per_set + 1) if math.ceil(per_set / (a * p)) <= fits), per_set)
+            return a, a * math.ceil(per_set / (a * p))
+        import numpy as np  # stacked designs: each its own fewest groups per share
+
+        a = np.full(np.broadcast(p, fits).shape, per_set)
+        found = np.zeros(a.shape, dtype=bool)
+        for tried in range(1, per_set + 1):
+            ok = ~found & (np.ceil(per_set / (tried * p)) <= fits)
+            a[ok], found = tried, found | ok
+            if found.all():
+                break
+        return a, a * np.ceil(per_set / (a * p))
 
     @property
     def staging_fits(self) -> bool:
@@ -158,15 +169,14 @@ class KvLayout:
 
     @property
     def program_bytes(self) -> float:
-        """Bytes one program operation writes."""
+        """Bytes one program operation writes: a minimum program when groups share pages, else a page or what a
+        slot holds in whole codewords."""
         if self.mapping == "naive":
             return self.page
-        if self.read_amplification > 1:
-            return self.min_program
-        if self.slot >= self.page:
-            return self.page
         cw = self.codeword or self.min_program
-        return max(self.min_program, math.floor(self.slot / cw + 1e-12) * cw)
+        slot = minimum(self.slot, self.page)  # (an unbounded slot programs pages)
+        chunk = where(self.slot >= self.page, self.page, maximum(self.min_program, floor(slot / cw + 1e-12) * cw))
+        return where(self.read_amplification > 1, self.min_program, chunk)
 
     @property
     def group_bytes_per_page(self) -> float:
@@ -192,13 +202,16 @@ class KvLayout:
         if self.mapping == "page":
             n = self.group_pages(context)
             return 1.0 * ceil(n / self.planes_per_stream), 1.0 * (ceil(heads / self.co_read) * n)
-        if batched(context) or batched(heads):  # a batch: each distinct point once (the reads are enumerated)
+        if batched(context) or batched(heads) or batched(self.planes):
+            # a batch (contexts, or stacked designs' planes): each distinct point once (the reads are enumerated)
             import numpy as np
 
-            c, h = np.broadcast_arrays(context, heads)
-            pairs = {(int(a), int(b)) for a, b in zip(c, h, strict=True)}
-            got = {ab: self.phase_reads(*ab) for ab in pairs}
-            return tuple(np.array([got[(int(a), int(b))][j] for a, b in zip(c, h, strict=True)]) for j in (0, 1))
+            arrays = np.broadcast_arrays(self.planes, context, heads)
+            points = list(zip(*(a.ravel().tolist() for a in arrays), strict=True))
+            layer_streams = self.streams_per_head * self.layers
+            got = {p: naive_phase_reads(p[0], layer_streams, self.kv_heads, self.unit, self.page, p[1], p[2])
+                   if p[1] > 0 and p[2] > 0 else (0.0, 0.0) for p in set(points)}
+            return tuple(np.array([got[p][j] for p in points]).reshape(arrays[0].shape) for j in (0, 1))
         return naive_phase_reads(self.planes, self.streams_per_head * self.layers, self.kv_heads, self.unit,
                                  self.page, context, heads)
 
@@ -243,7 +256,7 @@ class KvLayout:
         return total / self.planes, total
 
     def partial_programs_per_page(self) -> float:
-        return math.ceil(self.page / self.program_bytes - 1e-9)
+        return ceil(self.page / self.program_bytes - 1e-9)
 
     def summary(self) -> dict:
         """The `kv_mapping` record of a result."""

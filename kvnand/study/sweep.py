@@ -89,7 +89,8 @@ def run(points: list[SweepPoint], *, precision: str | None, mode: str, overrides
     points a (system, model) pair misses are evaluated together (kvnand.evaluate_many), batched or
     speculative ones one by one; each is stored as soon as it is computed. `progress`: a progress-bar factory
     (label, total) -> context yielding update(done, ...) or None (the CLI passes kvnand.present.terminal's)."""
-    from kvnand.evaluation import evaluate, evaluate_many, records
+    from kvnand.columnar import evaluate_many, records
+    from kvnand.evaluation import evaluate
 
     spec = spec or {}
     decodes = [{"batch": p.batch, **spec, **({"batch_contexts": list(p.batch_contexts)} if p.batch_contexts else {})}

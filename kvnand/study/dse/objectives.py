@@ -99,7 +99,7 @@ def prefetch(space, designs: list[dict[str, Any]]) -> None:
     contexts of a model in one kvnand.evaluate_many call; evaluate_design then reads them instead of calling
     evaluate() point by point. Replaces what an earlier call prefetched. A design that is not a valid
     configuration is left to evaluate_design, which records why."""
-    from kvnand.evaluation import evaluate_many, records
+    from kvnand.columnar import evaluate_many, records
 
     _PREFETCHED.clear()
     by_model: dict[str, list[int]] = {}
