@@ -41,7 +41,8 @@ _NOT_BATCHABLE = (NotStackable, TypeError, ValueError, IndexError)
 
 def evaluate_many(system: str | list[str], model: str | list[str], contexts, *,
                   precisions: str | list[str | None] | None = None, overrides: list[dict] | dict | None = None,
-                  mode: str = "fast", prefill_tokens: int | None = None, refresh: str | None = None) -> dict:
+                  mode: str = "fast", prefill_tokens: int | None = None, refresh: str | None = None,
+                  breakdowns: bool = True) -> dict:
     """evaluate() at every point of systems x models x overrides x precisions x contexts (contexts vary
     fastest), as columns: the same fields as evaluate()'s records, one entry per point.
 
@@ -49,7 +50,10 @@ def evaluate_many(system: str | list[str], model: str | list[str], contexts, *,
     [1, 2]}). Columns: numbers as numpy arrays (NaN where a point is out of memory, as evaluate() gives None),
     strings as lists (oom_reason None where it fits), each breakdown (breakdown_s, busy_s, actions, ...) as a
     dict of arrays (0.0 at points without that entry), `overrides` as a list of dicts, and `fallback` (bool
-    array: the point was evaluated by evaluate() itself). `records(columns)` gives evaluate()'s records.
+    array: the point was evaluated by evaluate() itself), and `capacity_use` (used / capacity of the fullest
+    memory, out of memory above 1; not a record field). `records(columns)` gives evaluate()'s records.
+    `breakdowns=False` leaves the breakdown dicts empty (a sweep that needs the numbers only: ~400 arrays over
+    the points less to fill; records() then refuses).
 
     Designs that differ in numbers only are stacked and walked together over all their contexts (see the
     module's docstring); the event modes, `refresh`, KV policies and any design the array path cannot lower
@@ -74,8 +78,11 @@ def evaluate_many(system: str | list[str], model: str | list[str], contexts, *,
                 pieces += [(start + np.arange(n_ctx), _scalar_group(s, m, ctx, p, mode, ov, prefill_tokens, refresh))
                            for start, ov in zip(starts, chosen, strict=True)]
             else:
-                pieces += _stacked_pieces(s, m, ctx, p, chosen, starts, prefill_tokens)
-    return _columns(pieces, len(systems) * len(models) * len(variants) * per_variant)
+                pieces += _stacked_pieces(s, m, ctx, p, chosen, starts, prefill_tokens, breakdowns)
+    cols = _columns(pieces, len(systems) * len(models) * len(variants) * per_variant, n_ctx)
+    if not breakdowns:
+        cols.update({f: {} for f in BREAKDOWNS}, _pieces=None)
+    return cols
 
 
 def _contexts(contexts):
@@ -118,7 +125,7 @@ def _scalar_group(system, model, ctx, precision, mode, overrides, prefill_tokens
     return {"records": recs, "n": len(recs), "overrides": overrides}
 
 
-def _stacked_pieces(system, model, ctx, precision, variants, starts, prefill_tokens) -> list[tuple]:
+def _stacked_pieces(system, model, ctx, precision, variants, starts, prefill_tokens, breakdowns) -> list[tuple]:
     """[(positions, group)] of designs that differ in numbers only: one stacked walk, or, where the array path
     cannot take them together, one per design, or evaluate() point by point."""
     import numpy as np
@@ -127,18 +134,20 @@ def _stacked_pieces(system, model, ctx, precision, variants, starts, prefill_tok
     cols = np.arange(len(ctx))
     try:
         if auto:
-            return _auto_pieces(stem, model, ctx, precision, variants, starts, prefill_tokens)
-        g = _walk_stack(system, designs(system, model, precision, variants), variants, ctx, prefill_tokens)
+            return _auto_pieces(stem, model, ctx, precision, variants, starts, prefill_tokens, breakdowns)
+        g = _walk_stack(system, designs(system, model, precision, variants), variants, ctx, prefill_tokens,
+                        breakdowns=breakdowns)
         return [((starts[:, None] + cols).ravel(), g)]
     except _NOT_BATCHABLE:
         if len(variants) > 1:
             return [p for start, ov in zip(starts, variants, strict=True)
-                    for p in _stacked_pieces(system, model, ctx, precision, [ov], start[None], prefill_tokens)]
+                    for p in _stacked_pieces(system, model, ctx, precision, [ov], start[None], prefill_tokens,
+                                             breakdowns)]
         return [(starts[0] + cols, _scalar_group(system, model, ctx, precision, "fast", variants[0],
                                                  prefill_tokens, None))]
 
 
-def _auto_pieces(stem, model, ctx, precision, variants, starts, prefill_tokens) -> list[tuple]:
+def _auto_pieces(stem, model, ctx, precision, variants, starts, prefill_tokens, breakdowns) -> list[tuple]:
     """kvnand-d:auto over many designs and contexts: every split of every design stacked and walked once; at
     each context the first fastest split that fits wins (as evaluate() ranks them); where none fits, the point
     is the first split's, saying so."""
@@ -146,7 +155,8 @@ def _auto_pieces(stem, model, ctx, precision, variants, starts, prefill_tokens) 
 
     splits = [[{**ov, "g2_dies": g2} for g2 in range(1, _auto_dies(stem, ov))] for ov in variants]
     flat = [sv for per in splits for sv in per]
-    g = _walk_stack(stem, designs(stem, model, precision, flat), flat, ctx, prefill_tokens, rows_only=True)
+    g = _walk_stack(stem, designs(stem, model, precision, flat), flat, ctx, prefill_tokens, rows_only=True,
+                    breakdowns=breakdowns)
     fits = g["fits"]
     t = np.where(fits, g["latency"], np.inf)
     rows, infos, first = [], [], 0
@@ -179,7 +189,7 @@ def _auto_pieces(stem, model, ctx, precision, variants, starts, prefill_tokens) 
 
 
 def _walk_stack(system: str, stacked: list[Design], variants: list[dict], ctx, prefill_tokens, *,
-                rows_only: bool = False) -> dict:
+                rows_only: bool = False, breakdowns: bool = True) -> dict:
     """Every design x context of designs that differ in numbers only, in one walk: per point arrays of shape
     (designs, contexts), and each design's own context-independent fields. `rows_only`: the arrays are left
     2-D for the caller to pick points from (kvnand-d:auto) instead of made the group of every point."""
@@ -191,6 +201,7 @@ def _walk_stack(system: str, stacked: list[Design], variants: list[dict], ctx, p
     st = _stack_of(stacked)
     ctx2 = np.broadcast_to(ctx, shape)
     oom, reasons, used = check_many(st.stores, ctx2, st.names)
+    capacity_use = _fullest(used, [s.capacity_bytes for s in st.stores])
     errors = [d.buffer_error for d in stacked]
     for i, e in enumerate(errors):
         if e is not None:
@@ -199,9 +210,10 @@ def _walk_stack(system: str, stacked: list[Design], variants: list[dict], ctx, p
     out: dict[str, Any] = {
         "system": system, "model": first.spec.name, "precision": first.prec.name, "shape": shape,
         "context": ctx2, "oom": oom, "oom_reason": reasons, "beyond_model_context": ctx2 > first.spec.max_context,
-        "model_max_context": first.spec.max_context, "used": used, "masked": set(), "kv_reads": None,
+        "model_max_context": first.spec.max_context, "used": used, "capacity_use": capacity_use, "masked": set(),
+        "kv_reads": None,
         "designs": [_design_info(d, ov) for d, ov in zip(stacked, variants, strict=True)],
-        "values": {}, "breakdowns": {f: {} for f in BREAKDOWNS},
+        "values": {}, "breakdowns": {f: {} for f in BREAKDOWNS}, "keep_breakdowns": breakdowns,
     }
     if not (~oom).any():
         out["fits"], out["latency"] = ~oom, np.full(shape, np.inf)
@@ -283,6 +295,13 @@ def _stacked_stores(stacked: list[Design]) -> list[Store]:
     return out
 
 
+def _fullest(used: list, capacity: list):
+    """used / capacity of the fullest memory at every point (as a DSE's capacity_use)."""
+    import numpy as np
+
+    return np.maximum.reduce([u / c for u, c in zip(used, capacity, strict=True)])
+
+
 def _design_info(d: Design, overrides: dict) -> dict:
     """A design's fields of the record that do not depend on the context."""
     return {"overrides": overrides, "config": d.config(overrides), **d.memories(),
@@ -315,6 +334,7 @@ def _gather(w: dict, row, system: str) -> dict:
         "mode": "fast", "row": rows.copy(), "designs": w["designs"], "context": pick(w["context"]), "oom": oom,
         "oom_reason": list(pick(w["oom_reason"])), "beyond_model_context": pick(w["beyond_model_context"]),
         "model_max_context": w["model_max_context"], "used": [pick(u) for u in w["used"]],
+        "capacity_use": pick(w["capacity_use"]),
         "masked": w["masked"], "bottleneck": [None] * len(rows),
         **{f: np.full(len(rows), np.nan) for f in (*SCALARS, "prefill_tokens")},
         **{f: {} for f in BREAKDOWNS}, "kv_reads": None,
@@ -328,9 +348,12 @@ def _gather(w: dict, row, system: str) -> dict:
 
     for f, v in w["values"].items():
         g[f] = masked(v, np.nan)
+    bound = {key: masked(v, 0.0) for key, v in w["breakdowns"]["breakdown_by_resource_s"].items()}
+    g["bottleneck"] = _bottlenecks(bound, ok)
+    if not w["keep_breakdowns"]:
+        return g
     for f, d in w["breakdowns"].items():
-        g[f] = {key: masked(v, 0.0) for key, v in d.items()}
-    g["bottleneck"] = _bottlenecks(g["breakdown_by_resource_s"], ok)
+        g[f] = bound if f == "breakdown_by_resource_s" else {key: masked(v, 0.0) for key, v in d.items()}
     if w["kv_reads"] is not None:
         g["kv_reads"] = {key: masked(v, 0.0) for key, v in w["kv_reads"].items()}
     return g
@@ -360,8 +383,9 @@ def _bottlenecks(bound: dict, ok) -> list:
     return words.tolist()
 
 
-def _columns(pieces: list[tuple], n: int) -> dict:
-    """Columns of every point from the groups (each with its points' positions)."""
+def _columns(pieces: list[tuple], n: int, block: int) -> dict:
+    """Columns of every point from the groups (each with its points' positions: whole blocks of `block`
+    consecutive positions, one design's contexts, which are copied as rows)."""
     import numpy as np
 
     objects = ("system", "model", "precision", "mode", "oom_reason", "bottleneck", "overrides", "config")
@@ -370,34 +394,39 @@ def _columns(pieces: list[tuple], n: int) -> dict:
         "context": np.zeros(n, dtype=np.int64), "max_context": np.zeros(n, dtype=np.int64),
         "model_max_context": np.zeros(n, dtype=np.int64), "oom": np.zeros(n, dtype=bool),
         "beyond_model_context": np.zeros(n, dtype=bool), "fallback": np.zeros(n, dtype=bool),
-        "cost_usd": np.zeros(n), "prefill_tokens": np.full(n, np.nan),
+        "cost_usd": np.zeros(n), "prefill_tokens": np.full(n, np.nan), "capacity_use": np.zeros(n),
         **{f: np.full(n, np.nan) for f in SCALARS}, **{f: {} for f in BREAKDOWNS},
     }
     for idx, g in pieces:
+        rows = idx[::block] // block
+
+        def put(col, values, rows=rows):
+            col.reshape(-1, block)[rows] = values if np.ndim(values) == 0 else np.reshape(values, (-1, block))
+
         if g["records"] is not None:
             g = _from_records(g)
-            cols["fallback"][idx] = True
+            put(cols["fallback"], True)
         designs, row = g["designs"], g["row"]
         for f in ("system", "model", "precision", "mode"):
-            cols[f][idx] = g[f]
+            put(cols[f], g[f])
         for f in ("overrides", "config", "max_context", "cost_usd"):
             per = np.empty(len(designs), dtype=object)
             per[:] = [info[f] for info in designs]
-            cols[f][idx] = per[row]
+            put(cols[f], per[row])
         for f in ("oom_reason", "bottleneck"):
             vals = np.empty(len(idx), dtype=object)
             vals[:] = g[f]
-            cols[f][idx] = vals
-        cols["model_max_context"][idx] = g["model_max_context"]
-        for f in ("context", "oom", "beyond_model_context", "prefill_tokens", *SCALARS):
-            cols[f][idx] = g[f]
+            put(cols[f], vals)
+        put(cols["model_max_context"], g["model_max_context"])
+        for f in ("context", "oom", "beyond_model_context", "prefill_tokens", "capacity_use", *SCALARS):
+            put(cols[f], g[f])
         for f in BREAKDOWNS:
             into = cols[f]
             for k, v in g[f].items():
                 col = into.get(k)
                 if col is None:
                     col = into[k] = np.zeros(n)
-                col[idx] = v
+                put(col, v)
     for f in objects:
         cols[f] = cols[f].tolist()
     cols["_pieces"] = pieces
@@ -416,6 +445,8 @@ def _from_records(g: dict) -> dict:
                          "cost_usd": r["cost_usd"]} for r in recs])
     for f in ("context", "oom", "beyond_model_context"):
         out[f] = np.array([r[f] for r in recs])
+    out["capacity_use"] = np.array([max(c["used_bytes"] / c["capacity_bytes"] for c in r["capacity"].values())
+                                    for r in recs])
     for f in (*SCALARS, "prefill_tokens"):
         out[f] = np.array([np.nan if r.get(f) is None else r[f] for r in recs], dtype=float)
     for f in BREAKDOWNS:
@@ -426,6 +457,9 @@ def _from_records(g: dict) -> dict:
 
 def records(columns: dict) -> list[Result]:
     """evaluate()'s record of every point of evaluate_many() columns, in order."""
+    if columns["_pieces"] is None:
+        raise InputError("these columns were evaluated without breakdowns: records need them",
+                         key="breakdowns", value=False, allowed="evaluate_many(..., breakdowns=True)")
     out: list = [None] * len(columns["context"])
     for idx, g in columns["_pieces"]:
         for j, i in enumerate(idx):

@@ -154,9 +154,10 @@ def pick(cond, a, b):
             [k for k, _ in a.counts] != [k for k, _ in b.counts]:
         raise TypeError(f"pick() of tasks {a.name!r} and {b.name!r} that differ in more than their numbers")
     t = Task.__new__(Task)
+    counts = tuple((k, where(cond, va, vb)) for (k, va), (_, vb) in zip(a.counts, b.counts, strict=True))
     t.__dict__.update(
         name=a.name, stage=a.stage, resources=a.resources, pipe=a.pipe, items=where(cond, a.items, b.items),
-        counts=tuple((k, where(cond, va, vb)) for (k, va), (_, vb) in zip(a.counts, b.counts, strict=True)),
+        counts=counts, _actions=_last_values(counts),
         limiter=a.limiter, duration=where(cond, a.duration, b.duration), tail=where(cond, a.tail, b.tail),
         bound_by=label_where(cond, a.bound_by, b.bound_by),
         occupancy=tuple((r, where(cond, oa, ob)) for (r, oa), (_, ob) in zip(a.occupancy, b.occupancy, strict=True)),
@@ -256,9 +257,15 @@ class Task:
         where_ = f" ({','.join(resources)})"
         self.__dict__.update(
             name=name, stage=stage, resources=resources, pipe=pipe, items=items, counts=counts, limiter=limiter,
+            _actions=_last_values(counts),
             duration=duration, tail=tail, bound_by=bound_by, occupancy=occupancy,
             # the breakdown key of this task
             label=bound_by.map(lambda n: n + where_) if isinstance(bound_by, Choice) else f"{bound_by}{where_}")
+
+
+def _last_values(counts: tuple) -> tuple:
+    """The counts with each action once, at its last value (as count_actions takes a repeated one)."""
+    return counts if len({a for a, _ in counts}) == len(counts) else tuple(dict(counts).items())
 
 
 def _slowest_stage(pipe: Pipe):
@@ -354,7 +361,7 @@ def count_actions(node, k: float = 1.0, out: Counts | None = None) -> Counts:
 
 def _count(node, k: float, acts: dict[str, float]) -> None:
     if isinstance(node, Task):
-        for a, v in dict(node.counts).items():  # a repeated action keeps its last value
+        for a, v in node._actions:  # a repeated action keeps its last value
             acts[a] = acts.get(a, 0.0) + v * k
     elif isinstance(node, (Seq, Par)):
         for p in node.parts:

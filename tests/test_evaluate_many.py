@@ -219,3 +219,15 @@ def test_stacked_kvnand_d_sweeps_equal_evaluate(dies, split, contexts, model, pr
     for rec, (ov, c) in zip(records(cols), [(o, c) for o in overrides for c in contexts], strict=True):
         diff = differences(evaluate("kvnand-d", model, c, precision=precision, overrides=ov), rec)
         assert not diff, f"{model} {ov} {precision} {c}: {diff[:3]}"
+
+
+def test_columns_without_breakdowns_hold_the_same_numbers():
+    kw = dict(precisions=["w8a8"], overrides={"dies": [8, 16], "g2_dies": [1, 5]})
+    full = evaluate_many("kvnand-d", "llama3.1-70b", [1000, 100_000, 3_000_000], **kw)
+    lean = evaluate_many("kvnand-d", "llama3.1-70b", [1000, 100_000, 3_000_000], breakdowns=False, **kw)
+    for f in ("tokens_per_s", "energy_j_per_token", "ttft_s", "capacity_use", "oom"):
+        assert np.array_equal(full[f], lean[f], equal_nan=f != "oom"), f
+    assert full["bottleneck"] == lean["bottleneck"] and full["oom_reason"] == lean["oom_reason"]
+    assert all(lean[f] == {} for f in ("breakdown_s", "actions")) and full["breakdown_s"]
+    with pytest.raises(InputError, match="without breakdowns"):
+        records(lean)

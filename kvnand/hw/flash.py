@@ -9,9 +9,10 @@ other dies of that channel). Program: data in over the channel, then tPROG on th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from kvnand.config.schema import FlashArray
-from kvnand.program import Pipe, ceil, minimum
+from kvnand.program import Pipe, batched, ceil, minimum
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,20 @@ class FlashGroup:
         codewords = self.page_bytes / ecc.codeword_data
         return codewords * (ecc.codeword_data + ecc.codeword_parity) / ecc.decode_rate  # rate in B/s
 
+    @cached_property
+    def _pipes(self) -> dict:
+        return {}  # compute pipes by MACs per page (a lowering at another context asks for the same ones)
+
     def compute_pipe(self, macs_per_page: float) -> Pipe:
         """One page per item through sense -> copy -> ECC -> PE on one plane."""
+        if batched(macs_per_page):
+            return self._compute_pipe(macs_per_page)
+        pipe = self._pipes.get(macs_per_page)
+        if pipe is None:
+            pipe = self._pipes[macs_per_page] = self._compute_pipe(macs_per_page)
+        return pipe
+
+    def _compute_pipe(self, macs_per_page) -> Pipe:
         logic = self.array.logic
         stages, reg = self._sense_stages()
         ecc_t = self.ecc_decode_time()
@@ -84,6 +97,10 @@ class FlashGroup:
 
     def readout_pipe(self) -> Pipe:
         """A multi-plane batch (one page on every plane of a die) sensed, then shipped over die I/O."""
+        return self._readout_pipe
+
+    @cached_property
+    def _readout_pipe(self) -> Pipe:
         stages, reg = self._sense_stages()
         batch = self.die.geometry.planes * self.page_bytes
         stages.append(("die I/O + channel", batch / self.io_rate_per_die(), (reg, "die I/O")))

@@ -104,7 +104,7 @@ class KvLayout:
         return math.ceil(self.groups / self.sets)
 
     # ---- write granularity ----
-    @property
+    @cached_property
     def min_program(self) -> float:
         return min_program_bytes(self.page, self.nop, self.codeword or self.page / min(self.nop, 1 << 20))
 
@@ -167,7 +167,7 @@ class KvLayout:
         a = self.read_amplification
         return "one group per page" if a == 1 else f"{a} layers per page (mixed)"
 
-    @property
+    @cached_property
     def program_bytes(self) -> float:
         """Bytes one program operation writes: a minimum program when groups share pages, else a page or what a
         slot holds in whole codewords."""

@@ -95,28 +95,66 @@ _PREFETCHED: dict[tuple, dict] = {}
 
 
 def prefetch(space, designs: list[dict[str, Any]]) -> None:
-    """Evaluate the workload points of these designs (given by their parameters) together, each design's
-    contexts of a model in one kvnand.evaluate_many call; evaluate_design then reads them instead of calling
-    evaluate() point by point. Replaces what an earlier call prefetched. A design that is not a valid
-    configuration is left to evaluate_design, which records why."""
-    from kvnand.columnar import evaluate_many, records
-
+    """Evaluate the workload points of these designs (given by their parameters) together: the designs of one
+    system and precision whose overrides differ in numbers only are stacked in one kvnand.evaluate_many call
+    per model (every design x context in one walk), and each point's workload fields are read off the columns;
+    evaluate_design then reads them instead of calling evaluate() point by point. Replaces what an earlier call
+    prefetched. A design that is not a valid configuration is left to evaluate_design, which records why."""
     _PREFETCHED.clear()
     by_model: dict[str, list[int]] = {}
     for p in space.points:
         by_model.setdefault(p.model, []).append(p.context)
+    groups: dict[tuple, list] = {}
     for d in dict.fromkeys(space.design(params) for params in designs):
-        if d.decode:  # a batched or speculative step is evaluated point by point
-            continue
+        if not d.decode:  # a batched or speculative step is evaluated point by point
+            shape = tuple((k, v if isinstance(v, str) or isinstance(v, bool) else None) for k, v in d.overrides)
+            groups.setdefault((d.system, d.precision, shape), []).append(d)
+    for (system, precision, _), ds in groups.items():
         for model, contexts in by_model.items():
-            contexts = list(dict.fromkeys(contexts))
-            try:
-                recs = records(evaluate_many(d.system, model, contexts, precisions=d.precision,
-                                             overrides=[dict(d.overrides)]))
-            except InputError:
-                continue
-            for c, rec in zip(contexts, recs, strict=True):
-                _PREFETCHED[(d.system, model, c, d.precision, d.overrides, d.decode)] = rec
+            _prefetch_group(system, model, list(dict.fromkeys(contexts)), precision, ds)
+
+
+def _prefetch_group(system: str, model: str, contexts: list[int], precision, ds: list) -> None:
+    """The points of designs `ds` at `contexts` of `model`, from one evaluate_many call (one per design when
+    one of them is not a valid configuration)."""
+    from kvnand.columnar import evaluate_many
+
+    try:
+        cols = evaluate_many(system, model, contexts, precisions=precision, overrides=[dict(d.overrides) for d in ds],
+                             breakdowns=False)
+    except InputError:
+        if len(ds) > 1:
+            for d in ds:
+                _prefetch_group(system, model, contexts, precision, [d])
+        return
+    n = len(contexts)
+    for i, d in enumerate(ds):
+        for j, c in enumerate(contexts):
+            _PREFETCHED[(d.system, model, c, d.precision, d.overrides, d.decode)] = _column_point(cols, i * n + j)
+
+
+def _column_point(cols: dict, i: int) -> dict:
+    """_point_fields() of point i of evaluate_many columns."""
+    oom = bool(cols["oom"][i])
+    rec = {k: cols[k][i] for k in ("system", "model", "precision", "oom_reason", "bottleneck")}
+    rec.update(context=int(cols["context"][i]), oom=oom, capacity_use=float(cols["capacity_use"][i]),
+               config={k: v for k, v in cols["config"][i].items() if k in CONFIG_KEYS},
+               kv_useful_fraction=None if oom else 1.0)
+    for k in ("tokens_per_s", "latency_s", "energy_j_per_token", "power_w"):
+        rec[k] = None if oom else float(cols[k][i])
+    rec["aggregate_tokens_per_s"] = rec["tokens_per_s"]  # one request: its own rate
+    return rec
+
+
+def _point_fields(rec: dict) -> dict:
+    """What a design's report needs of one evaluate() record (its workload-point fields, before reliability)."""
+    out = {k: rec[k] for k in POINT_KEYS if k in rec}
+    out.setdefault("aggregate_tokens_per_s", rec["tokens_per_s"])  # one request: its own rate
+    out["capacity_use"] = max(s["used_bytes"] / s["capacity_bytes"] for s in rec["capacity"].values())
+    out["kv_useful_fraction"] = rec["kv_policy"]["useful_fraction"] if "kv_policy" in rec else \
+        (None if rec["oom"] else 1.0)
+    out["config"] = {k: rec["config"][k] for k in CONFIG_KEYS if k in rec["config"]}
+    return out
 
 
 @lru_cache(maxsize=8192)
@@ -198,9 +236,10 @@ def evaluate_design(space, params: dict[str, Any]) -> Evaluation:
             violated.append(f"{key}: {v:.4g} {'>' if bound.max is not None else '<'} {limit:g} "
                             f"({'max' if bound.max is not None else 'min'})")
     values = [worst(k) if metrics.get(k) is None else float(metrics[k]) for k in space.spec.objectives]
-    report = {"design": d.as_dict(), "params": params, "metrics": metrics, "constraints": cons,
-              "violated": violated, "points": points}
-    return Evaluation(values, cons, violated, metrics, jsonable(report))
+    report = jsonable({"design": d.as_dict(), "params": params, "metrics": metrics, "constraints": cons,
+                       "violated": violated})
+    report["points"] = [_stored(p) for p in points]
+    return Evaluation(values, cons, violated, metrics, report)
 
 
 # what a trial keeps of each workload point (optuna stores it per trial: the full record is ~30x larger)
@@ -225,19 +264,22 @@ def compact_report(report: dict) -> dict:
 
 
 def _compact(rec: dict) -> dict:
+    """A workload point of the report: POINT_KEYS in order and the config's CONFIG_KEYS."""
     out = {k: rec[k] for k in POINT_KEYS if k in rec}
-    out["config"] = {k: rec["config"][k] for k in CONFIG_KEYS if k in rec["config"]}
+    out["config"] = rec["config"]
     return out
+
+
+def _stored(point: dict) -> dict:
+    """jsonable() of a compact point (plain numbers, strings and the config's): inf and NaN become None."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in point.items()}
 
 
 def _point_report(space, d, p, keys: list[str]) -> dict:
     key = (d.system, p.model, p.context, d.precision, d.overrides, d.decode)
-    rec = dict(_PREFETCHED.get(key) or _point(*key))
+    rec = _PREFETCHED.get(key)
+    rec = dict(rec) if rec is not None else _point_fields(_point(*key))
     rec["weight"] = p.weight
-    rec.setdefault("aggregate_tokens_per_s", rec["tokens_per_s"])  # one request: its own rate
-    rec["capacity_use"] = max(s["used_bytes"] / s["capacity_bytes"] for s in rec["capacity"].values())
-    rec["kv_useful_fraction"] = rec["kv_policy"]["useful_fraction"] if "kv_policy" in rec else \
-        (None if rec["oom"] else 1.0)
     if not rec["oom"] and any(metric(k).needs_reliability for k in keys):
         r = _reliability(d.system, p.model, p.context, d.precision, d.overrides, space.spec.workload.profile)
         rec["lifetime_years"] = r.get("lifetime_years")
