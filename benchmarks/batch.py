@@ -105,37 +105,43 @@ parameters:
   dies: {{choices: [{dies}], default: 8}}
   g2_dies: {{int: [1, "dies - 1"], default: 1}}
   precision: {{choices: [bf16, w8a8, w4a16], default: w8a8}}
-objectives: [latency_s, energy_j_per_token, cost_usd]
+objectives: [latency_s, energy_j_per_token, cost_usd{reliability}]
 constraints: {{power_w: {{max: 1000}}}}
 """
 
 
 def dse_grid(quick: bool) -> list[Result]:
     """`kvnand dse grid --workers 2 --no-study` on a space of (dies, split, precision) designs x 2 models x
-    many contexts, its wall time and what a 1,000,000-point grid would take at that rate."""
+    many contexts, its wall time and what a 1,000,000-point grid takes at that rate; then the same with the
+    flash lifetime as an objective (reliability of every point), on fewer designs."""
     contexts, designs = sweep(quick)
-    dies = sorted({d["dies"] for d in designs})[:1 if quick else 3]
-    ctx = contexts[:: 10 if quick else 1]
+    all_dies = sorted({d["dies"] for d in designs})
+    return [_grid(all_dies, contexts[:: 10 if quick else 1], "", "dse grid, 2 workers"),
+            _grid(all_dies[:1] if quick else all_dies[:2], contexts[:: 10 if quick else 5], ", lifetime_years",
+                  "dse grid + reliability, 2 workers")]
+
+
+def _grid(dies: list[int], ctx: list[int], reliability: str, name: str) -> Result:
     n_designs = sum(d - 1 for d in dies) * 3
     points = n_designs * 2 * len(ctx)
-    r = Result("dse grid, 2 workers", f"kvnand dse grid --workers 2 --no-study: {n_designs} designs x {2 * len(ctx)} "
-               f"workload points = {points} points (capacity, energy, power, cost; wall incl. start-up)",
-               "s per 1M points", 10, better="lower")
+    what = "capacity, energy, power, cost" + (", flash lifetime (reliability)" if reliability else "")
+    r = Result(name, f"kvnand dse grid --workers 2 --no-study: {n_designs} designs x {2 * len(ctx)} workload points "
+               f"= {points} points ({what}; wall incl. start-up)", "s per 1M points", 10, better="lower")
     with tempfile.TemporaryDirectory(prefix="kvnand-bench-batch-grid-") as tmp:
         space = Path(tmp) / "space.yaml"
         space.write_text(GRID_SPACE.format(n=len(ctx), contexts=", ".join(f"{c}: 1" for c in ctx),
-                                           dies=", ".join(map(str, dies))))
+                                           dies=", ".join(map(str, dies)), reliability=reliability))
         walls, proc = run_timed(kvnand_command() + ["dse", "grid", str(space), "--out", str(Path(tmp) / "out"),
                                                     "--workers", "2", "--no-study"], 1,
                                 child_env=env(KVNAND_CACHE_DIR=tmp))
         if proc.returncode != 0:
             r.error = f"exit {proc.returncode}: {(proc.stderr or proc.stdout).strip()[-300:]}"
-            return [r]
+            return r
         summary = json.loads((Path(tmp) / "out" / "summary.json").read_text())
     r.samples = [w * 1_000_000 / points for w in walls]
     r.extra.update(points=points, designs=n_designs, wall_s=min(walls), elapsed_s=summary["elapsed_s"],
                    points_per_s=points / min(walls))
-    return [r]
+    return r
 
 
 def _differences(a, b) -> list[str]:

@@ -92,6 +92,8 @@ def _point(system: str, model: str, context: int, precision: str | None, overrid
 
 # (system, model, context, precision, overrides, decode) -> record of the designs `prefetch` evaluated together
 _PREFETCHED: dict[tuple, dict] = {}
+# (system, model, context, precision, overrides, profile) -> the decode rate reliability needs there (NaN: none)
+_RATES: dict[tuple, float] = {}
 
 
 def prefetch(space, designs: list[dict[str, Any]]) -> None:
@@ -101,6 +103,7 @@ def prefetch(space, designs: list[dict[str, Any]]) -> None:
     evaluate_design then reads them instead of calling evaluate() point by point. Replaces what an earlier call
     prefetched. A design that is not a valid configuration is left to evaluate_design, which records why."""
     _PREFETCHED.clear()
+    _RATES.clear()
     by_model: dict[str, list[int]] = {}
     for p in space.points:
         by_model.setdefault(p.model, []).append(p.context)
@@ -109,9 +112,14 @@ def prefetch(space, designs: list[dict[str, Any]]) -> None:
         if not d.decode:  # a batched or speculative step is evaluated point by point
             shape = tuple((k, v if isinstance(v, str) or isinstance(v, bool) else None) for k, v in d.overrides)
             groups.setdefault((d.system, d.precision, shape), []).append(d)
+    keys = [*space.spec.objectives, *space.spec.constraints]
+    rates = any(metric(k).needs_reliability for k in keys) and space.spec.workload.profile
     for (system, precision, _), ds in groups.items():
         for model, contexts in by_model.items():
-            _prefetch_group(system, model, list(dict.fromkeys(contexts)), precision, ds)
+            contexts = list(dict.fromkeys(contexts))
+            _prefetch_group(system, model, contexts, precision, ds)
+            if rates:
+                _prefetch_rates(system, model, contexts, precision, ds, rates)
 
 
 def _prefetch_group(system: str, model: str, contexts: list[int], precision, ds: list) -> None:
@@ -128,22 +136,52 @@ def _prefetch_group(system: str, model: str, contexts: list[int], precision, ds:
                 _prefetch_group(system, model, contexts, precision, [d])
         return
     n = len(contexts)
+    numbers = {k: cols[k].tolist() for k in ("oom", "capacity_use", "tokens_per_s", "latency_s", "energy_j_per_token",
+                                             "power_w")}
     for i, d in enumerate(ds):
+        config = {k: v for k, v in cols["config"][i * n].items() if k in CONFIG_KEYS}  # the design's own
         for j, c in enumerate(contexts):
-            _PREFETCHED[(d.system, model, c, d.precision, d.overrides, d.decode)] = _column_point(cols, i * n + j)
+            _PREFETCHED[(d.system, model, c, d.precision, d.overrides, d.decode)] = \
+                _column_point(cols, numbers, i * n + j, config)
 
 
-def _column_point(cols: dict, i: int) -> dict:
-    """_point_fields() of point i of evaluate_many columns."""
-    oom = bool(cols["oom"][i])
-    rec = {k: cols[k][i] for k in ("system", "model", "precision", "oom_reason", "bottleneck")}
-    rec.update(context=int(cols["context"][i]), oom=oom, capacity_use=float(cols["capacity_use"][i]),
-               config={k: v for k, v in cols["config"][i].items() if k in CONFIG_KEYS},
-               kv_useful_fraction=None if oom else 1.0)
-    for k in ("tokens_per_s", "latency_s", "energy_j_per_token", "power_w"):
-        rec[k] = None if oom else float(cols[k][i])
-    rec["aggregate_tokens_per_s"] = rec["tokens_per_s"]  # one request: its own rate
-    return rec
+def _prefetch_rates(system: str, model: str, contexts: list[int], precision, ds: list, profile) -> None:
+    """The decode rate reliability needs at each point (the design's at the session's mean decode context, as
+    evaluate_reliability measures it), from one evaluate_many call over those contexts."""
+    from kvnand.columnar import evaluate_many
+    from kvnand.config.loader import is_policy_key
+    from kvnand.reliability.disturb import system_overrides
+    from kvnand.reliability.profile import get_profile, session
+
+    prof = get_profile(profile, dict(ds[0].overrides))
+    if any(get_profile(profile, dict(d.overrides)) != prof or any(is_policy_key(k) for k, _ in d.overrides)
+           for d in ds) or prof.tokens_per_s is not None:
+        return  # designs that set the profile differently, or whose KV policy may pick a reclaim: one by one
+    at = {c: session(prof, c).mean_decode_context for c in contexts}
+    means = sorted(set(at.values()))
+    column = {m: j for j, m in enumerate(means)}
+    try:
+        cols = evaluate_many(system, model, means, precisions=precision, breakdowns=False,
+                             overrides=[system_overrides(dict(d.overrides)) for d in ds])
+    except InputError:
+        return
+    rate = cols["tokens_per_s"].reshape(len(ds), len(means))
+    for i, d in enumerate(ds):
+        for c in contexts:
+            _RATES[(d.system, model, c, d.precision, d.overrides, profile)] = float(rate[i, column[at[c]]])
+
+
+def _column_point(cols: dict, numbers: dict, i: int, config: dict) -> dict:
+    """_point_fields() of point i of evaluate_many columns (`numbers`: their numeric columns as lists)."""
+    oom = numbers["oom"][i]
+    rate = None if oom else numbers["tokens_per_s"][i]
+    return {"system": cols["system"][i], "model": cols["model"][i], "context": int(cols["context"][i]),
+            "precision": cols["precision"][i], "oom": oom, "oom_reason": cols["oom_reason"][i],
+            "tokens_per_s": rate, "latency_s": None if oom else numbers["latency_s"][i],
+            "energy_j_per_token": None if oom else numbers["energy_j_per_token"][i],
+            "power_w": None if oom else numbers["power_w"][i], "capacity_use": numbers["capacity_use"][i],
+            "bottleneck": cols["bottleneck"][i], "aggregate_tokens_per_s": rate,  # one request: its own rate
+            "kv_useful_fraction": None if oom else 1.0, "config": config}
 
 
 def _point_fields(rec: dict) -> dict:
@@ -165,7 +203,8 @@ def _reliability(system: str, model: str, context: int, precision: str | None, o
     from kvnand.evaluation import evaluate_reliability
 
     return evaluate_reliability(system, model, context, precision=precision, profile=profile,
-                                overrides=dict(overrides), record=_PREFETCHED.get(key) or _point(*key))
+                                overrides=dict(overrides), record=_PREFETCHED.get(key) or _point(*key),
+                                rate=_RATES.get((system, model, context, precision, overrides, profile)))
 
 
 @lru_cache(maxsize=1024)
