@@ -119,3 +119,30 @@ def test_random_text_never_escapes_as_another_exception(text, dimension):
     except UnitParseError:
         return
     assert value == value and abs(value) != float("inf")
+
+
+def test_quantities_read_before_do_not_start_pint(tmp_path):
+    """A quantity pint has read is remembered in the user cache: another process reading it does not import
+    pint; a memo written for another fingerprint, or not JSON, is ignored."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import sys; from kvnand.config.units import parse; v = parse('{q}', 'bytes'); "
+            "print(v, 'pint' in sys.modules)")
+    env = {**__import__("os").environ, "KVNAND_CACHE_DIR": str(tmp_path)}
+
+    def run(q):
+        out = subprocess.run([sys.executable, "-c", code.format(q=q)], env=env, capture_output=True, text=True,
+                             check=True).stdout.split()
+        return float(out[0]), out[1] == "True"
+
+    assert run("12 KiB") == (12288.0, True)     # first time: pint
+    assert run("12 KiB") == (12288.0, False)    # remembered
+    memo = tmp_path / "units.json"
+    doc = json.loads(memo.read_text())
+    memo.write_text(json.dumps({**doc, "fingerprint": "another", "values": {"bytes\t12 KiB": 1.0}}))
+    assert run("12 KiB") == (12288.0, True)
+    memo.write_text("{not json")
+    assert run("12 KiB") == (12288.0, True)
+    assert json.loads(memo.read_text())["values"]["bytes\t12 KiB"] == 12288.0

@@ -2,14 +2,19 @@
 
 "4 us" -> 4e-6, "4 KiB" -> 4096, "4 KB" -> 4000, "4.8 GB/s" -> 4.8e9, "3 pJ/bit" -> 3e-12 (J per bit),
 "400 MHz" -> 4e8, "0.0737 mm^2" -> 7.37e-8 (m^2). Bytes are the unit of information (bit = 1/8 B).
-pint is imported lazily: it is the slowest import of the package.
+pint is imported lazily: it is the slowest import of the package (with its registry, ~0.3 s). Every quantity
+pint has read is remembered in the user cache (`units.json` in kvnand.paths.cache_root(), keyed by this
+module's source and pint's installed files), so a command whose configs hold only strings read before never
+starts pint.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from functools import cache, lru_cache
+from pathlib import Path
 
 # pint's own `bit` is dimensionless (`bit = []`), which would let "3 pJ" pass for "3 pJ/bit", "4" for a size and
 # "1 GHz" for a bandwidth. Information gets a dimension of its own here: every byte/bit spelling is rewritten to
@@ -193,6 +198,59 @@ def parse(text: str | int | float, dimension: str) -> float:
 
 @lru_cache(maxsize=4096)
 def _parse_str(text: str, dimension: str) -> float:
+    key = f"{dimension}\t{text}"
+    value = _remembered().get(key)
+    if value is None:
+        value = _parse_with_pint(text, dimension)
+        _remember(key, value)
+    return value
+
+
+@cache
+def _memo_file() -> tuple[Path, str]:
+    """(the file of remembered quantities, the fingerprint its values are good for: this module's source and the
+    size and time of pint's package files, found without importing pint)."""
+    import hashlib
+    import importlib.util
+    import os
+
+    from kvnand.paths import cache_root
+
+    h = hashlib.sha256(Path(__file__).read_bytes())
+    spec = importlib.util.find_spec("pint")
+    for f in sorted(Path(spec.origin).parent.glob("*.py")) if spec and spec.origin else ():
+        st = os.stat(f)
+        h.update(f"{f.name} {st.st_size} {st.st_mtime_ns}".encode())
+    return cache_root() / "units.json", h.hexdigest()
+
+
+@cache
+def _remembered() -> dict[str, float]:
+    path, fingerprint = _memo_file()
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        values = doc["values"] if doc.get("fingerprint") == fingerprint else {}
+        return {k: float(v) for k, v in values.items() if isinstance(v, (int, float))}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # none yet, unreadable or not ours
+        return {}
+
+
+def _remember(key: str, value: float) -> None:
+    """Add a quantity pint read to the file (written whole and atomically; a file that cannot be written is
+    simply not used)."""
+    from kvnand.io import write_text
+
+    known = _remembered()
+    known[key] = value
+    path, fingerprint = _memo_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text(path, json.dumps({"fingerprint": fingerprint, "values": known}))
+    except OSError:
+        pass
+
+
+def _parse_with_pint(text: str, dimension: str) -> float:
     unit, desc = DIMENSIONS[dimension]
     s = text.strip().replace("^", "**")
     if dimension == "money_per_byte" and s.startswith("$"):

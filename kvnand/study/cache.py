@@ -22,15 +22,7 @@ from pathlib import Path
 import kvnand
 from kvnand.errors import InputError
 from kvnand.io import write_text
-from kvnand.paths import CONFIG_ROOT
-
-
-def cache_root() -> Path:
-    """$KVNAND_CACHE_DIR, else the user cache directory: $XDG_CACHE_HOME/kvnand or ~/.cache/kvnand."""
-    if os.environ.get("KVNAND_CACHE_DIR"):
-        return Path(os.environ["KVNAND_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kvnand"
-
+from kvnand.paths import CONFIG_ROOT, cache_root
 
 # ---------------------------------------------------------------------- size limit and clearing
 DEFAULT_MAX_MB = 500
