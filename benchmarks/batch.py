@@ -49,6 +49,9 @@ def batch_api(quick: bool) -> list[Result]:
     cols = batch()
     cold = time.perf_counter() - t0
     walls = repeat(batch, 2 if quick else 3)
+    lean = repeat(lambda: [kvnand.evaluate_many("kvnand-d", m, contexts, precisions=list(PRECISIONS),
+                                                overrides=designs, breakdowns=False) for m in MODELS],
+                  2 if quick else 3)
     r = Result("batch API sweep", f"kvnand.evaluate_many, kvnand-d, {len(designs)} (dies, split) designs x "
                f"{len(PRECISIONS)} precisions x {len(MODELS)} models x {len(contexts)} contexts = {n} points, warm",
                "points/s", 1_000_000, better="higher")
@@ -66,6 +69,7 @@ def batch_api(quick: bool) -> list[Result]:
     bad = [f"{MODELS[mi]} {cols[mi]['overrides'][i]} {cols[mi]['precision'][i]} {cols[mi]['context'][i]}: {d}"
            for (mi, i), ref in zip(sample, got, strict=True) for d in _differences(ref, recs[mi][i])[:1]]
     r.extra.update(points=n, designs=len(designs) * len(PRECISIONS) * len(MODELS), cold_points_per_s=n / cold,
+                   without_breakdowns_points_per_s=n / sorted(lean)[len(lean) // 2],
                    scalar_loop_points_per_s=scalar, scalar_loop_sample=k, ratio_to_scalar_loop=(r.median or 0) / scalar,
                    fallback_points=int(sum(c["fallback"].sum() for c in cols)),
                    oom_points=int(sum(c["oom"].sum() for c in cols)),

@@ -244,7 +244,7 @@ def evaluate_design(space, params: dict[str, Any]) -> Evaluation:
     d = space.design(params)
     keys = list(dict.fromkeys([*space.spec.objectives, *space.spec.constraints]))
     try:
-        points = [_compact(_point_report(space, d, p, keys)) for p in space.points]
+        points = [_point_report(space, d, p, keys) for p in space.points]
         hw = _hardware(d.system, d.overrides)
     except InputError as exc:  # an impossible combination, e.g. G2 >= dies
         cons = dict.fromkeys(constraint_names(space), 0.0)
@@ -277,7 +277,7 @@ def evaluate_design(space, params: dict[str, Any]) -> Evaluation:
     values = [worst(k) if metrics.get(k) is None else float(metrics[k]) for k in space.spec.objectives]
     report = jsonable({"design": d.as_dict(), "params": params, "metrics": metrics, "constraints": cons,
                        "violated": violated})
-    report["points"] = [_stored(p) for p in points]
+    report["points"] = [_compact(p) for p in points]
     return Evaluation(values, cons, violated, metrics, report)
 
 
@@ -303,15 +303,15 @@ def compact_report(report: dict) -> dict:
 
 
 def _compact(rec: dict) -> dict:
-    """A workload point of the report: POINT_KEYS in order and the config's CONFIG_KEYS."""
-    out = {k: rec[k] for k in POINT_KEYS if k in rec}
+    """A workload point of the report: POINT_KEYS in order, then the config's CONFIG_KEYS, as jsonable() stores
+    them (inf and NaN become None)."""
+    out = {k: None if isinstance(v, float) and not math.isfinite(v) else v
+           for k in POINT_KEYS if (v := rec.get(k, _ABSENT)) is not _ABSENT}
     out["config"] = rec["config"]
     return out
 
 
-def _stored(point: dict) -> dict:
-    """jsonable() of a compact point (plain numbers, strings and the config's): inf and NaN become None."""
-    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in point.items()}
+_ABSENT = object()
 
 
 def _point_report(space, d, p, keys: list[str]) -> dict:
