@@ -221,8 +221,11 @@ def _walk_stack(system: str, stacked: list[Design], variants: list[dict], ctx, p
     lw = st.lowering.at(ctx2)
     with np.errstate(all="ignore"):  # out-of-memory points are walked too, and masked
         over = np.broadcast_to(lw.logits_overflow(), shape) & ~oom
-        for i, j in zip(*np.nonzero(over), strict=True):
-            reasons[i, j] = lw.at(int(ctx2[i, j])).logit_error()
+        if over.any():
+            at = np.nonzero(over)
+            words = lw.logit_errors(np.broadcast_to(lw.L, shape)[at].tolist(),
+                                    np.broadcast_to(lw._logit_bytes(1), shape)[at].tolist())
+            reasons[at] = np.array(words, dtype=object)
         oom |= over
         program = lw.decode_step()
         ev = fast.evaluate(program, with_work=False)

@@ -324,8 +324,17 @@ class Lowering:
         return self.logit_rounds() > heads_per_phase(self.s, self.m)
 
     def logit_error(self) -> str:
-        return (f"NPU SRAM: the logits of one head group at {self.L} tokens "
-                f"({self._logit_bytes(1) / 2**20:.2f} MiB) exceed {self.s.npu.sram / 2**20:.2f} MiB")
+        return self.logit_errors(self.L, self._logit_bytes(1))
+
+    def logit_errors(self, tokens, logit_bytes) -> str | list[str]:
+        """logit_error()'s wording at these attended tokens and one head group's logit bytes (lists of them, at
+        the points of a batch that overflow)."""
+        sram = self.s.npu.sram / 2**20
+        if isinstance(tokens, list):
+            return [f"NPU SRAM: the logits of one head group at {t} tokens ({b / 2**20:.2f} MiB) exceed {sram:.2f} MiB"
+                    for t, b in zip(tokens, logit_bytes, strict=True)]
+        return f"NPU SRAM: the logits of one head group at {tokens} tokens ({logit_bytes / 2**20:.2f} MiB) exceed " \
+               f"{sram:.2f} MiB"
 
     def _logit_bytes(self, kv_heads: int) -> float:
         return kv_heads * (self.m.heads // self.m.kv_heads) * self.keys_per_head() * self.p.act_bytes

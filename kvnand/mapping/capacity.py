@@ -113,9 +113,15 @@ def check_many(stores: list[Store], contexts, names: list | None = None) -> tupl
         first[over & ~oom] = i
         oom |= over
     reasons = np.full(shape, None, dtype=object)
-    for at in zip(*np.nonzero(oom), strict=True):
-        i = first[at]
-        name = stores[i].name if names is None else names[at[0]][i]
-        reasons[at] = _reason(name, float(caps[i][at]), float(np.broadcast_to(stores[i].fixed_bytes, shape)[at]),
-                              float(used[i][at]), f"{contexts[at]} tokens")
+    for i, s in enumerate(stores):  # the points each store is the first to overflow, worded together
+        at = np.nonzero(first == i)
+        if not at[0].size:
+            continue
+        rows = at[0].tolist() if len(shape) > 1 else [None] * at[0].size
+        words = [_reason(s.name if names is None else names[r][i], cap, fixed, u, f"{c} tokens")
+                 for r, cap, fixed, u, c in zip(rows, caps[i][at].tolist(),
+                                                np.broadcast_to(s.fixed_bytes, shape)[at].tolist(),
+                                                used[i][at].tolist(), np.asarray(contexts)[at].tolist(),
+                                                strict=True)]
+        reasons[at] = np.array(words, dtype=object)
     return oom, reasons, used
