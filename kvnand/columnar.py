@@ -18,6 +18,7 @@ design at a time.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from typing import Any
 
 from kvnand.config.loader import is_policy_key
@@ -307,59 +308,120 @@ def _fullest(used: list, capacity: list):
 
 def _design_info(d: Design, overrides: dict) -> dict:
     """A design's fields of the record that do not depend on the context."""
-    return {"overrides": overrides, "config": d.config(overrides), **d.memories(),
-            "max_context": d.max_context, "capacity": {s.name: s.capacity_bytes for s in d.stores},
+    return {"overrides": overrides, "config": d.config(overrides), **d.memories(copy=False),
+            "max_context": d.max_context, "capacity": d.capacities,
             "kv_summary": d.kv_summary}
 
 
 def _gather(w: dict, row, system: str) -> dict:
     """The group of one point per (stacked row, context): every row's points (`row` None), or at each context
-    of each design the row `row[design, context]` (kvnand-d:auto's winners)."""
+    of each design the row `row[design, context]` (kvnand-d:auto's winners). Its numbers are made now; its
+    breakdowns stay the walk's arrays over (designs, contexts), read at its points when asked for
+    (_breakdown_values, _flat)."""
     import numpy as np
 
     k, n_ctx = w["shape"]
     if row is None:
-        rows = np.repeat(np.arange(k), n_ctx)
-
-        def pick(a):
-            return np.broadcast_to(a, (k, n_ctx)).reshape(-1)
+        rows, take = np.repeat(np.arange(k), n_ctx), None
     else:
         rows = row.ravel()
-        cols = np.tile(np.arange(n_ctx), row.shape[0])
-
-        def pick(a):
-            return np.broadcast_to(a, (k, n_ctx))[rows, cols]
-
-    oom = pick(w["oom"])
+        take = (rows, np.tile(np.arange(n_ctx), row.shape[0]))
+    g: dict[str, Any] = {"records": None, "n": len(rows), "shape": (k, n_ctx), "take": take}
+    oom = _pick(g, w["oom"])
     ok = ~oom
-    g: dict[str, Any] = {
-        "records": None, "n": len(rows), "system": system, "model": w["model"], "precision": w["precision"],
-        "mode": "fast", "row": rows.copy(), "designs": w["designs"], "context": pick(w["context"]), "oom": oom,
-        "oom_reason": list(pick(w["oom_reason"])), "beyond_model_context": pick(w["beyond_model_context"]),
-        "model_max_context": w["model_max_context"], "used": [pick(u) for u in w["used"]],
-        "capacity_use": pick(w["capacity_use"]),
-        "masked": w["masked"], "bottleneck": [None] * len(rows),
+    g.update({
+        "system": system, "model": w["model"], "precision": w["precision"], "mode": "fast", "row": rows.copy(),
+        "designs": w["designs"], "context": _pick(g, w["context"]), "oom": oom, "ok": ok,
+        "oom_reason": list(_pick(g, w["oom_reason"])), "beyond_model_context": _pick(g, w["beyond_model_context"]),
+        "model_max_context": w["model_max_context"], "used": [_pick(g, u) for u in w["used"]],
+        "capacity_use": _pick(g, w["capacity_use"]), "masked": w["masked"], "bottleneck": [None] * len(rows),
         **{f: np.full(len(rows), np.nan) for f in (*SCALARS, "prefill_tokens")},
-        **{f: {} for f in BREAKDOWNS}, "kv_reads": None,
-    }
+        "src": {f: {} for f in BREAKDOWNS}, "kv_src": None, "flat": None,
+    })
     if not ok.any():
         return g
-    every = ok.all()
-
-    def masked(v, fill):
-        return pick(v) if every else np.where(ok, pick(v), fill)
-
     for f, v in w["values"].items():
-        g[f] = masked(v, np.nan)
-    bound = {key: masked(v, 0.0) for key, v in w["breakdowns"]["breakdown_by_resource_s"].items()}
+        g[f] = _masked(g, v, np.nan)
+    bound = {key: _masked(g, v, 0.0) for key, v in w["breakdowns"]["breakdown_by_resource_s"].items()}
     g["bottleneck"] = _bottlenecks(bound, ok)
-    if not w["keep_breakdowns"]:
-        return g
-    for f, d in w["breakdowns"].items():
-        g[f] = bound if f == "breakdown_by_resource_s" else {key: masked(v, 0.0) for key, v in d.items()}
-    if w["kv_reads"] is not None:
-        g["kv_reads"] = {key: masked(v, 0.0) for key, v in w["kv_reads"].items()}
+    if w["keep_breakdowns"]:
+        g["src"], g["kv_src"] = w["breakdowns"], w["kv_reads"]
     return g
+
+
+def _pick(g: dict, a):
+    """The values of an array over (designs, contexts) at the group's points."""
+    import numpy as np
+
+    full = np.broadcast_to(a, g["shape"])
+    return full.reshape(-1) if g["take"] is None else full[g["take"]]
+
+
+def _masked(g: dict, a, fill):
+    """_pick(), `fill` at the group's out-of-memory points."""
+    import numpy as np
+
+    v = _pick(g, a)
+    return v if g["ok"].all() else np.where(g["ok"], v, fill)
+
+
+def _breakdown_values(g: dict, f: str, key: str):
+    """Breakdown `f`'s entry `key` at the group's points (0.0 where out of memory or without it)."""
+
+    if g["records"] is not None:
+        return g["flat"][f].get(key, 0.0)
+    src = g["src"][f].get(key)
+    return 0.0 if src is None or not g["ok"].any() else _masked(g, src, 0.0)
+
+
+def _flat(g: dict) -> dict:
+    """Every breakdown (and the KV page reads) of a stacked group at its points, made once (for its records)."""
+    if g["flat"] is None:
+        g["flat"] = {f: {key: _breakdown_values(g, f, key) for key in g["src"][f]} for f in BREAKDOWNS}
+        g["flat"]["kv_reads"] = None if g["kv_src"] is None else \
+            {key: _masked(g, v, 0.0) for key, v in g["kv_src"].items()}
+    return g["flat"]
+
+
+class _Breakdown(Mapping):
+    """One breakdown of evaluate_many's columns: entry -> array over every point, each array built when first
+    read (a sweep that reads a few entries does not fill hundreds of columns)."""
+
+    def __init__(self, field: str, pieces: list[tuple], n: int, block: int):
+        self._field, self._pieces, self._n, self._block = field, pieces, n, block
+        self._keys = list(dict.fromkeys(key for _, g in pieces for key in _entries(g, field)))
+        self._made: dict = {}
+
+    def __getitem__(self, key):
+        col = self._made.get(key)
+        if col is None:
+            if key not in self._keys:
+                raise KeyError(key)
+            import numpy as np
+
+            col = self._made[key] = np.zeros(self._n)
+            for idx, g in self._pieces:
+                if key in _entries(g, self._field):
+                    _put(col, _breakdown_values(g, self._field, key), idx, self._block)
+        return col
+
+    def __iter__(self):
+        return iter(self._keys)
+
+    def __len__(self):
+        return len(self._keys)
+
+
+def _entries(g: dict, f: str):
+    return g["flat"][f] if g["records"] is not None else g["src"][f]
+
+
+def _put(col, values, idx, block: int) -> None:
+    """values (one, or one per position of `idx`: whole blocks of `block` consecutive positions) into col."""
+    import numpy as np
+
+    rows = idx[::block] // block
+    col.reshape(-1, block)[rows] = values if np.ndim(values) == 0 else np.reshape(values, (-1, block))
 
 
 def _bottlenecks(bound: dict, ok) -> list:
@@ -388,7 +450,8 @@ def _bottlenecks(bound: dict, ok) -> list:
 
 def _columns(pieces: list[tuple], n: int, block: int) -> dict:
     """Columns of every point from the groups (each with its points' positions: whole blocks of `block`
-    consecutive positions, one design's contexts, which are copied as rows)."""
+    consecutive positions, one design's contexts, which are copied as rows). A group evaluate() made point by
+    point is turned into columns here (its `flat`); the breakdowns are _Breakdown mappings."""
     import numpy as np
 
     objects = ("system", "model", "precision", "mode", "oom_reason", "bottleneck", "overrides", "config")
@@ -398,13 +461,11 @@ def _columns(pieces: list[tuple], n: int, block: int) -> dict:
         "model_max_context": np.zeros(n, dtype=np.int64), "oom": np.zeros(n, dtype=bool),
         "beyond_model_context": np.zeros(n, dtype=bool), "fallback": np.zeros(n, dtype=bool),
         "cost_usd": np.zeros(n), "prefill_tokens": np.full(n, np.nan), "capacity_use": np.zeros(n),
-        **{f: np.full(n, np.nan) for f in SCALARS}, **{f: {} for f in BREAKDOWNS},
+        **{f: np.full(n, np.nan) for f in SCALARS},
     }
     for idx, g in pieces:
-        rows = idx[::block] // block
-
-        def put(col, values, rows=rows):
-            col.reshape(-1, block)[rows] = values if np.ndim(values) == 0 else np.reshape(values, (-1, block))
+        def put(col, values, idx=idx):
+            _put(col, values, idx, block)
 
         if g["records"] is not None:
             g = _from_records(g)
@@ -423,21 +484,16 @@ def _columns(pieces: list[tuple], n: int, block: int) -> dict:
         put(cols["model_max_context"], g["model_max_context"])
         for f in ("context", "oom", "beyond_model_context", "prefill_tokens", "capacity_use", *SCALARS):
             put(cols[f], g[f])
-        for f in BREAKDOWNS:
-            into = cols[f]
-            for k, v in g[f].items():
-                col = into.get(k)
-                if col is None:
-                    col = into[k] = np.zeros(n)
-                put(col, v)
     for f in objects:
         cols[f] = cols[f].tolist()
+    cols.update({f: _Breakdown(f, pieces, n, block) for f in BREAKDOWNS})
     cols["_pieces"] = pieces
     return cols
 
 
 def _from_records(g: dict) -> dict:
-    """The group of points evaluate() evaluated one by one (each point its own design)."""
+    """The columns of a group of points evaluate() evaluated one by one (each point its own design); its
+    breakdowns go to the group's `flat`."""
     import numpy as np
 
     recs = g["records"]
@@ -452,9 +508,8 @@ def _from_records(g: dict) -> dict:
                                     for r in recs])
     for f in (*SCALARS, "prefill_tokens"):
         out[f] = np.array([np.nan if r.get(f) is None else r[f] for r in recs], dtype=float)
-    for f in BREAKDOWNS:
-        keys = dict.fromkeys(k for r in recs for k in r.get(f, {}))
-        out[f] = {k: np.array([r.get(f, {}).get(k, 0.0) for r in recs]) for k in keys}
+    g["flat"] = {f: {k: np.array([r.get(f, {}).get(k, 0.0) for r in recs])
+                     for k in dict.fromkeys(k for r in recs for k in r.get(f, {}))} for f in BREAKDOWNS}
     return out
 
 
@@ -489,9 +544,11 @@ def _record(g: dict, i: int) -> dict:
         config.pop("read_compute_fraction", None)  # the lowering's choice, made only where the point fits
         return rec
 
+    flat = _flat(g)
+
     def at(f):
         masked = g["masked"] if f in ("breakdown_s", "breakdown_by_resource_s") else ()
-        return {k: float(v[i]) for k, v in g[f].items() if not (k in masked and v[i] == 0.0)}
+        return {k: float(v[i]) for k, v in flat[f].items() if not (k in masked and v[i] == 0.0)}
 
     rec.update({f: float(g[f][i]) for f in SCALARS})
     rec.update({"power_breakdown_w": at("power_breakdown_w"), "prefill_tokens": int(g["prefill_tokens"][i]),
@@ -500,5 +557,5 @@ def _record(g: dict, i: int) -> dict:
                 "energy_breakdown_j": at("energy_breakdown_j"), "bottleneck": g["bottleneck"][i],
                 "actions": at("actions")})
     if info["kv_summary"] is not None:
-        rec["kv_mapping"] = {**info["kv_summary"], **{k: float(v[i]) for k, v in g["kv_reads"].items()}}
+        rec["kv_mapping"] = {**info["kv_summary"], **{k: float(v[i]) for k, v in flat["kv_reads"].items()}}
     return rec

@@ -70,6 +70,11 @@ class Design:
         return self.lowering.buffer_error()
 
     @cached_property
+    def capacities(self) -> dict[str, float]:
+        """Bytes of each memory the placement fills, by store name (read-only)."""
+        return {s.name: s.capacity_bytes for s in self.stores}
+
+    @cached_property
     def kv_summary(self) -> dict | None:
         """The `kv_mapping` record's layout fields (None when the KV is not in flash pages)."""
         lay = self.lowering.layout
@@ -83,9 +88,11 @@ class Design:
         """The record's config of this design reached with `overrides` (a new dict)."""
         return {**self._config, "overrides": dict(overrides)}
 
-    def memories(self) -> dict:
-        """The record's cost_usd and memories (a copy: records are the caller's)."""
-        return {"cost_usd": self._memories["cost_usd"], "memories": [dict(i) for i in self._memories["memories"]]}
+    def memories(self, copy: bool = True) -> dict:
+        """The record's cost_usd and memories (a copy, as records are the caller's, unless the caller copies them
+        into each record itself)."""
+        mems = self._memories["memories"]
+        return {"cost_usd": self._memories["cost_usd"], "memories": [dict(i) for i in mems] if copy else mems}
 
 
 # (id(system), model, precision) -> Design. The loader hands out one System object per configuration and

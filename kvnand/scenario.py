@@ -230,24 +230,38 @@ def _model(name: str) -> ModelSpec:
 
 def resolve_many(system: str, model: str, precision: str | None, overrides: list[dict]) -> list[Scenario]:
     """resolve() of one concrete system and model under each of many overrides (their points at context 1, as
-    the context-independent parts of a design need): the system's files are found and checked once."""
+    the context-independent parts of a design need): the system's files are found and checked once, and the
+    policy and precision of overrides without KV-policy keys are resolved once per precision."""
     from kvnand.config.loader import load_systems
 
     if split_auto(system)[1]:
         raise InputError("resolve one G1/G2 split at a time", key="system", value=system)
     spec = _model(model)
-    return [_scenario(Point(system, model, 1, precision, ov), s, spec)
+    memo: dict = {}
+    return [_scenario(Point(system, model, 1, precision, ov), s, spec, memo)
             for ov, s in zip(overrides, load_systems(system, overrides), strict=True)]
 
 
-def _scenario(point: Point, system: System, spec: ModelSpec) -> Scenario:
+def _scenario(point: Point, system: System, spec: ModelSpec, memo: dict | None = None) -> Scenario:
+    """The scenario of a point on its loaded system; `memo`: (policy, precision) by precision name, for points
+    whose overrides name no KV policy (resolve_many's)."""
+    from kvnand.config.loader import is_policy_key
+
+    name = point.precision or system.default_precision
+    if memo is None or any(is_policy_key(k) for k in point.overrides):
+        policy, precision = _policy_precision(point.overrides, name)
+    else:
+        policy, precision = memo.get(name) or memo.setdefault(name, _policy_precision({}, name))
+    draft = point.decode.spec_draft
+    return Scenario(point, system, spec, precision, policy, _model(draft) if draft is not None else None)
+
+
+def _policy_precision(overrides: dict, precision: str) -> tuple:
     from kvnand.workload.kv_policy import apply_precision, resolve_policy
     from kvnand.workload.precision import get_precision
 
-    policy = resolve_policy(point.overrides)
-    precision = apply_precision(policy, get_precision(point.precision or system.default_precision))
-    draft = point.decode.spec_draft
-    return Scenario(point, system, spec, precision, policy, _model(draft) if draft is not None else None)
+    policy = resolve_policy(overrides)
+    return policy, apply_precision(policy, get_precision(precision))
 
 
 def resolve(point: Point) -> Scenario:
