@@ -50,11 +50,11 @@ def evaluate_many(system: str | list[str], model: str | list[str], contexts, *,
     `overrides`: a list of override dicts, or a dict of lists (their product: {"dies": [8, 16], "g2_dies":
     [1, 2]}). Columns: numbers as numpy arrays (NaN where a point is out of memory, as evaluate() gives None),
     strings as lists (oom_reason None where it fits), each breakdown (breakdown_s, busy_s, actions, ...) as a
-    mapping of arrays (0.0 at points without that entry; each array built when first read), `overrides` as a list of dicts, and `fallback` (bool
-    array: the point was evaluated by evaluate() itself), and `capacity_use` (used / capacity of the fullest
-    memory, out of memory above 1; not a record field). `records(columns)` gives evaluate()'s records.
-    `breakdowns=False` leaves the breakdown dicts empty (a sweep that needs the numbers only: ~400 arrays over
-    the points less to fill; records() then refuses).
+    mapping of arrays (0.0 at points without that entry; each array built when first read), `overrides` as a
+    list of dicts, `fallback` (bool array: the point was evaluated by evaluate() itself), and `capacity_use`
+    (used / capacity of the fullest memory, out of memory above 1; not a record field). `records(columns)`
+    gives evaluate()'s records. `breakdowns=False` leaves the breakdowns empty (a sweep that needs the numbers
+    only; records() then refuses).
 
     Designs that differ in numbers only are stacked and walked together over all their contexts (see the
     module's docstring); the event modes, `refresh`, KV policies and any design the array path cannot lower

@@ -54,7 +54,11 @@ def memory_cost(system: str, overrides: dict[str, Any] | None = None) -> dict:
     "kv_capacity_bytes", "cost_usd"} of a system preset (with --set style overrides, e.g. {"dies": 8})."""
     from kvnand.config.loader import load_system
 
-    s = load_system(system.removesuffix(":auto"), overrides or {})
+    return memories_of(load_system(system.removesuffix(":auto"), overrides or {}))
+
+
+def memories_of(s) -> dict:
+    """memory_cost() of a loaded system."""
     items = []
     if s.flash is not None:
         items.append(_flash_item("IFC flash" if s.flash.logic is not None else "flash", s.flash))

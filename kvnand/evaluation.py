@@ -51,7 +51,7 @@ class Design:
         check_composition(self.system)
         self.stores = stores(self.system, self.spec, self.prec)  # dense KV, one sequence
         self._lowering: Lowering | None = None
-        self._memories = _memories(system, overrides)
+        self._memories = _memories_of(self.system)
 
     @property
     def lowering(self) -> Lowering:
@@ -368,9 +368,15 @@ def kv_policy_record(b: Lowering, mapping: dict | None) -> dict:
 
 def _memories(system: str, overrides: dict) -> dict:
     """Memory cost and the capacity of each memory (kvnand.cost), in every record, OOM or not."""
-    from kvnand.cost import memory_cost
+    from kvnand.config.loader import load_system
 
-    c = memory_cost(system, overrides)
+    return _memories_of(load_system(system.removesuffix(":auto"), overrides))
+
+
+def _memories_of(s) -> dict:
+    from kvnand.cost import memories_of
+
+    c = memories_of(s)
     return {"cost_usd": c["cost_usd"], "memories": c["memories"]}
 
 

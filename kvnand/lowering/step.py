@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+from functools import lru_cache
 
 from kvnand.config.schema import KvPolicy, System
 from kvnand.errors import InputError
@@ -125,10 +126,7 @@ def _global_buffer_error(s: System, wgroup: FlashGroup, m: ModelSpec, p: Precisi
     if hit is not None and hit[0] is s:
         return hit[1]
     logic, error = s.flash.logic, None
-    layer_ops = [op for kind, _ in m.layer_kinds for op in layer_operators(m, p, 1, kind=kind)]
-    for op in (*prologue_operators(m, p), *layer_ops, *head_operators(m, p)):
-        if op.kind != "gemv" or op.name == "router":
-            continue
+    for op in _gemvs(m, p):
         til = tile_gemv(wgroup, op.in_dim, op.out_dim, p.weight_bytes)
         need = op.in_dim * p.act_bytes + til.cols_per_die * logic.psum_bytes
         if need > logic.global_buffer:
@@ -139,6 +137,14 @@ def _global_buffer_error(s: System, wgroup: FlashGroup, m: ModelSpec, p: Precisi
         _GLOBAL_BUFFER.clear()
     _GLOBAL_BUFFER[key] = (s, error)
     return error
+
+
+@lru_cache(maxsize=256)
+def _gemvs(m: ModelSpec, p: Precision) -> tuple[Operator, ...]:
+    """The weight GEMVs of a decode step (the MoE router runs on the NPU), in step order."""
+    layer_ops = [op for kind, _ in m.layer_kinds for op in layer_operators(m, p, 1, kind=kind)]
+    return tuple(op for op in (*prologue_operators(m, p), *layer_ops, *head_operators(m, p))
+                 if op.kind == "gemv" and op.name != "router")
 
 
 def energy_prefix(g: FlashGroup) -> str:
