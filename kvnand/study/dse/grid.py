@@ -33,7 +33,7 @@ def _init(space_file: str) -> None:
     _space = load_space(space_file)
 
 
-CHUNK = 64  # designs whose workload points are evaluated together
+CHUNK = 256  # designs whose workload points are evaluated together
 
 
 def _evaluate_chunk(chunk: list[dict]) -> list[tuple]:

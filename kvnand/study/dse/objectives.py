@@ -112,19 +112,24 @@ def prefetch(space, designs: list[dict[str, Any]]) -> None:
         if not d.decode:  # a batched or speculative step is evaluated point by point
             shape = tuple((k, v if isinstance(v, str) or isinstance(v, bool) else None) for k, v in d.overrides)
             groups.setdefault((d.system, d.precision, shape), []).append(d)
-    keys = [*space.spec.objectives, *space.spec.constraints]
-    rates = any(metric(k).needs_reliability for k in keys) and space.spec.workload.profile
+    needs = _needs_reliability(space)
+    weights = {(p.model, p.context): p.weight for p in space.points}
     for (system, precision, _), ds in groups.items():
         for model, contexts in by_model.items():
             contexts = list(dict.fromkeys(contexts))
-            _prefetch_group(system, model, contexts, precision, ds)
-            if rates:
-                _prefetch_rates(system, model, contexts, precision, ds, rates)
+            _prefetch_group(system, model, contexts, precision, ds, [weights[(model, c)] for c in contexts], needs)
+            if needs:
+                _prefetch_rates(system, model, contexts, precision, ds, space.spec.workload.profile)
 
 
-def _prefetch_group(system: str, model: str, contexts: list[int], precision, ds: list) -> None:
-    """The points of designs `ds` at `contexts` of `model`, from one evaluate_many call (one per design when
-    one of them is not a valid configuration)."""
+def _needs_reliability(space) -> bool:
+    return any(metric(k).needs_reliability for k in (*space.spec.objectives, *space.spec.constraints))
+
+
+def _prefetch_group(system: str, model: str, contexts: list[int], precision, ds: list, weights: list[float],
+                    reliability: bool) -> None:
+    """The points of designs `ds` at `contexts` of `model` (with their workload `weights`), from one
+    evaluate_many call (one per design when one of them is not a valid configuration)."""
     from kvnand.columnar import evaluate_many
 
     try:
@@ -133,16 +138,16 @@ def _prefetch_group(system: str, model: str, contexts: list[int], precision, ds:
     except InputError:
         if len(ds) > 1:
             for d in ds:
-                _prefetch_group(system, model, contexts, precision, [d])
+                _prefetch_group(system, model, contexts, precision, [d], weights, reliability)
         return
     n = len(contexts)
     numbers = {k: cols[k].tolist() for k in ("oom", "capacity_use", "tokens_per_s", "latency_s", "energy_j_per_token",
                                              "power_w")}
     for i, d in enumerate(ds):
         config = {k: v for k, v in cols["config"][i * n].items() if k in CONFIG_KEYS}  # the design's own
-        for j, c in enumerate(contexts):
+        for j, (c, w) in enumerate(zip(contexts, weights, strict=True)):
             _PREFETCHED[(d.system, model, c, d.precision, d.overrides, d.decode)] = \
-                _column_point(cols, numbers, i * n + j, config)
+                _column_point(cols, numbers, i * n + j, config, w, reliability)
 
 
 def _prefetch_rates(system: str, model: str, contexts: list[int], precision, ds: list, profile) -> None:
@@ -171,17 +176,22 @@ def _prefetch_rates(system: str, model: str, contexts: list[int], precision, ds:
             _RATES[(d.system, model, c, d.precision, d.overrides, profile)] = float(rate[i, column[at[c]]])
 
 
-def _column_point(cols: dict, numbers: dict, i: int, config: dict) -> dict:
-    """_point_fields() of point i of evaluate_many columns (`numbers`: their numeric columns as lists)."""
+def _column_point(cols: dict, numbers: dict, i: int, config: dict, weight: float, reliability: bool) -> dict:
+    """The report's workload point i of evaluate_many columns, in POINT_KEYS order (`numbers`: their numeric
+    columns as lists), the reliability entries left for _point_report to fill where it fits."""
     oom = numbers["oom"][i]
     rate = None if oom else numbers["tokens_per_s"][i]
-    return {"system": cols["system"][i], "model": cols["model"][i], "context": int(cols["context"][i]),
-            "precision": cols["precision"][i], "oom": oom, "oom_reason": cols["oom_reason"][i],
-            "tokens_per_s": rate, "latency_s": None if oom else numbers["latency_s"][i],
-            "energy_j_per_token": None if oom else numbers["energy_j_per_token"][i],
-            "power_w": None if oom else numbers["power_w"][i], "capacity_use": numbers["capacity_use"][i],
-            "bottleneck": cols["bottleneck"][i], "aggregate_tokens_per_s": rate,  # one request: its own rate
-            "kv_useful_fraction": None if oom else 1.0, "config": config}
+    point = {"system": cols["system"][i], "model": cols["model"][i], "context": int(cols["context"][i]),
+             "precision": cols["precision"][i], "oom": oom, "oom_reason": cols["oom_reason"][i], "weight": weight,
+             "tokens_per_s": rate, "latency_s": None if oom else numbers["latency_s"][i],
+             "energy_j_per_token": None if oom else numbers["energy_j_per_token"][i],
+             "power_w": None if oom else numbers["power_w"][i], "capacity_use": numbers["capacity_use"][i],
+             "bottleneck": cols["bottleneck"][i]}
+    if reliability and not oom:
+        point.update(lifetime_years=None, read_disturb_margin=None)
+    point.update(aggregate_tokens_per_s=rate,  # one request: its own rate
+                 kv_useful_fraction=None if oom else 1.0, config=config)
+    return point
 
 
 def _point_fields(rec: dict) -> dict:
@@ -244,7 +254,8 @@ def evaluate_design(space, params: dict[str, Any]) -> Evaluation:
     d = space.design(params)
     keys = list(dict.fromkeys([*space.spec.objectives, *space.spec.constraints]))
     try:
-        points = [_point_report(space, d, p, keys) for p in space.points]
+        needs = _needs_reliability(space)
+        points = [_point_report(space, d, p, needs) for p in space.points]
         hw = _hardware(d.system, d.overrides)
     except InputError as exc:  # an impossible combination, e.g. G2 >= dies
         cons = dict.fromkeys(constraint_names(space), 0.0)
@@ -277,7 +288,7 @@ def evaluate_design(space, params: dict[str, Any]) -> Evaluation:
     values = [worst(k) if metrics.get(k) is None else float(metrics[k]) for k in space.spec.objectives]
     report = jsonable({"design": d.as_dict(), "params": params, "metrics": metrics, "constraints": cons,
                        "violated": violated})
-    report["points"] = [_compact(p) for p in points]
+    report["points"] = [_stored(p) for p in points]
     return Evaluation(values, cons, violated, metrics, report)
 
 
@@ -303,28 +314,38 @@ def compact_report(report: dict) -> dict:
 
 
 def _compact(rec: dict) -> dict:
-    """A workload point of the report: POINT_KEYS in order, then the config's CONFIG_KEYS, as jsonable() stores
-    them (inf and NaN become None)."""
-    out = {k: None if isinstance(v, float) and not math.isfinite(v) else v
-           for k in POINT_KEYS if (v := rec.get(k, _ABSENT)) is not _ABSENT}
+    """A workload point of the report: POINT_KEYS in order, then the config's CONFIG_KEYS."""
+    out = {k: rec[k] for k in POINT_KEYS if k in rec}
     out["config"] = rec["config"]
     return out
 
 
-_ABSENT = object()
+def _stored(point: dict) -> dict:
+    """The point as jsonable() stores it (inf and NaN become None; in place, once it has been aggregated)."""
+    for k, v in point.items():
+        if isinstance(v, float) and not math.isfinite(v):
+            point[k] = None
+    return point
 
 
-def _point_report(space, d, p, keys: list[str]) -> dict:
+def _point_report(space, d, p, reliability: bool) -> dict:
+    """The report's workload point `p` of design `d`: prefetched (a point of this chunk's), else from the point's
+    evaluate() record; with the flash lifetime and read-disturb margin where it fits when `reliability`."""
     key = (d.system, p.model, p.context, d.precision, d.overrides, d.decode)
     rec = _PREFETCHED.get(key)
-    rec = dict(rec) if rec is not None else _point_fields(_point(*key))
-    rec["weight"] = p.weight
-    if not rec["oom"] and any(metric(k).needs_reliability for k in keys):
+    prefetched = rec is not None
+    if not prefetched:
+        rec = _point_fields(_point(*key))
+        rec["weight"] = p.weight
+    if reliability and not rec["oom"]:
         r = _reliability(d.system, p.model, p.context, d.precision, d.overrides, space.spec.workload.profile)
         rec["lifetime_years"] = r.get("lifetime_years")
         reads, limit = r.get("max_reads_per_block"), r.get("read_disturb_limit")
         rec["read_disturb_margin"] = (limit / reads if reads else math.inf) if limit else None
-    return rec
+    if prefetched:  # the report keeps it: a second request of this point is answered anew
+        del _PREFETCHED[key]
+        return rec
+    return _compact(rec)
 
 
 def _aggregate(space, key: str, points: list[dict]) -> float | None:
