@@ -473,7 +473,9 @@ def _columns(pieces: list[tuple], n: int, block: int) -> dict:
         designs, row = g["designs"], g["row"]
         for f in ("system", "model", "precision", "mode"):
             put(cols[f], g[f])
-        for f in ("overrides", "config", "max_context", "cost_usd"):
+        for f in ("max_context", "cost_usd"):
+            put(cols[f], np.array([info[f] for info in designs])[row])
+        for f in ("overrides", "config"):
             per = np.empty(len(designs), dtype=object)
             per[:] = [info[f] for info in designs]
             put(cols[f], per[row])
