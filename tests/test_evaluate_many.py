@@ -231,3 +231,23 @@ def test_columns_without_breakdowns_hold_the_same_numbers():
     assert all(lean[f] == {} for f in ("breakdown_s", "actions")) and full["breakdown_s"]
     with pytest.raises(InputError, match="without breakdowns"):
         records(lean)
+
+
+def test_breakdown_columns_are_a_mapping_built_on_read():
+    cols = evaluate_many("kvnand-d", "llama3.1-8b", [1000, 3_000_000], overrides={"dies": [8, 16], "g2_dies": [1, 3]})
+    stages = cols["breakdown_s"]
+    assert len(stages) == len(list(stages)) > 0 and "attention" in stages
+    first = stages["attention"]
+    assert first is stages["attention"] and len(first) == 8  # built once, one entry per point
+    assert first[1] == 0.0 and first[0] > 0  # out of memory at 3M tokens
+    assert dict(stages.items()).keys() == set(stages)
+    with pytest.raises(KeyError):
+        stages["no such stage"]
+
+
+def test_load_systems_equals_load_system():
+    from kvnand.config.loader import load_system, load_systems
+
+    ovs = [{"dies": 8, "g2_dies": 2}, {"dies": 16, "g2_dies": 9}, {}]
+    assert all(a is b for a, b in zip(load_systems("kvnand-d", ovs), [load_system("kvnand-d", o) for o in ovs],
+                                      strict=True))

@@ -124,3 +124,23 @@ def test_codeword_failure_grows_with_the_bit_error_rate():
     ps = np.linspace(0, 0.02, 50)
     tails = [ecc.codeword_failure(9088, 64, float(p)) for p in ps]
     assert all(a <= b for a, b in zip(tails, tails[1:], strict=False))
+
+
+def test_a_rate_the_caller_measured_gives_the_same_reliability():
+    """A grid passes the decode rate at the session's mean decode context from evaluate_many; evaluate_reliability
+    then gives what it gives measuring that rate itself (NaN: that context does not fit, as decode_rate's None)."""
+    import math
+
+    from kvnand.columnar import evaluate_many
+    from kvnand.reliability.profile import get_profile, session
+
+    ov = {"dies": 16, "g2_dies": 5}
+    for context in (2000, 40_000):
+        mean = session(get_profile("continuous"), context).mean_decode_context
+        rate = float(evaluate_many("kvnand-d", "llama3.1-8b", [mean], overrides=[ov], breakdowns=False)
+                     ["tokens_per_s"][0])
+        assert rate == decode_rate("kvnand-d", "llama3.1-8b", mean, None, ov)
+        given = evaluate_reliability("kvnand-d", "llama3.1-8b", context, overrides=ov, rate=rate)
+        assert given == evaluate_reliability("kvnand-d", "llama3.1-8b", context, overrides=ov)
+    big = evaluate_reliability("kvnand-d", "llama3.1-70b", 10**7, overrides=ov, rate=math.nan)
+    assert big == evaluate_reliability("kvnand-d", "llama3.1-70b", 10**7, overrides=ov)
