@@ -478,7 +478,8 @@ def _auto_split(system, model, context, precision, mode, overrides, with_timelin
 
 def evaluate_reliability(system: str, model: str, context: int, *, precision: str | None = None,
                          mapping: str | None = None, profile="continuous", overrides: dict | None = None,
-                         record: dict | None = None, rate: float | None = None) -> dict:
+                         record: dict | None = None, rate: float | None = None,
+                         lifetime_only: bool = False) -> dict:
     """kvnand.reliability.reliability() of a point, with what only evaluate() knows: the G1/G2 split a
     ':auto' system picks for speed (the one whose flash is aged) and, when the profile gives no decode rate,
     the system's own rate at the session's mean decode context (evaluate()'s tokens_per_s there, from the
@@ -487,8 +488,9 @@ def evaluate_reliability(system: str, model: str, context: int, *, precision: st
     `record`: the caller's evaluate() result of this very point (same system, model, context, precision and
     overrides), if it has one; an ':auto' system then takes the split it chose instead of ranking them again.
     `rate`: the system's decode rate at the session's mean decode context when the caller has it (NaN: that
-    point does not fit), as decode_rate() gives it (e.g. a grid's, from evaluate_many at those contexts)."""
-    from kvnand.reliability import reliability
+    point does not fit), as decode_rate() gives it (e.g. a grid's, from evaluate_many at those contexts).
+    `lifetime_only`: kvnand.reliability.lifetime()'s fields only (no bit-error model)."""
+    from kvnand.reliability import lifetime, reliability
     from kvnand.reliability.disturb import system_overrides
     from kvnand.reliability.profile import get_profile, session
 
@@ -507,8 +509,8 @@ def evaluate_reliability(system: str, model: str, context: int, *, precision: st
         rate = None if math.isnan(rate) else rate
     elif prof.tokens_per_s is None and isinstance(context, int) and not isinstance(context, bool) and context > 0:
         rate = decode_rate(system, model, session(prof, context).mean_decode_context, precision, sys_over)
-    return reliability(system, model, context, precision=precision, mapping=mapping, profile=profile,
-                       overrides=overrides, tokens_per_s=rate)
+    return (lifetime if lifetime_only else reliability)(system, model, context, precision=precision, mapping=mapping,
+                                                         profile=profile, overrides=overrides, tokens_per_s=rate)
 
 
 def decode_rate(system: str, model: str, context: int, precision: str | None = None,

@@ -144,3 +144,14 @@ def test_a_rate_the_caller_measured_gives_the_same_reliability():
         assert given == evaluate_reliability("kvnand-d", "llama3.1-8b", context, overrides=ov)
     big = evaluate_reliability("kvnand-d", "llama3.1-70b", 10**7, overrides=ov, rate=math.nan)
     assert big == evaluate_reliability("kvnand-d", "llama3.1-70b", 10**7, overrides=ov)
+
+
+@pytest.mark.parametrize("system,overrides", [("kvnand-d", {"dies": 16, "g2_dies": 5}), ("kvnand-c16", {}),
+                                              ("base2", {}), ("csd-offload", {})])
+def test_lifetime_is_reliabilitys_own_fields(system, overrides):
+    from kvnand.reliability import lifetime, reliability
+
+    for context in (1000, 60_000, 10**8):
+        full = reliability(system, "llama3.1-8b", context, overrides=overrides, tokens_per_s=20.0)
+        lean = lifetime(system, "llama3.1-8b", context, overrides=overrides, tokens_per_s=20.0)
+        assert lean == {k: full[k] for k in ("oom", "max_reads_per_block", "read_disturb_limit", "lifetime_years")}

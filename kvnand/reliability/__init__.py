@@ -4,7 +4,8 @@ profile.py describes how the device is used (sessions, decode rate, hours/day, y
 page reads per block for every die group. refresh.py decides when blocks are rewritten and what that
 costs per token. endurance.py turns writes and refreshes into P/E per year and a lifetime. ecc.py turns
 wear into RBER, UBER and read retries. `reliability()` (one `kvnand.reliability/1` result) and
-`refresh_overhead()` (refresh cost per token, for evaluate()) are the entry points. Heavy modules load
+`refresh_overhead()` (refresh cost per token, for evaluate()) are the entry points; `lifetime()` is the part of
+`reliability()` a design-space search ranks by. Heavy modules load
 on first call, so importing this package (the CLI does) stays cheap.
 """
 
@@ -22,26 +23,14 @@ def reliability(system: str, model: str, context: int, *, precision: str | None 
     `overrides` takes system `--set` keys plus `profile.*` and `refresh.*` keys. The decode rate is the
     profile's, else `tokens_per_s` (kvnand.evaluation.evaluate_reliability measures the system's own).
     """
-    from kvnand.reliability import endurance, refresh
-    from kvnand.reliability.disturb import workload
+    from kvnand.reliability import refresh
 
-    w = workload(system, model, context, precision=precision, mapping=mapping, overrides=overrides,
-                 profile=profile, tokens_per_s=tokens_per_s)
-    policy = refresh.get_policy(overrides)
-    rec = {"system": system, "model": w.model.name, "context": context, "mapping": w.mapping,
-           "precision": w.precision.name, "profile": w.profile.name, "oom": w.fit.oom, "oom_reason": w.fit.reason,
-           "max_reads_per_block": None,
-           "read_disturb_limit": _kv_cell(w.system).read_disturb_limit,
-           "refreshes_per_day": None, "pe_cycles_per_year": None, "lifetime_years": None, "uber": None}
+    w, policy, rec = _start(system, model, context, precision, mapping, profile, overrides, tokens_per_s)
     if w.fit.oom:
         return rec
-    plans = refresh.plan(w, policy)
-    rate = w.tokens_per_s()
-    wears = endurance.wear(w, plans, rate)
+    plans, rate, wears, worst, kv_group = _wear(w, policy)
     tokens_per_day = rate * 3600 * w.profile.hours_per_day
     groups = [_group_record(w, g, p, wr, tokens_per_day) for g, p, wr in zip(w.groups, plans, wears, strict=True)]
-    kv_group = next((g for g in w.groups if g.kv is not None), None)
-    worst = max(wears, key=lambda x: x.pe_cycles_per_year / x.pe_budget)
     errs = max(groups, key=lambda x: x["uber"])
     writes = sum(x.write_erases_per_day for x in wears)
     refreshes = sum(x.refresh_erases_per_day for x in wears)
@@ -63,6 +52,46 @@ def reliability(system: str, model: str, context: int, *, precision: str | None 
         "groups": groups,
     })
     return rec
+
+
+def lifetime(system: str, model: str, context: int, *, precision: str | None = None, mapping: str | None = None,
+             profile="continuous", overrides: dict | None = None, tokens_per_s: float | None = None) -> dict:
+    """What a design-space search ranks by, of reliability()'s record (the same values): `lifetime_years`,
+    `max_reads_per_block`, `read_disturb_limit` and whether the point fits; the bit-error model (UBER, RBER,
+    read retries of every group's worst block) is not run."""
+    w, policy, rec = _start(system, model, context, precision, mapping, profile, overrides, tokens_per_s)
+    out = {k: rec[k] for k in ("oom", "max_reads_per_block", "read_disturb_limit", "lifetime_years")}
+    if not w.fit.oom:
+        _, _, _, worst, kv_group = _wear(w, policy)
+        out.update(max_reads_per_block=kv_group.kv.max() if kv_group else None,
+                   lifetime_years=_finite(worst.lifetime_years))
+    return out
+
+
+def _start(system, model, context, precision, mapping, profile, overrides, tokens_per_s):
+    """(the workload's stress on every die group, the refresh policy, the record's fields known before wear)."""
+    from kvnand.reliability import refresh
+    from kvnand.reliability.disturb import workload
+
+    w = workload(system, model, context, precision=precision, mapping=mapping, overrides=overrides,
+                 profile=profile, tokens_per_s=tokens_per_s)
+    rec = {"system": system, "model": w.model.name, "context": context, "mapping": w.mapping,
+           "precision": w.precision.name, "profile": w.profile.name, "oom": w.fit.oom, "oom_reason": w.fit.reason,
+           "max_reads_per_block": None,
+           "read_disturb_limit": _kv_cell(w.system).read_disturb_limit,
+           "refreshes_per_day": None, "pe_cycles_per_year": None, "lifetime_years": None, "uber": None}
+    return w, refresh.get_policy(overrides), rec
+
+
+def _wear(w, policy) -> tuple:
+    """(refresh plans, decode rate, wear of every group, the group that wears out first, the KV's group)."""
+    from kvnand.reliability import endurance, refresh
+
+    plans = refresh.plan(w, policy)
+    rate = w.tokens_per_s()
+    wears = endurance.wear(w, plans, rate)
+    worst = max(wears, key=lambda x: x.pe_cycles_per_year / x.pe_budget)
+    return plans, rate, wears, worst, next((g for g in w.groups if g.kv is not None), None)
 
 
 def _group_record(w, g, p, wr, tokens_per_day: float) -> dict:

@@ -214,7 +214,8 @@ def _reliability(system: str, model: str, context: int, precision: str | None, o
 
     return evaluate_reliability(system, model, context, precision=precision, profile=profile,
                                 overrides=dict(overrides), record=_PREFETCHED.get(key) or _point(*key),
-                                rate=_RATES.get((system, model, context, precision, overrides, profile)))
+                                rate=_RATES.get((system, model, context, precision, overrides, profile)),
+                                lifetime_only=True)
 
 
 @lru_cache(maxsize=1024)
