@@ -426,3 +426,16 @@ def test_a_case_id_is_a_name(tmp_path, bad):
     with pytest.raises(InputError) as exc:
         v.load_cases([f])
     assert exc.value.key == "id"
+
+
+def test_a_negative_expected_value_is_one_input_error(tmp_path):
+    """Every validation metric is a positive quantity: a negative expected value is bad input, not a case."""
+    from kvnand.errors import InputError
+    from kvnand.study.validate import load_cases
+
+    cases = tmp_path / "cases.yaml"
+    cases.write_text("schema_version: 1\ncases:\n  - id: neg\n    source: test\n    metric: tokens_per_s\n"
+                     "    systems: [kvnand-c16]\n    models: [llama3.1-8b]\n    contexts: [1k]\n"
+                     "    expected: -1\n    tolerance: 0.1\n    status: enforced\n")
+    with pytest.raises(InputError, match="positive number"):
+        load_cases([cases])

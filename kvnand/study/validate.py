@@ -299,8 +299,9 @@ class Case(BaseModel):
             if m in BOOL_METRICS:
                 if not isinstance(v, bool):
                     raise ConfigValueError(f"metric '{m}' expects true or false", key="expected", value=v)
-            elif isinstance(v, bool) or not isinstance(v, (int, float)) or v == 0 or not abs(v) < 1e300:
-                raise ConfigValueError(f"metric '{m}' expects a non-zero number", key="expected", value=v)
+            elif isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1e300:
+                # every metric is a positive quantity (a rate, a time, an energy, a ratio of them, bytes, dollars)
+                raise ConfigValueError(f"metric '{m}' expects a positive number", key="expected", value=v)
         if m in BOOL_METRICS and self.tolerance is not None:
             raise ConfigValueError(f"metric '{m}' is true/false and takes no tolerance", key="tolerance",
                                    value=self.tolerance)

@@ -6,8 +6,9 @@ kvnand.evaluate_many, the chunk's designs that differ in numbers only stacked in
 its contexts; a lifetime objective's decode rates too), optionally over a pool of processes (`--workers`: the
 chunks are split between them; the result does not depend on how). A million-point grid (1,494 designs x 670
 workload points) takes about 9 s on two workers without a reliability objective; with one, each fitting
-point's flash lifetime is a scalar model (kvnand.reliability.lifetime) and sets the pace. The rows go to the same exporter plus the
-Fig. 15-style heatmap, and every design to grid.npz (compressed columns: parameters, objectives, metrics).
+point's flash lifetime is a scalar model (kvnand.reliability.lifetime) and sets the pace. The rows go to the
+same exporter plus the Fig. 15-style heatmap, and every design to grid.npz (compressed columns: parameters,
+objectives, metrics).
 Published designs that fall between grid steps are added as extra rows. Unless `study=False`, the designs
 are also stored as a finished optuna study (study.journal in the output folder), so `dse pareto` and
 optuna-dashboard open a grid like a search.
