@@ -270,5 +270,6 @@ def test_timing_energy_and_read_disturb_use_the_same_kv_page_reads(system, mappi
         assert sum(items) == pytest.approx(km["busiest_plane_page_reads_per_token"], rel=1e-12)
     # read disturb: every KV block's reads in a session of one decode step at context L
     one_step = Session(((L, L + 1),), L + 1)
-    kv = next(g.kv for g in _groups(cfg, spec, prec, one_step) if g.kv is not None)
+    kv = next(g.kv for g in _groups(Lowering(cfg, spec, prec, one_step.context), cfg, spec, prec, one_step)
+              if g.kv is not None)
     assert float((kv.reads * kv.count).sum()) == pytest.approx(km["page_reads_per_token"], rel=1e-9)

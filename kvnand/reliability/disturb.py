@@ -45,7 +45,7 @@ from kvnand.mapping.capacity import Fit
 from kvnand.mapping.kv import KvLayout, naive_plane
 from kvnand.reliability.profile import Profile, Session, get_profile, session
 from kvnand.scenario import Point, resolve
-from kvnand.workload.kv_policy import DENSE
+from kvnand.workload.kv_policy import DENSE, is_dense
 from kvnand.workload.model import ModelSpec
 from kvnand.workload.precision import Precision
 
@@ -169,11 +169,12 @@ def workload(system: str, model: str, context: int, *, precision: str | None = N
     check_composition(cfg)
     fitted = fit(cfg, spec, prec, context, kv_policy)
     if not fitted.oom:  # a dataflow that overflows an on-chip buffer cannot run: reported like an OOM
-        error = Lowering(cfg, spec, prec, context, kv_policy).buffer_error()
+        b = Lowering(cfg, spec, prec, context, kv_policy)
+        error = b.buffer_error()
         if error is not None:
             fitted = dataclasses.replace(fitted, oom=True, reason=error)
     sess = session(prof, context)
-    groups = () if fitted.oom else _groups(cfg, spec, prec, sess, kv_policy)
+    groups = () if fitted.oom else _groups(b.at(sess.context), cfg, spec, prec, sess, kv_policy)
     return Workload(system, sys_over, cfg, spec, prec, prof, sess, fitted, groups, tokens_per_s, kv_policy)
 
 
@@ -182,9 +183,9 @@ def system_overrides(overrides: dict) -> dict:
     return {k: v for k, v in overrides.items() if not k.startswith(("profile.", "refresh."))}
 
 
-def _groups(cfg: System, spec: ModelSpec, prec: Precision, sess: Session,
+def _groups(b: Lowering, cfg: System, spec: ModelSpec, prec: Precision, sess: Session,
             kv_policy: KvPolicy = DENSE) -> tuple[GroupStress, ...]:
-    b = Lowering(cfg, spec, prec, sess.context, kv_policy)
+    """The stress on every die group of the lowering `b` (at the session's context)."""
     wg = b.wgroup if cfg.placement.weights in ("flash_pe", "flash_split") else None
     kg = b.kvgroup
     weights = weight_blocks(spec, prec, wg, sess) if wg is not None else None
@@ -197,7 +198,8 @@ def _groups(cfg: System, spec: ModelSpec, prec: Precision, sess: Session,
             wg is kg) else 0
         hp = heads_per_phase(cfg, spec)
         kv, lanes = kv_blocks(b.layout, geo.pages_per_block, geo.blocks_per_plane - held, sess, hp)
-        kv = sparse_reading(kv, *b.at(sess.mean_decode_context).read_fractions(hp))
+        if not is_dense(kv_policy):  # (dense: every written token attended, every page read)
+            kv = sparse_reading(kv, *b.at(sess.mean_decode_context).read_fractions(hp))
         out.append(GroupStress(kg, kv, lanes, weights if wg is kg else None))
     return tuple(out)
 
