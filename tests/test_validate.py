@@ -439,3 +439,20 @@ def test_a_negative_expected_value_is_one_input_error(tmp_path):
                      "    expected: -1\n    tolerance: 0.1\n    status: enforced\n")
     with pytest.raises(InputError, match="positive number"):
         load_cases([cases])
+
+
+@pytest.mark.parametrize("field,value", [("spec_k", True), ("batch", "4"), ("spec_accept", "0.5")])
+def test_decode_keywords_are_strict(tmp_path, field, value):
+    """A case's decode keywords take numbers, not booleans or digit strings (found by the fuzz harness)."""
+    import json
+
+    from kvnand.errors import InputError
+    from kvnand.study.validate import load_cases
+
+    decode = {"batch": 4, "spec_draft": "llama3.1-8b", "spec_k": 3, "spec_accept": 0.6, field: value}
+    cases = tmp_path / "cases.yaml"
+    cases.write_text("schema_version: 1\ncases:\n  - id: strict\n    source: test\n    metric: tokens_per_s\n"
+                     "    systems: [kvnand-c16]\n    models: [llama3.1-70b]\n    contexts: [1k]\n"
+                     f"    decode: {json.dumps(decode)}\n    expected: 1\n    tolerance: 0.1\n    status: tracked\n")
+    with pytest.raises(InputError, match=field):
+        load_cases([cases])

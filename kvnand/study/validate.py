@@ -161,10 +161,11 @@ class DecodeKeys(BaseModel):
     scenario.Decode)."""
 
     model_config = ConfigDict(extra="forbid")
-    batch: int | None = None
-    spec_draft: str | None = None
-    spec_k: int | None = None
-    spec_accept: float | None = None
+    # strict: true is not 1, "4" is not 4
+    batch: Annotated[int, Strict()] | None = None
+    spec_draft: Annotated[str, Strict()] | None = None
+    spec_k: Annotated[int, Strict()] | None = None
+    spec_accept: Annotated[float, Strict()] | None = None
 
     @model_validator(mode="after")
     def _a_decode(self):
