@@ -125,7 +125,7 @@ def dse_grid(quick: bool) -> list[Result]:
     # full: 1,494 designs x 2 models x 335 contexts = 1,000,980 points, a million-point grid run whole
     grid_contexts = contexts[::10] if quick else sorted({int(c) for c in np.geomspace(128, 1_000_000, 335)})
     return [_grid(all_dies, grid_contexts, "", "dse grid, 2 workers"),
-            _grid(all_dies[:1] if quick else all_dies[:2], contexts[:: 10 if quick else 5], ", lifetime_years",
+            _grid(all_dies[:1] if quick else all_dies[:3], contexts[:: 10 if quick else 5], ", lifetime_years",
                   "dse grid + reliability, 2 workers")]
 
 
