@@ -72,7 +72,7 @@ def evaluate_many(system: str | list[str], model: str | list[str], contexts, *,
     pieces = []
     for (si, s), (mi, m), (pi, p) in itertools.product(enumerate(systems), enumerate(models), enumerate(precs)):
         base = (si * len(models) + mi) * len(variants) * per_variant + pi * n_ctx
-        for members in _shapes(variants, mode, refresh):
+        for members in _shapes(variants):
             starts = np.array([base + v * per_variant for v in members], dtype=np.int64)
             chosen = [variants[v] for v in members]
             if mode != "fast" or refresh or any(is_policy_key(k) for k in chosen[0]):
@@ -110,7 +110,7 @@ def _number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def _shapes(variants: list[dict], mode: str, refresh) -> list[list[int]]:
+def _shapes(variants: list[dict]) -> list[list[int]]:
     """The variants in groups that may stack: the same keys, the same value of every key that is not a number
     (a number may still change the lowering's structure: that group then falls back design by design)."""
     groups: dict[tuple, list[int]] = {}
@@ -241,7 +241,7 @@ def _walk_stack(system: str, stacked: list[Design], variants: list[dict], ctx, p
             "breakdown_s": ev.stage, "breakdown_by_resource_s": ev.bound, "busy_s": ev.busy,
             "energy_breakdown_j": ebreak, "power_breakdown_w": {c: v / latency for c, v in ebreak.items()},
             "utilization": {r: t / latency for r, t in ev.busy.items()}, "actions": counts}
-        if lw.layout is not None:
+        if lw.layout is not None and breakdowns:  # (for records, which need the breakdowns too)
             out["kv_reads"] = kv_page_reads(counts, lw)
     out["masked"] = ev.masked
     out["fits"], out["latency"] = ~oom, latency
