@@ -102,13 +102,9 @@ _DESIGNS: dict[tuple, Design] = {}
 MAX_DESIGNS = 4096
 
 
-def design(system: str, model: str, precision: str | None, overrides: dict) -> Design:
-    """The Design of a concrete system (cached, bounded)."""
-    return _design_of(system, resolve(Point(system, model, 1, precision, overrides)), overrides)
-
-
 def designs(system: str, model: str, precision: str | None, overrides: list[dict]) -> list[Design]:
-    """design() under each of many overrides (the system's files checked once)."""
+    """The Design of a concrete system under each of many overrides (cached, bounded; the system's files checked
+    once)."""
     return [_design_of(system, sc, ov) for sc, ov in
             zip(resolve_many(system, model, precision, overrides), overrides, strict=True)]
 
@@ -225,7 +221,7 @@ def _evaluate(system: str, model: str, context: int, precision: str | None, mode
     policy_given = any(is_policy_key(k) for k in overrides)
     if policy_given:
         record["config"]["kv_policy"] = policy_summary(sc.policy)
-    record.update(d.memories() if d is not None else _memories(system, overrides))
+    record.update(d.memories() if d is not None else _memories_of(sys_cfg))
     if fitted.oom:
         return record
     if prebuilt is not None:
@@ -366,14 +362,8 @@ def kv_policy_record(b: Lowering, mapping: dict | None) -> dict:
     return out
 
 
-def _memories(system: str, overrides: dict) -> dict:
-    """Memory cost and the capacity of each memory (kvnand.cost), in every record, OOM or not."""
-    from kvnand.config.loader import load_system
-
-    return _memories_of(load_system(system.removesuffix(":auto"), overrides))
-
-
 def _memories_of(s) -> dict:
+    """Memory cost and the capacity of each memory (kvnand.cost), in every record, OOM or not."""
     from kvnand.cost import memories_of
 
     c = memories_of(s)

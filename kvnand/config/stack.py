@@ -18,8 +18,15 @@ def stack(systems: list, shape: tuple[int, ...]):
     return _stack(systems[0], systems, shape)
 
 
-def _number(x) -> bool:
+def is_number(x) -> bool:
+    """A number a stacked system may hold as an array (not a bool)."""
     return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def stack_shape(overrides: dict) -> tuple:
+    """What overrides must share to stack: their keys and every value that is not a number (a number may still
+    change the lowering's structure: such designs are then walked one by one)."""
+    return tuple((k, None if is_number(v) else repr(v)) for k, v in overrides.items())
 
 
 def _stack(first, values: list, shape):
@@ -37,7 +44,7 @@ def _stack(first, values: list, shape):
         return first.model_copy(update=update) if update else first
     if all(v == first and type(v) is type(first) for v in values):
         return first
-    if _number(first) and all(_number(v) for v in values):
+    if is_number(first) and all(is_number(v) for v in values):
         import numpy as np
 
         return np.array(values).reshape(shape)

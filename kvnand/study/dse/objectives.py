@@ -102,6 +102,8 @@ def prefetch(space, designs: list[dict[str, Any]]) -> None:
     per model (every design x context in one walk), and each point's workload fields are read off the columns;
     evaluate_design then reads them instead of calling evaluate() point by point. Replaces what an earlier call
     prefetched. A design that is not a valid configuration is left to evaluate_design, which records why."""
+    from kvnand.config.stack import stack_shape
+
     _PREFETCHED.clear()
     _RATES.clear()
     by_model: dict[str, list[int]] = {}
@@ -110,8 +112,7 @@ def prefetch(space, designs: list[dict[str, Any]]) -> None:
     groups: dict[tuple, list] = {}
     for d in dict.fromkeys(space.design(params) for params in designs):
         if not d.decode:  # a batched or speculative step is evaluated point by point
-            shape = tuple((k, v if isinstance(v, str) or isinstance(v, bool) else None) for k, v in d.overrides)
-            groups.setdefault((d.system, d.precision, shape), []).append(d)
+            groups.setdefault((d.system, d.precision, stack_shape(dict(d.overrides))), []).append(d)
     needs = _needs_reliability(space)
     weights = {(p.model, p.context): p.weight for p in space.points}
     for (system, precision, _), ds in groups.items():
@@ -221,14 +222,14 @@ def _reliability(system: str, model: str, context: int, precision: str | None, o
 @lru_cache(maxsize=1024)
 def _hardware(system: str, overrides: tuple) -> dict:
     from kvnand.config.loader import load_system
-    from kvnand.cost import memory_cost
+    from kvnand.cost import memories_of
 
     s = load_system(system, dict(overrides))
     area = None
     lg = s.flash.logic if s.flash is not None else None
     if lg is not None and lg.die_area > 0:
         area = (s.flash.die.geometry.planes * lg.plane_area + lg.global_buffer_area) / lg.die_area
-    return {"cost_usd": memory_cost(system, dict(overrides))["cost_usd"], "logic_area_fraction": area}
+    return {"cost_usd": memories_of(s)["cost_usd"], "logic_area_fraction": area}
 
 
 @dataclass
