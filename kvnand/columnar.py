@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kvnand.config.loader import is_policy_key
-from kvnand.config.stack import NotStackable, stack
+from kvnand.config.stack import NotStackable, stack, stack_shape
 from kvnand.energy.tables import price
 from kvnand.errors import InputError
 from kvnand.evaluation import MODES, Design, _auto_dies, _unmeasured, designs, evaluate, kv_page_reads
@@ -106,17 +106,11 @@ def _variants(overrides) -> list[dict]:
     return [dict(o) for o in overrides]
 
 
-def _number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
 def _shapes(variants: list[dict]) -> list[list[int]]:
-    """The variants in groups that may stack: the same keys, the same value of every key that is not a number
-    (a number may still change the lowering's structure: that group then falls back design by design)."""
+    """The variants in groups that may stack (config.stack.stack_shape)."""
     groups: dict[tuple, list[int]] = {}
     for i, ov in enumerate(variants):
-        key = tuple((k, None if _number(v) else repr(v)) for k, v in ov.items())
-        groups.setdefault(key, []).append(i)
+        groups.setdefault(stack_shape(ov), []).append(i)
     return list(groups.values())
 
 
@@ -331,7 +325,7 @@ def _gather(w: dict, row, system: str) -> dict:
     ok = ~oom
     g.update({
         "system": system, "model": w["model"], "precision": w["precision"], "mode": "fast", "row": rows.copy(),
-        "designs": w["designs"], "context": _pick(g, w["context"]), "oom": oom, "ok": ok,
+        "designs": w["designs"], "context": _pick(g, w["context"]), "oom": oom, "ok": ok, "all_ok": bool(ok.all()),
         "oom_reason": list(_pick(g, w["oom_reason"])), "beyond_model_context": _pick(g, w["beyond_model_context"]),
         "model_max_context": w["model_max_context"], "used": [_pick(g, u) for u in w["used"]],
         "capacity_use": _pick(g, w["capacity_use"]), "masked": w["masked"], "bottleneck": [None] * len(rows),
@@ -362,7 +356,7 @@ def _masked(g: dict, a, fill):
     import numpy as np
 
     v = _pick(g, a)
-    return v if g["ok"].all() else np.where(g["ok"], v, fill)
+    return v if g["all_ok"] else np.where(g["ok"], v, fill)
 
 
 def _breakdown_values(g: dict, f: str, key: str):

@@ -96,11 +96,11 @@ def _longest(room: float, per_tok: float, windowed: tuple[tuple[float, int], ...
     return math.inf if slope <= 0 else math.floor(c + (room - used) / slope)
 
 
-def check_many(stores: list[Store], contexts, names: list | None = None) -> tuple:
-    """check() at every point of an array of contexts, the stores' numbers plain or arrays over stacked designs
-    (broadcast against the contexts, a design a row): (OOM per point, check()'s reason per point (an object
-    array, None where it fits), used bytes per point of each store in order). `names`: each row's store names
-    (a stacked store's own name may count dies that differ between its designs)."""
+def check_many(stores: list[Store], contexts, names: list[list[str]]) -> tuple:
+    """check() at every point of a (designs, contexts) array of contexts, the stores' numbers plain or arrays
+    over stacked designs (a design a row): (OOM per point, check()'s reason per point (an object array, None
+    where it fits), used bytes per point of each store in order). `names`: each row's store names (a stacked
+    store's own name may count dies that differ between its designs)."""
     import numpy as np
 
     shape = np.shape(contexts)
@@ -117,9 +117,8 @@ def check_many(stores: list[Store], contexts, names: list | None = None) -> tupl
         at = np.nonzero(first == i)
         if not at[0].size:
             continue
-        rows = at[0].tolist() if len(shape) > 1 else [None] * at[0].size
-        words = [_reason(s.name if names is None else names[r][i], cap, fixed, u, f"{c} tokens")
-                 for r, cap, fixed, u, c in zip(rows, caps[i][at].tolist(),
+        words = [_reason(names[r][i], cap, fixed, u, f"{c} tokens")
+                 for r, cap, fixed, u, c in zip(at[0].tolist(), caps[i][at].tolist(),
                                                 np.broadcast_to(s.fixed_bytes, shape)[at].tolist(),
                                                 used[i][at].tolist(), np.asarray(contexts)[at].tolist(),
                                                 strict=True)]
