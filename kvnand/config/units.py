@@ -226,7 +226,10 @@ def _memo_file() -> tuple[Path, str]:
 
 @cache
 def _remembered() -> dict[str, float]:
-    path, fingerprint = _memo_file()
+    return _read_memo(*_memo_file())
+
+
+def _read_memo(path: Path, fingerprint: str) -> dict[str, float]:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         values = doc["values"] if doc.get("fingerprint") == fingerprint else {}
@@ -235,14 +238,30 @@ def _remembered() -> dict[str, float]:
         return {}
 
 
+MEMO_MAX = 4096  # remembered quantities (the presets hold a few hundred; arbitrary --set text does not grow it)
+_LEARNED: dict[str, float] = {}  # quantities pint read in this process, written to the memo when it exits
+
+
 def _remember(key: str, value: float) -> None:
-    """Add a quantity pint read to the file (written whole and atomically; a file that cannot be written is
-    simply not used)."""
+    import atexit
+
+    if not _LEARNED:
+        atexit.register(_write_memo)
+    _LEARNED[key] = value
+    _remembered()[key] = value
+
+
+def _write_memo() -> None:
+    """Add this process's quantities to the file, once (written whole and atomically over what is there now; a
+    file that cannot be written is simply not used)."""
     from kvnand.io import write_text
 
-    known = _remembered()
-    known[key] = value
     path, fingerprint = _memo_file()
+    known = _read_memo(path, fingerprint)
+    for key, value in _LEARNED.items():
+        if len(known) >= MEMO_MAX:
+            break
+        known[key] = value
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text(path, json.dumps({"fingerprint": fingerprint, "values": known}))
